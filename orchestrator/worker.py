@@ -1,0 +1,87 @@
+"""The worker process: ChatWorkflow on `chat`, generation on `chat-generate` with at most
+`generation_slots` generations in flight (per-worker slots × workers must not exceed the engine's
+max concurrent requests; extra demand waits in Temporal's queue, not at the engine)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from contextlib import AsyncExitStack
+from datetime import timedelta
+
+from loguru import logger
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from characters import bundled_characters
+from orchestrator.inference import InferenceClient
+from orchestrator.settings import Settings
+from workflows.activities import ChatActivities, record_metrics
+from workflows.chat import ChatWorkflow
+
+# Cancellation reaches an activity only on a heartbeat; without this cap heartbeats are throttled to
+# 0.8 × heartbeat_timeout and a cancel lands seconds late.
+MAX_HEARTBEAT_THROTTLE = timedelta(seconds=0.5)
+# In-flight generations get this long to finish on SIGTERM before they are cancelled (and retried elsewhere).
+GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+def engine_client(settings: Settings) -> InferenceClient:
+    return InferenceClient(
+        settings.inference_base_url,
+        settings.model_name,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        timeout=settings.inference_timeout_seconds,
+    )
+
+
+def build_workers(client: Client, settings: Settings) -> list[Worker]:
+    bundled_characters()  # read and validate the bundled profiles now, not inside the first job
+    workflows = Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[ChatWorkflow],
+        activities=[record_metrics],  # local activity: runs in this worker, holds no slot
+    )
+    generation = Worker(
+        client,
+        task_queue=settings.generate_task_queue,
+        activities=[ChatActivities(engine_client(settings)).generate],
+        max_concurrent_activities=settings.generation_slots,
+        max_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+    return [workflows, generation]
+
+
+async def run_workers(client: Client, settings: Settings, stop: asyncio.Event) -> None:
+    """Run until `stop` is set, then shut the workers down gracefully."""
+    async with AsyncExitStack() as stack:
+        for worker in build_workers(client, settings):
+            await stack.enter_async_context(worker)
+        logger.info(
+            "worker polling task queues {} and {} ({} generation slots, engine {})",
+            settings.task_queue,
+            settings.generate_task_queue,
+            settings.generation_slots,
+            settings.inference_base_url,
+        )
+        await stop.wait()
+        logger.info("shutting down workers")
+
+
+def stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
