@@ -29,17 +29,18 @@ class Verdict(BaseModel):
         return not self.reasons
 
 
-def _speaker_label(name: str) -> str:
-    return rf"(?:\*\*)?{re.escape(name)}(?:\*\*)?\s*:"
+def _speaker_label(*names: str) -> str:
+    """A line's "Name:" label, bold or not ("**Name:**", "**Name**:")."""
+    alternatives = "|".join(re.escape(n) for n in names)
+    return rf"^\s*\**(?:{alternatives})\**\s*:\**"
 
 
 def without_own_label(text: str, char_name: str) -> str:
-    return re.sub(rf"^\s*{_speaker_label(char_name)}\s*", "", text, flags=re.IGNORECASE)
+    return re.sub(rf"{_speaker_label(char_name)}\s*", "", text, flags=re.IGNORECASE)
 
 
 def cut_at_user_turn(text: str, user_name: str) -> str:
-    names = "|".join(re.escape(n) for n in {user_name, "User"})
-    match = re.search(rf"^\s*(?:\*\*)?(?:{names})(?:\*\*)?\s*:", text, flags=re.IGNORECASE | re.MULTILINE)
+    match = re.search(_speaker_label(user_name, "User"), text, flags=re.IGNORECASE | re.MULTILINE)
     return text[: match.start()] if match else text
 
 

@@ -1,0 +1,81 @@
+"""A FAKE inference engine, for faults the real llama.cpp server cannot be made to produce: HTTP 429
+(TGI over max-concurrent-requests), 401, and errors that TGI sends inside a 200 stream. Everything else
+is tested against the real llama.cpp server.
+
+It answers POST /v1/chat/completions with scripted responses, one per request, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Scripted:
+    status: int = 200
+    body: object | None = None  # JSON body for a plain response
+    events: list[object] = field(default_factory=list)  # SSE `data:` payloads for a 200 stream
+
+
+def delta(text: str, finish_reason: str | None = None) -> dict[str, object]:
+    return {
+        "id": "fake",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "fake",
+        "system_fingerprint": "fake",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": finish_reason}],
+    }
+
+
+def reply_stream(text: str) -> Scripted:
+    words = text.split(" ")
+    chunks = [delta(w if i == 0 else " " + w) for i, w in enumerate(words)]
+    return Scripted(events=[*chunks, delta("", "stop"), "[DONE]"])
+
+
+class FakeEngine:
+    def __init__(self, script: list[Scripted]) -> None:
+        self.script = list(script)
+        self.requests: list[dict[str, object]] = []
+        self._server: asyncio.Server | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    async def __aenter__(self) -> FakeEngine:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")),
+            0,
+        )
+        self.requests.append(json.loads(await reader.readexactly(length)) if length else {})
+        response = self.script.pop(0) if self.script else Scripted(status=500, body={"error": "script exhausted"})
+        if response.events:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
+            for event in response.events:
+                payload = event if isinstance(event, str) else json.dumps(event)
+                writer.write(f"data: {payload}\n\n".encode())
+                await writer.drain()
+        else:
+            body = json.dumps(response.body).encode()
+            writer.write(
+                f"HTTP/1.1 {response.status} X\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+        await writer.drain()
+        writer.close()

@@ -1,0 +1,73 @@
+"""The inference client against the real llama.cpp server and the real SmolLM2 model."""
+
+import pytest
+
+from orchestrator.devstack import DevStack
+from orchestrator.inference import InferenceClient
+from orchestrator.settings import Settings
+from tests.conftest import free_port
+from workflows.models import EngineError, ErrorType, Message, ResolvedSampling
+
+MESSAGES = [
+    Message(role="system", content="You are Mira, a tavern keeper in a harbour town."),
+    Message(role="user", content="Good evening! What do you serve here?"),
+]
+
+
+def sampling(**overrides: object) -> ResolvedSampling:
+    return ResolvedSampling(**{"temperature": 0.7, "top_p": 0.9, "max_tokens": 24, "seed": 42, **overrides})
+
+
+@pytest.fixture
+def engine(stack: DevStack, settings: Settings) -> InferenceClient:
+    return InferenceClient(settings.inference_base_url, settings.model_name)
+
+
+async def test_streams_a_real_reply_with_finish_reason_and_token_count(engine: InferenceClient) -> None:
+    result = await engine.complete(MESSAGES, sampling())
+    assert len(result.content.split()) >= 3
+    assert result.finish_reason in ("stop", "length")
+    assert 1 <= result.completion_tokens <= 24
+    assert result.engine_ms > 0 and result.first_token_ms is not None
+
+
+async def test_the_token_limit_cuts_the_reply(engine: InferenceClient) -> None:
+    result = await engine.complete(MESSAGES, sampling(max_tokens=5))
+    assert result.finish_reason == "length" and result.completion_tokens == 5
+
+
+async def test_same_seed_same_reply_other_seed_other_reply(engine: InferenceClient) -> None:
+    first = await engine.complete(MESSAGES, sampling(temperature=1.0))
+    again = await engine.complete(MESSAGES, sampling(temperature=1.0))
+    other = await engine.complete(MESSAGES, sampling(temperature=1.0, seed=7))
+    assert first.content == again.content
+    assert other.content != first.content
+
+
+async def test_top_p_one_is_accepted(engine: InferenceClient) -> None:
+    assert (await engine.complete(MESSAGES, sampling(top_p=1.0))).content
+
+
+async def test_wrong_path_is_misconfigured(settings: Settings, stack: DevStack) -> None:
+    with pytest.raises(EngineError) as error:
+        await InferenceClient(f"{settings.inference_base_url}/nope", "smollm2").complete(MESSAGES, sampling())
+    assert error.value.type is ErrorType.engine_misconfigured and not error.value.retryable
+
+
+async def test_nothing_listening_is_unavailable_and_retryable() -> None:
+    with pytest.raises(EngineError) as error:
+        await InferenceClient(f"http://127.0.0.1:{free_port()}", "smollm2").complete(MESSAGES, sampling())
+    assert error.value.type is ErrorType.engine_unavailable and error.value.retryable
+
+
+async def test_a_value_the_engine_rejects_is_an_invalid_request(engine: InferenceClient) -> None:
+    with pytest.raises(EngineError) as error:
+        await engine.complete(MESSAGES, sampling(frequency_penalty=5.0))
+    assert error.value.type is ErrorType.invalid_request and not error.value.retryable
+
+
+async def test_input_over_the_context_fails_instead_of_returning_nothing(engine: InferenceClient) -> None:
+    # llama.cpp answers a streamed over-long input with HTTP 200 and an empty body.
+    with pytest.raises(EngineError) as error:
+        await engine.complete([Message(role="user", content="word " * 3000)], sampling())
+    assert error.value.type is ErrorType.generation_failed
