@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workflows.models import generate_task_queue
+
 ENV_PREFIX = "CHAT_WORKER_"
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -25,7 +27,6 @@ class Settings(BaseSettings):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     task_queue: str = "chat"
-    generate_task_queue: str = "chat-generate"
 
     # Inference engine (TGI in production, llama.cpp locally; any OpenAI-compatible chat API)
     inference_base_url: str = "http://127.0.0.1:8088"
@@ -73,6 +74,10 @@ class Settings(BaseSettings):
         if self.max_input_tokens >= self.max_total_tokens:
             raise ValueError("max_input_tokens must be smaller than max_total_tokens")
         return self
+
+    @property
+    def generate_task_queue(self) -> str:
+        return generate_task_queue(self.task_queue)
 
     @property
     def temporal_host(self) -> str:

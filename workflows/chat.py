@@ -37,11 +37,11 @@ with workflow.unsafe.imports_passed_through():
         ResolvedSampling,
         Timings,
         describe_validation_error,
+        generate_task_queue,
     )
     from workflows.sampling import escalated_sampling, first_sampling
     from workflows.validation import Verdict, validate_reply
 
-GENERATE_TASK_QUEUE = "chat-generate"
 MAX_ATTEMPTS = 3
 DEFAULT_DEADLINE = timedelta(seconds=120)
 GENERATE_TIMEOUT = timedelta(seconds=90)
@@ -211,7 +211,7 @@ class ChatWorkflow:
             return await workflow.execute_activity_method(
                 ChatActivities.generate,
                 GenerateRequest(job_id=job_id, attempt=attempt, messages=context, sampling=sampling),
-                task_queue=GENERATE_TASK_QUEUE,
+                task_queue=generate_task_queue(workflow.info().task_queue),
                 schedule_to_close_timeout=remaining,
                 start_to_close_timeout=min(GENERATE_TIMEOUT, remaining),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -154,10 +156,10 @@ async def isolated_namespace(client: Client) -> str:
     return name
 
 
-async def worker_against(settings: Settings, namespace: str, base_url: str) -> AsyncIterator[ChatClient]:
+async def worker_against(settings: Settings, namespace: str, base_url: str, **more: str) -> AsyncIterator[ChatClient]:
     from orchestrator.worker import connect
 
-    wired = settings.model_copy(update={"temporal_namespace": namespace, "inference_base_url": base_url})
+    wired = settings.model_copy(update={"temporal_namespace": namespace, "inference_base_url": base_url, **more})
     for _ in range(50):  # a new namespace takes a moment to reach the frontend's cache
         try:
             wired_client = await connect(wired)
@@ -201,3 +203,51 @@ async def test_engine_429_is_retried_by_temporal_within_one_attempt(
     assert result.content == reply and result.attempts == 1
     assert len(engine.requests) == 2
     assert [s.attempt for s in started] == [2]  # history keeps the last try's start; it says "attempt 2"
+
+
+async def test_a_renamed_task_queue_keeps_generation_beside_it(settings: Settings, isolated_namespace: str) -> None:
+    async for chat in worker_against(settings, isolated_namespace, settings.inference_base_url, task_queue="rp"):
+        handle = await chat.submit(job(sampling={"max_tokens": 16, "seed": 2}))
+        await handle.result()
+        scheduled, _ = await generate_events(chat.temporal, handle.id)
+    assert {s.task_queue.name for s in scheduled} == {"rp-generate"}
+
+
+async def test_plain_json_start_and_result_with_the_temporal_cli(chat: ChatClient, settings: Settings) -> None:
+    # What a backend in another language does: raw JSON in, raw JSON out, no Python models involved.
+    from orchestrator.devstack import temporal_binary
+
+    workflow_id = f"cli-{uuid.uuid4().hex[:8]}"
+    raw_job = json.dumps(
+        {
+            "job_id": workflow_id,
+            "messages": [{"role": "user", "content": "Hi Mira!"}],
+            "character": "Mira",
+            "sampling": {"max_tokens": 24, "seed": 1},
+        }
+    )
+    address = ["--address", settings.temporal_address, "--namespace", settings.temporal_namespace]
+
+    async def temporal(*args: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            str(temporal_binary()), *args, *address, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert process.returncode == 0, err.decode()
+        return out.decode()
+
+    await temporal(
+        "workflow",
+        "start",
+        "--type",
+        "ChatWorkflow",
+        "--task-queue",
+        settings.task_queue,
+        "--workflow-id",
+        workflow_id,
+        "--input",
+        raw_job,
+    )
+    result = json.loads(await temporal("workflow", "result", "--workflow-id", workflow_id, "--output", "json"))
+    assert result["status"] == "COMPLETED"
+    assert result["result"]["job_id"] == workflow_id and len(result["result"]["content"]) >= 10
