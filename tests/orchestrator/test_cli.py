@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
-from orchestrator.devstack import DevStack
+from orchestrator.devstack import DevStack, port_is_free
 from orchestrator.settings import Settings
 from orchestrator.worker import connect
 from tests.conftest import free_port, stack_env, stack_settings
@@ -147,3 +148,49 @@ async def test_demo_prints_a_reply_and_keeps_the_job_in_history(tmp_path: Path) 
         client = await connect(later)
         description = await client.get_workflow_handle(f"chat-{job_id}").describe()
     assert description.status == WorkflowExecutionStatus.COMPLETED
+
+
+async def wait_for_line(stream: asyncio.StreamReader, needle: str, seen: list[str]) -> None:
+    while True:
+        line = (await asyncio.wait_for(stream.readline(), timeout=120)).decode()
+        assert line, f"stream closed before {needle!r}; saw:\n{''.join(seen)}"
+        seen.append(line)
+        if needle in line:
+            return
+
+
+async def started(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orchestrator",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def test_worker_stops_gracefully_on_sigterm(stack: DevStack, settings: Settings) -> None:
+    worker = await started("worker", env=stack_env(settings) | {"CHAT_WORKER_TASK_QUEUE": "sigterm-test"})
+    assert worker.stderr is not None
+    seen: list[str] = []
+    await wait_for_line(worker.stderr, "worker polling", seen)
+    worker.send_signal(signal.SIGTERM)
+    await wait_for_line(worker.stderr, "shutting down workers", seen)
+    assert await asyncio.wait_for(worker.wait(), timeout=60) == 0
+
+
+async def test_dev_stops_the_whole_stack_on_ctrl_c(tmp_path: Path) -> None:
+    settings = stack_settings(tmp_path)
+    dev = await started("dev", env=stack_env(settings))
+    assert dev.stderr is not None
+    seen: list[str] = []
+    await wait_for_line(dev.stderr, "dev stack up", seen)
+    assert not port_is_free(settings.inference_host, settings.inference_port)
+    dev.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(dev.wait(), timeout=60) == 0
+    assert port_is_free(settings.temporal_host, settings.temporal_port)
+    assert port_is_free(settings.inference_host, settings.inference_port)
