@@ -16,7 +16,9 @@ from pydantic import ValidationError
 from characters import UnknownCharacter, bundled_character, bundled_characters
 from orchestrator.devstack import DevStackError
 from orchestrator.settings import Settings, SettingsError, load_settings
+from orchestrator.tokens import TokenizerUnavailable
 from workflows.models import ChatJob, ChatResult, JobType, describe_validation_error
+from workflows.policy import PolicyFileError
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -75,14 +77,14 @@ async def connected(settings: Settings) -> Client:
 async def run_job(client: Client, settings: Settings, job: ChatJob) -> ChatResult:
     from temporalio.client import WorkflowFailureError
 
-    from orchestrator.client import ChatClient
+    from orchestrator.client import ChatClient, InvalidJob
 
     chat = ChatClient(client, settings)
     try:
         handle = await chat.submit(job)
         print(f"job {job.job_id} started (workflow {handle.id})", file=sys.stderr)
         return await handle.result()
-    except UnknownCharacter as error:
+    except (UnknownCharacter, InvalidJob) as error:
         raise CliError(str(error), code=2) from None
     except WorkflowFailureError as error:
         cause = error.cause
@@ -246,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.code
-    except DevStackError as error:
+    except (DevStackError, PolicyFileError, TokenizerUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

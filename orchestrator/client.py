@@ -12,10 +12,14 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from characters import bundled_character
 from orchestrator.settings import Settings
 from workflows.chat import ChatWorkflow
-from workflows.models import ChatJob, ChatResult
+from workflows.models import ChatJob, ChatResult, limit_problems
 
 # The workflow enforces the job's deadline itself; this is Temporal's backstop past it.
 EXECUTION_TIMEOUT_MARGIN = timedelta(seconds=60)
+
+
+class InvalidJob(ValueError):
+    """The job asks for more than this deployment allows; nothing was started."""
 
 
 def workflow_id(job_id: str) -> str:
@@ -29,6 +33,9 @@ class ChatClient:
 
     def prepared(self, job: ChatJob) -> ChatJob:
         """The job as it will run: checked before anything starts, deadline defaulted from settings."""
+        problems = limit_problems(job, self.settings.job_limits)
+        if problems:
+            raise InvalidJob("invalid job: " + "; ".join(problems))
         if isinstance(job.character, str):
             bundled_character(job.character)  # raises UnknownCharacter naming the known ones
         if job.deadline_seconds is None:

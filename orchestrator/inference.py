@@ -158,7 +158,9 @@ class InferenceClient:
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 60.0) -> None:
         self.base_url, self.model, self._api_key, self._timeout = base_url, model, api_key, timeout
 
-    async def stream_chat(self, messages: list[Message], sampling: ResolvedSampling) -> AsyncIterator[ChatChunk]:
+    async def stream_chat(
+        self, messages: list[Message], sampling: ResolvedSampling, stop: list[str] | None = None
+    ) -> AsyncIterator[ChatChunk]:
         """The reply as it is generated. Closing the iterator closes the connection, which stops the
         generation at the engine."""
         # One HTTP client per generation: it keeps the stream's response open until closed.
@@ -169,6 +171,7 @@ class InferenceClient:
                     model=self.model,
                     stream=True,
                     stream_options={"include_usage": True},
+                    stop=stop or None,
                     **request_parameters(sampling),
                 )
                 async for output in stream:
@@ -176,14 +179,16 @@ class InferenceClient:
             except (HfHubHTTPError, TextGenerationError, httpx2.TransportError, ConnectionError) as error:
                 raise translated(error) from error
 
-    async def complete(self, messages: list[Message], sampling: ResolvedSampling) -> GenerateResult:
+    async def complete(
+        self, messages: list[Message], sampling: ResolvedSampling, stop: list[str] | None = None
+    ) -> GenerateResult:
         """The whole reply, streamed and joined; usage from the engine, or counted from chunks if absent."""
         started = time.monotonic()
         first_token_ms: float | None = None
         parts: list[str] = []
         finish_reason, prompt_tokens, completion_tokens, chunks = "stop", 0, None, 0
         seen_any = False
-        async for chunk in self.stream_chat(messages, sampling):
+        async for chunk in self.stream_chat(messages, sampling, stop):
             if chunk.text:
                 chunks += 1
                 parts.append(chunk.text)

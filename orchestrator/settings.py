@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workflows.models import generate_task_queue
+from workflows.models import JobLimits, generate_task_queue
 
 ENV_PREFIX = "CHAT_WORKER_"
 
@@ -35,6 +35,17 @@ class Settings(BaseSettings):
     # The engine's own limits; locally llama.cpp's n_ctx is max_total_tokens.
     max_input_tokens: int = Field(default=1536, ge=16)
     max_total_tokens: int = Field(default=2048, ge=32)
+    # Tokens kept free below the budget for what the count cannot see exactly (template details).
+    context_margin_tokens: int = Field(default=32, ge=0)
+    # How prompts are counted: the engine's /tokenize (TGI, vLLM), the local GGUF, the estimate, or auto.
+    tokenizer: Literal["auto", "engine", "gguf", "estimate"] = "auto"
+
+    # What a job may ask for
+    max_tokens_cap: int = Field(default=2048, ge=1)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    max_deadline_seconds: Seconds = 600.0
+    # Forbidden patterns (YAML, see workflows/policy.yaml); none by default.
+    policy_file: Path | None = None
 
     # Worker
     generation_slots: int = Field(default=8, ge=1, le=256)
@@ -70,10 +81,21 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @model_validator(mode="after")
-    def _input_fits_total(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.max_input_tokens >= self.max_total_tokens:
             raise ValueError("max_input_tokens must be smaller than max_total_tokens")
+        if self.job_deadline_seconds > self.max_deadline_seconds:
+            raise ValueError("job_deadline_seconds must not exceed max_deadline_seconds")
         return self
+
+    @property
+    def job_limits(self) -> JobLimits:
+        return JobLimits(
+            max_tokens_cap=self.max_tokens_cap,
+            default_deadline_seconds=self.job_deadline_seconds,
+            max_deadline_seconds=self.max_deadline_seconds,
+            max_attempts=self.max_attempts,
+        )
 
     @property
     def generate_task_queue(self) -> str:

@@ -8,6 +8,7 @@ import asyncio
 import signal
 from contextlib import AsyncExitStack
 from datetime import timedelta
+from pathlib import Path
 
 from loguru import logger
 from temporalio.client import Client
@@ -15,10 +16,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from characters import bundled_characters
+from orchestrator.devstack import DevStackError, smollm2_gguf
 from orchestrator.inference import InferenceClient
 from orchestrator.settings import Settings
-from workflows.activities import ChatActivities, record_metrics
+from orchestrator.tokens import token_counter
+from workflows.activities import ChatActivities, EngineLimits, JobActivities
 from workflows.chat import ChatWorkflow
+from workflows.policy import load_policy
 
 # Cancellation reaches an activity only on a heartbeat; without this cap heartbeats are throttled to
 # 0.8 × heartbeat_timeout and a cancel lands seconds late.
@@ -44,13 +48,42 @@ def engine_client(settings: Settings) -> InferenceClient:
     )
 
 
-def build_workers(client: Client, settings: Settings) -> list[Worker]:
-    bundled_characters()  # read and validate the bundled profiles now, not inside the first job
+def local_gguf(settings: Settings) -> Path | None:
+    try:
+        return smollm2_gguf(settings)
+    except DevStackError:
+        return None
+
+
+async def job_activities(settings: Settings) -> JobActivities:
+    """The local activities, with what they need read and checked now rather than inside the first job."""
+    bundled_characters()
+    policy = load_policy(settings.policy_file)
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    counter = await token_counter(
+        settings.tokenizer, settings.inference_base_url, settings.model_name, api_key, local_gguf(settings)
+    )
+    logger.info("token counts from: {}", counter.name)
+    return JobActivities(
+        settings.job_limits,
+        EngineLimits(
+            max_input_tokens=settings.max_input_tokens,
+            max_total_tokens=settings.max_total_tokens,
+            margin_tokens=settings.context_margin_tokens,
+        ),
+        counter,
+        policy,
+    )
+
+
+async def build_workers(client: Client, settings: Settings) -> list[Worker]:
+    jobs = await job_activities(settings)
     workflows = Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[ChatWorkflow],
-        activities=[record_metrics],  # local activity: runs in this worker, holds no slot
+        # Local activities: they run in this worker and hold no generation slot.
+        activities=[jobs.prepare, jobs.check_reply, jobs.record_metrics],
     )
     generation = Worker(
         client,
@@ -63,11 +96,15 @@ def build_workers(client: Client, settings: Settings) -> list[Worker]:
     return [workflows, generation]
 
 
-async def run_workers(client: Client, settings: Settings, stop: asyncio.Event) -> None:
-    """Run until `stop` is set, then shut the workers down gracefully."""
+async def run_workers(
+    client: Client, settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None
+) -> None:
+    """Run until `stop` is set, then shut the workers down gracefully. `ready` is set once they poll."""
     async with AsyncExitStack() as stack:
-        for worker in build_workers(client, settings):
+        for worker in await build_workers(client, settings):
             await stack.enter_async_context(worker)
+        if ready is not None:
+            ready.set()
         logger.info(
             "worker polling task queues {} and {} ({} generation slots, engine {})",
             settings.task_queue,

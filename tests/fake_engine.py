@@ -2,7 +2,8 @@
 (TGI over max-concurrent-requests), 401, and errors that TGI sends inside a 200 stream. Everything else
 is tested against the real llama.cpp server.
 
-It answers POST /v1/chat/completions with scripted responses, one per request, in order."""
+It answers POST /v1/chat/completions with scripted responses, one per request, in order, and 404 to
+anything else."""
 
 from __future__ import annotations
 
@@ -62,8 +63,12 @@ class FakeEngine:
             (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")),
             0,
         )
-        self.requests.append(json.loads(await reader.readexactly(length)) if length else {})
-        response = self.script.pop(0) if self.script else Scripted(status=500, body={"error": "script exhausted"})
+        body = json.loads(await reader.readexactly(length)) if length else {}
+        if not head.startswith(b"POST /v1/chat/completions "):
+            response = Scripted(status=404, body={"error": "not found"})  # e.g. the worker probing /tokenize
+        else:
+            self.requests.append(body)
+            response = self.script.pop(0) if self.script else Scripted(status=500, body={"error": "script exhausted"})
         if response.events:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
             for event in response.events:

@@ -1,7 +1,12 @@
-"""The job's I/O stages. `generate` is the only slow one: it runs on the `chat-generate` queue, whose
-worker caps concurrency at the engine's slots. `record_metrics` runs as a local activity.
+"""The job's stages that touch the worker's configuration or I/O.
 
-Neither logs chat text: only ids, counts, codes and timings."""
+- `generate` (a full activity on `{task_queue}-generate`): the only slow stage; that worker caps
+  concurrency at the engine's slots.
+- `prepare`, `check_reply`, `record_metrics` (local activities in the workflow's worker): the worker's
+  limits, the engine's tokenizer, the policy file. Their results are markers in the history, so every
+  attempt's verdict is there to read, and replay never re-runs them.
+
+Nothing here logs chat text: ids, counts, codes and timings only."""
 
 from __future__ import annotations
 
@@ -10,25 +15,160 @@ from datetime import timedelta
 from typing import Protocol
 
 from loguru import logger
+from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from characters import Character, UnknownCharacter, bundled_character
+from workflows.context import BuiltContext, ContextTooLarge, assemble, context_pieces, token_budget
 from workflows.models import (
+    ChatJob,
     EngineError,
     ErrorType,
     GenerateRequest,
     GenerateResult,
+    JobLimits,
     JobMetrics,
     Message,
     ResolvedSampling,
+    limit_problems,
 )
+from workflows.policy import Policy
+from workflows.sampling import max_tokens_for
+from workflows.validation import ReplySpec, Verdict, validate
 
 HEARTBEAT_EVERY_SECONDS = 1.0
 OVERLOADED_RETRY_DELAY = timedelta(seconds=5)
+SLOW_SECONDS = 20.0
+SHORT_CHARS = 50
 
 
 class ChatEngine(Protocol):
-    async def complete(self, messages: list[Message], sampling: ResolvedSampling) -> GenerateResult: ...
+    async def complete(
+        self, messages: list[Message], sampling: ResolvedSampling, stop: list[str]
+    ) -> GenerateResult: ...
+
+
+class TokenCounter(Protocol):
+    async def count_many(self, texts: list[str]) -> dict[str, int]: ...
+
+
+class EngineLimits(BaseModel):
+    max_input_tokens: int
+    max_total_tokens: int
+    margin_tokens: int
+
+
+class PrepareRequest(BaseModel):
+    job: ChatJob
+    # 1.0 normally; smaller after the engine still answered "input too long".
+    budget_share: float = 1.0
+
+
+class Prepared(BaseModel):
+    context: BuiltContext
+    character: Character | None
+    max_attempts: int
+    deadline_seconds: float
+
+
+class CheckRequest(BaseModel):
+    reply: str
+    spec: ReplySpec
+    history: list[Message]
+    finish_reason: str
+
+
+def invalid_job(message: str) -> ApplicationError:
+    return ApplicationError(message, type=ErrorType.invalid_job.value, non_retryable=True)
+
+
+def forbidden_input(job: ChatJob, policy: Policy) -> list[str]:
+    return [
+        f"job.messages.{index}.content: matches a pattern the platform forbids"
+        for index, message in enumerate(job.messages)
+        if message.role == "user" and policy.violations(message.content)
+    ]
+
+
+def resolved_character(job: ChatJob) -> Character | None:
+    if isinstance(job.character, str):
+        try:
+            return bundled_character(job.character)
+        except UnknownCharacter as error:
+            raise invalid_job(f"invalid job: job.character: {error}") from None
+    return job.character
+
+
+def quality_warnings(metrics: JobMetrics) -> list[str]:
+    """The original worker's quality monitoring: slow, short, out of character."""
+    warnings = []
+    if metrics.timings.total_ms > SLOW_SECONDS * 1000:
+        warnings.append("slow")
+    if metrics.response_length < SHORT_CHARS:
+        warnings.append("short")
+    if "out_of_character" in metrics.reasons:
+        warnings.append("out_of_character")
+    return warnings
+
+
+class JobActivities:
+    """Local activities, bound to the worker's limits, tokenizer and policy."""
+
+    def __init__(self, limits: JobLimits, engine_limits: EngineLimits, counter: TokenCounter, policy: Policy) -> None:
+        self._limits = limits
+        self._engine_limits = engine_limits
+        self._counter = counter
+        self._policy = policy
+
+    @activity.defn(name="prepare")
+    async def prepare(self, request: PrepareRequest) -> Prepared:
+        job = request.job
+        problems = limit_problems(job, self._limits) + forbidden_input(job, self._policy)
+        if problems:
+            raise invalid_job("invalid job: " + "; ".join(problems))
+        character = resolved_character(job)
+        pieces = context_pieces(job, character)
+        counts = await self._counter.count_many(pieces.texts())
+        engine = self._engine_limits
+        budget = token_budget(
+            engine.max_input_tokens,
+            engine.max_total_tokens,
+            max_tokens_for(job.job_type, job.sampling),
+            engine.margin_tokens,
+        )
+        try:
+            context = assemble(
+                pieces, user_name=job.user_name, budget=int(budget * request.budget_share), count=counts.__getitem__
+            )
+        except ContextTooLarge as error:
+            raise ApplicationError(str(error), type=ErrorType.context_too_large.value, non_retryable=True) from None
+        return Prepared(
+            context=context,
+            character=character,
+            max_attempts=self._limits.max_attempts,
+            deadline_seconds=job.deadline_seconds or self._limits.default_deadline_seconds,
+        )
+
+    @activity.defn(name="check_reply")
+    async def check_reply(self, request: CheckRequest) -> Verdict:
+        return validate(request.reply, request.spec, request.history, request.finish_reason, self._policy)
+
+    @activity.defn(name="record_metrics")
+    async def record_metrics(self, metrics: JobMetrics) -> None:
+        metrics = metrics.model_copy(update={"warnings": quality_warnings(metrics)})
+        logger.bind(metrics=metrics.model_dump(mode="json")).info(
+            "job done job={} type={} outcome={} attempts={} reasons={} warnings={} tokens={}+{} total_ms={:.0f}",
+            metrics.job_id,
+            metrics.job_type.value,
+            metrics.outcome,
+            metrics.attempts,
+            ",".join(metrics.reasons),
+            ",".join(metrics.warnings),
+            metrics.prompt_tokens,
+            metrics.completion_tokens,
+            metrics.timings.total_ms,
+        )
 
 
 async def _heartbeat_forever() -> None:
@@ -48,6 +188,10 @@ def application_error(error: EngineError) -> ApplicationError:
     )
 
 
+def queue_ms(info: activity.Info) -> float:
+    return max(0.0, (info.started_time - info.current_attempt_scheduled_time).total_seconds() * 1000)
+
+
 class ChatActivities:
     def __init__(self, engine: ChatEngine) -> None:
         self._engine = engine
@@ -57,7 +201,7 @@ class ChatActivities:
         info = activity.info()
         heartbeats = asyncio.create_task(_heartbeat_forever())
         try:
-            result = await self._engine.complete(request.messages, request.sampling)
+            result = await self._engine.complete(request.messages, request.sampling, request.stop)
         except EngineError as error:
             logger.warning(
                 "generate failed job={} attempt={} try={} type={}",
@@ -69,6 +213,7 @@ class ChatActivities:
             raise application_error(error) from error
         finally:
             heartbeats.cancel()
+        result.queue_ms = queue_ms(info)
         logger.info(
             "generated job={} attempt={} try={} finish={} prompt_tokens={} completion_tokens={} engine_ms={:.0f}",
             request.job_id,
@@ -80,18 +225,3 @@ class ChatActivities:
             result.engine_ms,
         )
         return result
-
-
-@activity.defn(name="record_metrics")
-async def record_metrics(metrics: JobMetrics) -> None:
-    logger.bind(metrics=metrics.model_dump(mode="json")).info(
-        "job done job={} type={} outcome={} attempts={} reasons={} tokens={}+{} total_ms={:.0f}",
-        metrics.job_id,
-        metrics.job_type.value,
-        metrics.outcome,
-        metrics.attempts,
-        ",".join(metrics.reasons),
-        metrics.prompt_tokens,
-        metrics.completion_tokens,
-        metrics.timings.total_ms,
-    )

@@ -1,7 +1,8 @@
 """ChatWorkflow: the story of one chat job.
 
-build context → generate (activity on `chat-generate`) → validate → (retry with adjusted sampling) →
-record metrics → ChatResult.
+parse the job → prepare (local activity: limits, policy, character, token-budget context) →
+attempt: generate (activity on `{task_queue}-generate`) → check the reply (local activity) →
+(rejected: again, with a new seed and adjusted sampling) → record metrics (local activity) → ChatResult.
 
 The input is taken as plain JSON and validated here, so a malformed job fails the workflow at once with a
 non-retryable `InvalidJob` naming the field (a pydantic-typed parameter that does not decode would leave
@@ -9,7 +10,7 @@ the workflow retrying its first task forever)."""
 
 from __future__ import annotations
 
-import time
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,32 +21,30 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from characters import Character, UnknownCharacter, bundled_character
-    from workflows.activities import ChatActivities, record_metrics
-    from workflows.context import build_context
+    from workflows.activities import ChatActivities, CheckRequest, JobActivities, Prepared, PrepareRequest
     from workflows.models import (
         NON_RETRYABLE,
         WORKFLOW_TYPE,
+        AttemptSummary,
         ChatJob,
         ChatResult,
         ErrorType,
         GenerateRequest,
         GenerateResult,
         JobMetrics,
-        JobType,
-        Message,
         ResolvedSampling,
         Timings,
         describe_validation_error,
         generate_task_queue,
     )
     from workflows.sampling import escalated_sampling, first_sampling
-    from workflows.validation import Verdict, validate_reply
+    from workflows.validation import ReplySpec, Verdict
 
-MAX_ATTEMPTS = 3
-DEFAULT_DEADLINE = timedelta(seconds=120)
 GENERATE_TIMEOUT = timedelta(seconds=90)
 HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+LOCAL_TIMEOUT = timedelta(seconds=30)
+# After the engine still answers "input too long", the context is built once more with this share of the budget.
+SHRUNK_BUDGET_SHARE = 0.75
 GENERATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -53,42 +52,53 @@ GENERATE_RETRY = RetryPolicy(
     maximum_attempts=4,
     non_retryable_error_types=sorted(t.value for t in NON_RETRYABLE),
 )
-
-
-def invalid_job(message: str) -> ApplicationError:
-    return ApplicationError(message, type=ErrorType.invalid_job.value, non_retryable=True)
+LOCAL_RETRY = RetryPolicy(
+    maximum_attempts=3, non_retryable_error_types=[ErrorType.invalid_job.value, ErrorType.context_too_large.value]
+)
 
 
 def parsed_job(raw: Any) -> ChatJob:
     try:
         return ChatJob.model_validate(raw)
     except ValidationError as error:
-        raise invalid_job(f"invalid job: {describe_validation_error(error, 'job')}") from None
+        raise ApplicationError(
+            f"invalid job: {describe_validation_error(error, 'job')}",
+            type=ErrorType.invalid_job.value,
+            non_retryable=True,
+        ) from None
 
 
-def resolved_character(job: ChatJob) -> Character | None:
-    if isinstance(job.character, str):
-        try:
-            return bundled_character(job.character)
-        except UnknownCharacter as error:
-            raise invalid_job(f"invalid job: job.character: {error}") from None
-    return job.character
-
-
-def chat_messages_ok(messages: list[Message]) -> None:
-    if not any(m.role == "user" for m in messages):
-        raise invalid_job("invalid job: job.messages: needs at least one message with role 'user'")
+def failure(error: ActivityError) -> ApplicationError:
+    """The workflow's own non-retryable failure for an activity's, keeping the activity's error type."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.type:
+        return ApplicationError(cause.message, type=cause.type, non_retryable=True)
+    return ApplicationError(f"{error.message}: {cause}", type=ErrorType.generation_failed.value, non_retryable=True)
 
 
 def deadline_passed() -> ApplicationError:
     return ApplicationError("the job's deadline passed", type=ErrorType.deadline.value, non_retryable=True)
 
 
-def better(verdict: Verdict, best: tuple[Verdict, GenerateResult] | None) -> bool:
-    """Whether a rejected reply beats the best rejected one so far: non-empty, then fewer reasons."""
-    if best is None:
-        return True
-    return (bool(verdict.content), -len(verdict.reasons)) > (bool(best[0].content), -len(best[0].reasons))
+def rank(verdict: Verdict) -> tuple[int, int]:
+    """How good a rejected reply is to return when every attempt is rejected: never one that broke the
+    policy or has no text; then fewer problems first."""
+    returnable = "policy" not in verdict.reasons and bool(verdict.cleaned)
+    return (int(returnable), -len(verdict.reasons))
+
+
+class Attempt:
+    def __init__(self, number: int, result: GenerateResult, verdict: Verdict) -> None:
+        self.number, self.result, self.verdict = number, result, verdict
+
+    def summary(self) -> AttemptSummary:
+        return AttemptSummary(
+            attempt=self.number,
+            valid=self.verdict.valid,
+            reasons=self.verdict.reasons,
+            finish_reason=self.result.finish_reason,
+            completion_tokens=self.result.completion_tokens,
+        )
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -97,138 +107,171 @@ class ChatWorkflow:
     def __init__(self, job: Any) -> None:
         self._stage = "queued"
         self._attempt = 0
+        self._attempts: list[Attempt] = []
+        self._context_ms = 0.0
+        self._generation_ms = 0.0
 
     @workflow.run
     async def run(self, job: Any) -> ChatResult:
         chat_job = parsed_job(job)
-        chat_messages_ok(chat_job.messages)
-        character = resolved_character(chat_job)
-        started = workflow.info().start_time
-        deadline = started + (
-            timedelta(seconds=chat_job.deadline_seconds) if chat_job.deadline_seconds else DEFAULT_DEADLINE
-        )
-
+        started = workflow.now()
         self._stage = "building_context"
-        # Wall-clock cost of a pure stage, for metrics only: it never steers the workflow.
-        with workflow.unsafe.sandbox_unrestricted():
-            context_started = time.perf_counter()
-        context = build_context(chat_job, character)
-        with workflow.unsafe.sandbox_unrestricted():
-            context_ms = (time.perf_counter() - context_started) * 1000
-
-        sampling = first_sampling(chat_job.job_type, chat_job.sampling, seed=self._new_seed())
-        reasons: list[str] = []
-        best: tuple[Verdict, GenerateResult] | None = None
-        chosen: tuple[Verdict, GenerateResult] | None = None
-        generation_ms = engine_ms = 0.0
-        prompt_tokens = completion_tokens = 0
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            self._attempt, self._stage = attempt, "generating"
-            before = workflow.now()
-            result = await self._generate(chat_job.job_id, attempt, context, sampling, deadline)
-            generation_ms += (workflow.now() - before).total_seconds() * 1000
-            engine_ms += result.engine_ms
-            prompt_tokens += result.prompt_tokens
-            completion_tokens += result.completion_tokens
-
-            self._stage = "validating"
-            verdict = validate_reply(
-                result.content,
-                result.finish_reason,
-                user_name=chat_job.user_name,
-                char_name=character.name if character else None,
-                roleplay=chat_job.job_type is JobType.roleplay,
+        prepared = await self._prepare(chat_job)
+        deadline = workflow.info().start_time + timedelta(seconds=prepared.deadline_seconds)
+        try:
+            chosen = await asyncio.wait_for(
+                self._attempts_until_valid(chat_job, prepared, deadline),
+                timeout=max(0.0, (deadline - workflow.now()).total_seconds()),
             )
-            if verdict.ok:
-                chosen = (verdict, result)
-                break
-            reasons.extend(verdict.reasons)
-            if better(verdict, best):
-                best = (verdict, result)
-            sampling = escalated_sampling(sampling, verdict.reasons, seed=self._new_seed())
-
-        outcome = "ok" if chosen else "flagged"
-        chosen = chosen or best
-        assert chosen is not None  # MAX_ATTEMPTS >= 1
-        verdict, result = chosen
-        if not verdict.content:
+        except TimeoutError:
             self._stage = "failed"
+            raise deadline_passed() from None
+        return await self._finish(chat_job, prepared, chosen, started=started)
+
+    async def _prepare(self, job: ChatJob, budget_share: float = 1.0) -> Prepared:
+        before = workflow.now()
+        try:
+            prepared = await workflow.execute_local_activity_method(
+                JobActivities.prepare,
+                PrepareRequest(job=job, budget_share=budget_share),
+                start_to_close_timeout=LOCAL_TIMEOUT,
+                retry_policy=LOCAL_RETRY,
+                summary="prepare context",
+            )
+        except ActivityError as error:
+            self._stage = "failed"
+            raise failure(error) from error
+        self._context_ms += (workflow.now() - before).total_seconds() * 1000
+        return prepared
+
+    async def _attempts_until_valid(self, job: ChatJob, prepared: Prepared, deadline: datetime) -> Attempt:
+        sampling = first_sampling(job.job_type, job.sampling, seed=self._new_seed())
+        spec = ReplySpec(
+            job_type=job.job_type,
+            char_name=prepared.character.name if prepared.character else "Assistant",
+            user_name=job.user_name,
+        )
+        shrunk = False
+        while self._attempt < prepared.max_attempts:
+            self._attempt += 1
+            self._stage = "generating"
+            try:
+                result = await self._generate(job.job_id, prepared, sampling, deadline)
+            except ApplicationError as error:
+                if error.type != ErrorType.input_too_long.value or shrunk:
+                    raise
+                shrunk = True
+                self._stage = "building_context"
+                prepared = await self._prepare(job, SHRUNK_BUDGET_SHARE)
+                continue
+            self._stage = "validating"
+            verdict = await workflow.execute_local_activity_method(
+                JobActivities.check_reply,
+                CheckRequest(reply=result.content, spec=spec, history=job.messages, finish_reason=result.finish_reason),
+                start_to_close_timeout=LOCAL_TIMEOUT,
+                summary=f"check reply · attempt {self._attempt}",
+            )
+            attempt = Attempt(self._attempt, result, verdict)
+            self._attempts.append(attempt)
+            if verdict.valid:
+                return attempt
+            sampling = escalated_sampling(sampling, verdict.reasons, seed=self._new_seed())
+        best = max(self._attempts, key=lambda a: rank(a.verdict), default=None)
+        if best is None or rank(best.verdict)[0] == 0:
+            self._stage = "failed"
+            reasons = ", ".join(r for a in self._attempts for r in a.verdict.reasons) or "none"
             raise ApplicationError(
-                f"no usable reply in {self._attempt} attempts: {', '.join(reasons)}",
+                f"no reply that can be returned in {self._attempt} attempts (reasons: {reasons})",
                 type=ErrorType.no_valid_reply.value,
                 non_retryable=True,
             )
+        return best
+
+    async def _generate(
+        self, job_id: str, prepared: Prepared, sampling: ResolvedSampling, deadline: datetime
+    ) -> GenerateResult:
+        before = workflow.now()
+        remaining = deadline - before
+        if remaining <= timedelta(0):
+            raise deadline_passed()
+        try:
+            return await workflow.execute_activity_method(
+                ChatActivities.generate,
+                GenerateRequest(
+                    job_id=job_id,
+                    attempt=self._attempt,
+                    messages=prepared.context.messages,
+                    sampling=sampling,
+                    stop=prepared.context.stop,
+                ),
+                task_queue=generate_task_queue(workflow.info().task_queue),
+                schedule_to_close_timeout=remaining,
+                start_to_close_timeout=min(GENERATE_TIMEOUT, remaining),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=GENERATE_RETRY,
+                summary=f"generate · attempt {self._attempt}",
+            )
+        except ActivityError as error:
+            if is_cancelled_exception(error):
+                raise
+            if workflow.now() >= deadline:
+                raise deadline_passed() from error
+            raise failure(error) from error
+        finally:
+            self._generation_ms += (workflow.now() - before).total_seconds() * 1000
+
+    async def _finish(self, job: ChatJob, prepared: Prepared, chosen: Attempt, *, started: datetime) -> ChatResult:
+        results = [a.result for a in self._attempts]
+        reasons = list(dict.fromkeys(r for a in self._attempts for r in a.verdict.reasons))
+        completion_tokens = sum(r.completion_tokens for r in results)
+        engine_ms = sum(r.engine_ms for r in results)
         timings = Timings(
-            context_ms=context_ms,
-            generation_ms=generation_ms,
+            context_ms=self._context_ms,
+            queue_ms=sum(r.queue_ms for r in results),
+            first_token_ms=chosen.result.first_token_ms,
+            generation_ms=self._generation_ms,
             engine_ms=engine_ms,
             total_ms=(workflow.now() - started).total_seconds() * 1000,
         )
-        await workflow.execute_local_activity(
-            record_metrics,
+        outcome = "ok" if chosen.verdict.valid else "flagged"
+        # The engine's usage when it reports one (TGI, vLLM); llama.cpp's stream does not, so our own count.
+        prompt_tokens = sum(r.prompt_tokens for r in results) or prepared.context.prompt_tokens * len(results)
+        requested = first_sampling(job.job_type, job.sampling, seed=0)
+        await workflow.execute_local_activity_method(
+            JobActivities.record_metrics,
             JobMetrics(
-                job_id=chat_job.job_id,
-                job_type=chat_job.job_type,
-                character=character.name if character else None,
-                messages=len(chat_job.messages),
+                job_id=job.job_id,
+                job_type=job.job_type,
+                character=prepared.character.name if prepared.character else None,
+                conversation_length=len(job.messages),
+                response_length=len(chosen.verdict.cleaned),
+                temperature=requested.temperature,
+                max_tokens=requested.max_tokens,
                 attempts=self._attempt,
                 reasons=reasons,
+                finish_reason=chosen.result.finish_reason,
                 outcome=outcome,
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
+                tokens_per_second=completion_tokens / (engine_ms / 1000) if engine_ms else 0.0,
                 timings=timings,
             ),
-            start_to_close_timeout=timedelta(seconds=5),
+            start_to_close_timeout=LOCAL_TIMEOUT,
+            summary="record metrics",
         )
         self._stage = "done"
         return ChatResult(
-            job_id=chat_job.job_id,
-            content=verdict.content,
-            finish_reason=result.finish_reason,
+            job_id=job.job_id,
+            content=chosen.verdict.cleaned,
+            finish_reason=chosen.result.finish_reason,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             attempts=self._attempt,
             reasons=reasons,
+            attempt_details=[a.summary() for a in self._attempts],
             outcome=outcome,
             timings=timings,
         )
 
     def _new_seed(self) -> int:
         return workflow.random().randint(0, 2**31 - 1)
-
-    async def _generate(
-        self,
-        job_id: str,
-        attempt: int,
-        context: list[Message],
-        sampling: ResolvedSampling,
-        deadline: datetime,
-    ) -> GenerateResult:
-        remaining = deadline - workflow.now()
-        if remaining <= timedelta(0):
-            raise deadline_passed()
-        try:
-            return await workflow.execute_activity_method(
-                ChatActivities.generate,
-                GenerateRequest(job_id=job_id, attempt=attempt, messages=context, sampling=sampling),
-                task_queue=generate_task_queue(workflow.info().task_queue),
-                schedule_to_close_timeout=remaining,
-                start_to_close_timeout=min(GENERATE_TIMEOUT, remaining),
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=GENERATE_RETRY,
-                summary=f"generate · attempt {attempt}",
-            )
-        except ActivityError as error:
-            if is_cancelled_exception(error):
-                raise
-            self._stage = "failed"
-            cause = error.cause
-            if isinstance(cause, ApplicationError):
-                raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from error
-            if workflow.now() >= deadline:
-                raise deadline_passed() from error
-            raise ApplicationError(
-                f"generation did not finish: {cause}",
-                type=ErrorType.generation_failed.value,
-                non_retryable=True,
-            ) from error

@@ -8,7 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from characters import Character
 
@@ -19,6 +19,8 @@ def generate_task_queue(workflow_task_queue: str) -> str:
     """Generation runs on its own queue beside the workflow's ("chat" → "chat-generate"), so that only
     generation is capped by the engine's slots."""
     return f"{workflow_task_queue}-generate"
+
+
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
 
@@ -43,7 +45,8 @@ class Sampling(_Strict):
 
     temperature: float | None = Field(default=None, ge=0.1, le=1.0)
     top_p: float | None = Field(default=None, ge=0.1, le=1.0)
-    max_tokens: int | None = Field(default=None, ge=1, le=2048)
+    # The worker's configured cap (default 2048) is checked against the job in `check_limits`.
+    max_tokens: int | None = Field(default=None, ge=1, le=32768)
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
 
@@ -60,20 +63,68 @@ class ResolvedSampling(_Strict):
 class ChatJob(_Strict):
     job_id: str = Field(pattern=JOB_ID_PATTERN)
     job_type: JobType = JobType.roleplay
+    # reply: answer the user's last message. continue: the last message is the assistant's, cut short;
+    # generate its continuation. Regenerate = the same messages under a new job_id (a fresh seed).
+    mode: Literal["reply", "continue"] = "reply"
     messages: list[Message] = Field(min_length=1)
+    # The user's persona: a name, and an optional description the character knows.
     user_name: str = Field(default="User", min_length=1, max_length=100)
+    user_description: str = Field(default="", max_length=4000)
     sampling: Sampling = Sampling()
     # A bundled character's name, or a whole profile inline.
     character: str | Character | None = None
     scenario: str | None = Field(default=None, max_length=4000)
+    # Default and cap come from the worker's settings (see `check_limits`).
     deadline_seconds: float | None = Field(default=None, gt=0, le=3600)
+
+    @field_validator("messages")
+    @classmethod
+    def _last_message_fits_the_mode(cls, messages: list[Message], info: ValidationInfo) -> list[Message]:
+        turns = [m for m in messages if m.role != "system"]
+        mode = info.data.get("mode", "reply")
+        wanted = "user" if mode == "reply" else "assistant"
+        if not turns or turns[-1].role != wanted:
+            last = turns[-1].role if turns else "none"
+            raise ValueError(f"in mode {mode!r} the last non-system message must be the {wanted}'s (it is {last!r})")
+        return messages
+
+
+class JobLimits(_Strict):
+    """The worker's caps on what a job may ask for."""
+
+    max_tokens_cap: int = Field(default=2048, ge=1)
+    default_deadline_seconds: float = Field(default=120.0, gt=0)
+    max_deadline_seconds: float = Field(default=600.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+
+
+def limit_problems(job: ChatJob, limits: JobLimits) -> list[str]:
+    """What in the job exceeds the worker's caps, each naming the field and the range."""
+    problems = []
+    max_tokens = job.sampling.max_tokens
+    if max_tokens is not None and max_tokens > limits.max_tokens_cap:
+        problems.append(f"job.sampling.max_tokens: must be 1-{limits.max_tokens_cap} (got {max_tokens})")
+    deadline = job.deadline_seconds
+    if deadline is not None and deadline > limits.max_deadline_seconds:
+        problems.append(f"job.deadline_seconds: must be at most {limits.max_deadline_seconds:g} (got {deadline:g})")
+    return problems
 
 
 class Timings(_Strict):
     context_ms: float = 0.0
+    queue_ms: float = 0.0  # generation requests waiting for a free slot, summed over attempts
+    first_token_ms: float | None = None  # of the returned reply's generation
     generation_ms: float = 0.0  # wall time in generation activities, queue wait and retries included
     engine_ms: float = 0.0  # time the engine spent streaming, summed over attempts
     total_ms: float = 0.0
+
+
+class AttemptSummary(_Strict):
+    attempt: int
+    valid: bool
+    reasons: list[str]
+    finish_reason: str
+    completion_tokens: int
 
 
 class ChatResult(_Strict):
@@ -83,10 +134,11 @@ class ChatResult(_Strict):
     prompt_tokens: int
     completion_tokens: int
     attempts: int
-    # Reason codes of every attempt that validation rejected, in order (e.g. ["too_short"]).
+    # Every reason code found in any attempt, first occurrence first; per attempt in `attempt_details`.
     reasons: list[str] = []
-    # "ok" when the returned reply passed validation; "flagged" when attempts ran out and the best
-    # rejected reply is returned with its reasons.
+    attempt_details: list[AttemptSummary] = []
+    # "ok": the reply passed validation. "flagged": every attempt was rejected and the best one is returned
+    # with its reasons (never one that broke the platform's policy).
     outcome: Literal["ok", "flagged"] = "ok"
     timings: Timings = Timings()
 
@@ -96,6 +148,7 @@ class GenerateRequest(_Strict):
     attempt: int
     messages: list[Message]
     sampling: ResolvedSampling
+    stop: list[str] = []
 
 
 class GenerateResult(_Strict):
@@ -105,21 +158,28 @@ class GenerateResult(_Strict):
     completion_tokens: int
     engine_ms: float
     first_token_ms: float | None = None
+    queue_ms: float = 0.0
 
 
 class JobMetrics(_Strict):
-    """What `record_metrics` logs: numbers and codes, never chat text."""
+    """The one structured record per job that `record_metrics` logs: numbers and codes, never chat text."""
 
     job_id: str
     job_type: JobType
     character: str | None
-    messages: int
+    conversation_length: int
+    response_length: int
+    temperature: float
+    max_tokens: int
     attempts: int
     reasons: list[str]
+    finish_reason: str
     outcome: str
     prompt_tokens: int
     completion_tokens: int
+    tokens_per_second: float
     timings: Timings
+    warnings: list[str] = []  # quality warnings, filled in by record_metrics
 
 
 def describe_validation_error(error: ValidationError, root: str) -> str:
@@ -140,6 +200,7 @@ class ErrorType(StrEnum):
     invalid_job = "InvalidJob"  # the job failed its own validation
     no_valid_reply = "NoValidReply"  # every attempt was empty after cleaning
     deadline = "Deadline"  # the job's deadline passed
+    context_too_large = "ContextTooLarge"  # the parts that must go in exceed the token budget
 
 
 RETRYABLE = frozenset({ErrorType.engine_unavailable, ErrorType.engine_overloaded, ErrorType.generation_failed})

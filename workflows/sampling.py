@@ -11,30 +11,35 @@ DEFAULTS: dict[JobType, tuple[int, float, float]] = {
     JobType.enhance: (256, 0.7, 0.9),
     JobType.unrestricted: (500, 0.8, 0.9),
 }
+MAX_TEMPERATURE = 1.0
+MAX_FREQUENCY_PENALTY = 1.0
+REPEATING = frozenset({"repetitive", "echoes_history"})
+
+
+def max_tokens_for(job_type: JobType, requested: Sampling) -> int:
+    return requested.max_tokens if requested.max_tokens is not None else DEFAULTS[job_type][0]
 
 
 def first_sampling(job_type: JobType, requested: Sampling, seed: int) -> ResolvedSampling:
-    max_tokens, temperature, top_p = DEFAULTS[job_type]
+    _, temperature, top_p = DEFAULTS[job_type]
     return ResolvedSampling(
         temperature=requested.temperature if requested.temperature is not None else temperature,
         top_p=requested.top_p if requested.top_p is not None else top_p,
-        max_tokens=requested.max_tokens if requested.max_tokens is not None else max_tokens,
+        max_tokens=max_tokens_for(job_type, requested),
         seed=requested.seed if requested.seed is not None else seed,
     )
 
 
 def escalated_sampling(previous: ResolvedSampling, reasons: list[str], seed: int) -> ResolvedSampling:
-    """The next attempt's sampling: always a new seed; hotter and penalised against repeats when the
-    reply repeated itself, cooler when it left its character."""
-    temperature, penalty = previous.temperature, previous.frequency_penalty
-    if "repetitive" in reasons:
-        temperature, penalty = temperature + 0.1, penalty + 0.3
-    if "out_of_character" in reasons:
-        temperature -= 0.1
+    """The next attempt's sampling after a rejected reply: always a new seed, a slightly higher temperature
+    and frequency penalty, and more of both when the reply repeated itself or the conversation."""
+    repeating = bool(REPEATING.intersection(reasons))
+    temperature = previous.temperature + (0.1 if repeating else 0.05)
+    penalty = previous.frequency_penalty + (0.3 if repeating else 0.1)
     return previous.model_copy(
         update={
             "seed": seed,
-            "temperature": round(min(1.0, max(0.1, temperature)), 3),
-            "frequency_penalty": round(min(1.0, penalty), 3),
+            "temperature": round(min(MAX_TEMPERATURE, temperature), 3),
+            "frequency_penalty": round(min(MAX_FREQUENCY_PENALTY, penalty), 3),
         }
     )

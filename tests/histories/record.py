@@ -26,6 +26,16 @@ JOBS = {
         user_name="Tam",
         sampling={"max_tokens": 48, "seed": 11},
     ),
+    "conversation_continue": ChatJob(
+        job_id="history-conversation-continue",
+        job_type="chat_conversation",
+        mode="continue",
+        messages=[
+            {"role": "user", "content": "Give me a title for a pirate romance."},
+            {"role": "assistant", "content": "How about: The Captain's"},
+        ],
+        sampling={"max_tokens": 32, "seed": 5},
+    ),
 }
 
 

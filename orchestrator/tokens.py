@@ -1,0 +1,141 @@
+"""Token counters for the context budget: the engine's own tokenizer endpoint (TGI and vLLM answer
+`POST /tokenize` from their router, beside generation), the local GGUF's vocabulary (the embedded llama.cpp
+stack: llama-cpp-python's own tokenize endpoint waits behind any running generation), or the documented
+estimate. Counts are cached: consecutive turns of a conversation resend the same history."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from loguru import logger
+
+from workflows.context import estimate_tokens
+
+CACHE_SIZE = 50_000
+CONCURRENT_REQUESTS = 16
+
+
+class TokenizerUnavailable(RuntimeError):
+    pass
+
+
+class CachedCounter:
+    """count_many over a one-text counting function, with an LRU cache."""
+
+    name = "estimate"
+
+    def __init__(self, count_one: Callable[[str], int] = estimate_tokens) -> None:
+        self._count_one = count_one
+        self._cache: OrderedDict[str, int] = OrderedDict()
+
+    def _cached(self, text: str) -> int | None:
+        if text in self._cache:
+            self._cache.move_to_end(text)
+            return self._cache[text]
+        return None
+
+    def _remember(self, text: str, count: int) -> None:
+        self._cache[text] = count
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    async def _count_missing(self, texts: list[str]) -> list[int]:
+        return [self._count_one(text) for text in texts]
+
+    async def count_many(self, texts: Iterable[str]) -> dict[str, int]:
+        wanted = list(dict.fromkeys(texts))
+        counts = {text: self._cached(text) for text in wanted}
+        missing = [text for text, count in counts.items() if count is None]
+        for text, count in zip(missing, await self._count_missing(missing), strict=True):
+            self._remember(text, count)
+            counts[text] = count
+        return {text: count for text, count in counts.items() if count is not None}
+
+
+class GgufCounter(CachedCounter):
+    name = "gguf"
+
+    def __init__(self, model_path: Path) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise TokenizerUnavailable(
+                "the gguf tokenizer needs llama-cpp-python (pip install -e '.[local]')"
+            ) from None
+        vocab = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+        super().__init__(lambda text: len(vocab.tokenize(text.encode(), add_bos=False, special=False)))
+
+
+def _tokens_in(body: Any) -> int:
+    """TGI answers a list of tokens; vLLM an object with `count`."""
+    if isinstance(body, list):
+        return len(body)
+    if isinstance(body, dict) and isinstance(body.get("count"), int):
+        return body["count"]
+    raise TokenizerUnavailable(f"unexpected /tokenize answer: {str(body)[:200]}")
+
+
+class EngineCounter(CachedCounter):
+    """The engine's `POST /tokenize`: TGI takes {"inputs"}, vLLM {"model", "prompt"}."""
+
+    name = "engine"
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 10.0) -> None:
+        super().__init__()
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx2.AsyncClient(base_url=base_url, headers=headers, timeout=timeout)
+        self._model = model
+        self._slots = asyncio.Semaphore(CONCURRENT_REQUESTS)
+
+    async def _count(self, text: str) -> int:
+        async with self._slots:
+            response = await self._client.post(
+                "/tokenize", json={"inputs": text, "prompt": text, "model": self._model, "add_special_tokens": False}
+            )
+        if response.status_code != 200:
+            raise TokenizerUnavailable(f"POST {self._client.base_url}/tokenize answered HTTP {response.status_code}")
+        return _tokens_in(response.json())
+
+    async def _count_missing(self, texts: list[str]) -> list[int]:
+        return list(await asyncio.gather(*(self._count(text) for text in texts)))
+
+    async def check(self) -> None:
+        try:
+            await self._count("hello")
+        except httpx2.TransportError as error:
+            raise TokenizerUnavailable(f"cannot reach {self._client.base_url}/tokenize: {error!r}") from None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+async def token_counter(
+    choice: str, base_url: str, model: str, api_key: str | None, gguf: Path | None
+) -> CachedCounter:
+    """The counter for CHAT_WORKER_TOKENIZER: engine, gguf, estimate, or auto (the engine's endpoint when it
+    answers, else the local GGUF when there is one, else the estimate)."""
+    if choice in ("engine", "auto"):
+        engine = EngineCounter(base_url, model, api_key)
+        try:
+            await engine.check()
+            return engine
+        except TokenizerUnavailable:
+            await engine.aclose()
+            if choice == "engine":
+                raise
+    if choice in ("gguf", "auto") and gguf is not None:
+        try:
+            return GgufCounter(gguf)
+        except TokenizerUnavailable:
+            if choice == "gguf":
+                raise
+    if choice == "gguf":
+        raise TokenizerUnavailable("CHAT_WORKER_TOKENIZER=gguf but no GGUF model was found")
+    if choice == "auto":
+        logger.warning("no tokenizer available (engine has no /tokenize, no local GGUF): estimating token counts")
+    return CachedCounter()
