@@ -8,12 +8,13 @@ import os
 import sys
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from loguru import logger
 from pydantic import ValidationError
 
 from characters import UnknownCharacter, bundled_character, bundled_characters
+from orchestrator import cli_pipeline
 from orchestrator.devstack import DevStackError
 from orchestrator.settings import Settings, SettingsError, load_settings
 from orchestrator.tokens import TokenizerUnavailable
@@ -38,7 +39,7 @@ def configure_logging(settings: Settings) -> None:
 
 
 def job_from_args(args: argparse.Namespace) -> ChatJob:
-    job_type = args.job_type or (JobType.roleplay if args.character else JobType.conversation)
+    job_type = JobType(args.job_type) if args.job_type else JobType.roleplay if args.character else JobType.conversation
     sampling = {
         key: value
         for key, value in (
@@ -163,13 +164,24 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """Bad arguments: one `error:` line on stderr and exit 2 (scripts read it), not usage plus a message."""
+
+    def error(self, message: str) -> NoReturn:
+        print(
+            f"error: {self.prog.removeprefix('python -m orchestrator').strip() or 'arguments'}: {message}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(
+    root = OneLineErrors(
         prog="python -m orchestrator",
         description="chat-worker: chat and roleplay jobs as Temporal workflows. Settings come from "
         "CHAT_WORKER_* environment variables or a .env file (see README.md).",
     )
-    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineErrors)
 
     dev = commands.add_parser(
         "dev",
@@ -209,8 +221,7 @@ def parser() -> argparse.ArgumentParser:
     chat.add_argument("-u", "--user-name", default="User", help="the user's name in the story (default: User)")
     chat.add_argument(
         "--job-type",
-        type=JobType,
-        choices=list(JobType),
+        choices=[t.value for t in JobType],
         metavar="TYPE",
         help=f"one of {', '.join(t.value for t in JobType)} (default: chat_roleplay with --character, "
         "else chat_conversation)",
@@ -233,6 +244,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--message", default=DEMO_MESSAGE, help="the user's message")
     demo.add_argument("--user-name", default="Traveller", help="the user's name (default: Traveller)")
     demo.set_defaults(run=cmd_demo)
+    cli_pipeline.add_commands(commands)
     return root
 
 
@@ -248,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.code
+    except cli_pipeline.InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except (DevStackError, PolicyFileError, TokenizerUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

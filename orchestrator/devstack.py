@@ -60,6 +60,14 @@ def smollm2_gguf(settings: Settings) -> Path:
     return ggufs[0]
 
 
+def installed_gguf(settings: Settings) -> Path | None:
+    """The local model's GGUF when the embedded stack is installed, else None."""
+    try:
+        return smollm2_gguf(settings)
+    except DevStackError:
+        return None
+
+
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

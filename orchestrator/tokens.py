@@ -6,8 +6,11 @@ estimate. Counts are cached: consecutive turns of a conversation resend the same
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,21 @@ CONCURRENT_REQUESTS = 16
 
 class TokenizerUnavailable(RuntimeError):
     pass
+
+
+@contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 itself, where C libraries write."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
 
 
 class CachedCounter:
@@ -67,7 +85,8 @@ class GgufCounter(CachedCounter):
             raise TokenizerUnavailable(
                 "the gguf tokenizer needs llama-cpp-python (pip install -e '.[local]')"
             ) from None
-        vocab = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+        with quiet_stderr():  # llama.cpp's C code prints context notes even with verbose=False
+            vocab = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
         super().__init__(lambda text: len(vocab.tokenize(text.encode(), add_bos=False, special=False)))
 
 

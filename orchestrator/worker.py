@@ -8,7 +8,6 @@ import asyncio
 import signal
 from contextlib import AsyncExitStack
 from datetime import timedelta
-from pathlib import Path
 
 from loguru import logger
 from temporalio.client import Client
@@ -16,7 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from characters import bundled_characters
-from orchestrator.devstack import DevStackError, smollm2_gguf
+from orchestrator.devstack import installed_gguf
 from orchestrator.inference import InferenceClient
 from orchestrator.settings import Settings
 from orchestrator.tokens import token_counter
@@ -48,20 +47,13 @@ def engine_client(settings: Settings) -> InferenceClient:
     )
 
 
-def local_gguf(settings: Settings) -> Path | None:
-    try:
-        return smollm2_gguf(settings)
-    except DevStackError:
-        return None
-
-
 async def job_activities(settings: Settings) -> JobActivities:
     """The local activities, with what they need read and checked now rather than inside the first job."""
     bundled_characters()
     policy = load_policy(settings.policy_file)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     counter = await token_counter(
-        settings.tokenizer, settings.inference_base_url, settings.model_name, api_key, local_gguf(settings)
+        settings.tokenizer, settings.inference_base_url, settings.model_name, api_key, installed_gguf(settings)
     )
     logger.info("token counts from: {}", counter.name)
     return JobActivities(

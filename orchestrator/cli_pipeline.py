@@ -1,0 +1,158 @@
+"""The pipeline's pure stages from the command line, with no server: `validate`, `context`, `schema`.
+Each prints ONE JSON object on stdout (scripts outside the test suite rely on that)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from orchestrator.devstack import installed_gguf
+from orchestrator.settings import Settings
+from orchestrator.tokens import CachedCounter, GgufCounter, TokenizerUnavailable
+from workflows.context import ContextTooLarge, assemble, context_pieces, token_budget
+from workflows.models import ChatJob, ChatResult, JobType, Message, describe_validation_error
+from workflows.policy import load_policy
+from workflows.sampling import max_tokens_for
+from workflows.validation import ReplySpec, validate
+
+
+class InputError(Exception):
+    """Bad arguments or an unreadable file: one `error:` line, exit 2."""
+
+
+def read_text(path: str, what: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{what} {path}: cannot read: {getattr(error, 'strerror', None) or error}") from None
+
+
+def read_json(path: str, what: str) -> Any:
+    try:
+        return json.loads(read_text(path, what))
+    except json.JSONDecodeError as error:
+        raise InputError(f"{what} {path}: not valid JSON: {error}") from None
+
+
+def history_from(path: str | None) -> list[Message]:
+    if path is None:
+        return []
+    try:
+        return TypeAdapter(list[Message]).validate_python(read_json(path, "history file"))
+    except ValidationError as error:
+        raise InputError(f"history file {path}: {describe_validation_error(error, 'history')}") from None
+
+
+def emit(payload: Any) -> int:
+    print(json.dumps(payload, ensure_ascii=False))
+    return 0
+
+
+async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    reply = read_text(args.reply_file, "reply file")
+    history = history_from(args.history_file)
+    spec = ReplySpec(job_type=JobType(args.job_type), char_name=args.char_name, user_name=args.user_name)
+    verdict = validate(reply, spec, history, args.finish_reason, load_policy(settings.policy_file))
+    return emit(verdict.model_dump())
+
+
+def job_from_file(path: str) -> ChatJob:
+    try:
+        return ChatJob.model_validate(read_json(path, "job file"))
+    except ValidationError as error:
+        raise InputError(f"job file {path}: {describe_validation_error(error, 'job')}") from None
+
+
+def offline_counter(settings: Settings) -> tuple[str, CachedCounter]:
+    """The local GGUF's tokenizer when the embedded stack is installed, else the documented estimate."""
+    gguf = installed_gguf(settings)
+    if gguf is not None and settings.tokenizer in ("auto", "gguf"):
+        try:
+            counter = GgufCounter(gguf)
+            return counter.name, counter
+        except TokenizerUnavailable:
+            pass
+    return "estimate", CachedCounter()
+
+
+async def cmd_context(args: argparse.Namespace, settings: Settings) -> int:
+    from characters import UnknownCharacter, bundled_character
+
+    job = job_from_file(args.job_file)
+    max_input = args.max_input_tokens or settings.max_input_tokens
+    max_total = args.max_total_tokens or settings.max_total_tokens
+    if max_input >= max_total:
+        raise InputError(f"--max-input-tokens ({max_input}) must be smaller than --max-total-tokens ({max_total})")
+    character = job.character
+    if isinstance(character, str):
+        try:
+            character = bundled_character(character)
+        except UnknownCharacter as error:
+            raise InputError(f"job.character: {error}") from None
+    name, counter = offline_counter(settings)
+    budget = token_budget(
+        max_input, max_total, max_tokens_for(job.job_type, job.sampling), settings.context_margin_tokens
+    )
+    pieces = context_pieces(job, character)
+    counts = await counter.count_many(pieces.texts())
+    try:
+        built = assemble(pieces, user_name=job.user_name, budget=budget, count=counts.__getitem__)
+    except ContextTooLarge as error:
+        raise InputError(str(error)) from None
+    return emit({**built.model_dump(exclude={"stop"}), "stop": built.stop, "tokenizer": name})
+
+
+async def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    return emit({"ChatJob": ChatJob.model_json_schema(), "ChatResult": ChatResult.model_json_schema()})
+
+
+def add_commands(commands: Any) -> None:
+    validate_cmd = commands.add_parser(
+        "validate",
+        help="check a reply as the workflow does and print {valid, reasons, cleaned}",
+        description="Run reply validation on a file, no server needed. Prints ONE JSON object "
+        '{"valid": bool, "reasons": [codes], "cleaned": str} and exits 0 whatever the verdict; exits 2 with '
+        "one error line for bad arguments or unreadable files. Reason codes: empty, too_short, short (warning), "
+        "repetitive, echoes_history, out_of_character, refusal, speaks_for_user, cut_off, policy.",
+    )
+    validate_cmd.add_argument("--job-type", required=True, choices=[t.value for t in JobType])
+    validate_cmd.add_argument("--reply-file", required=True, metavar="PATH", help="the reply; - reads stdin")
+    validate_cmd.add_argument("--char-name", default="Assistant", help="the character's name (default: Assistant)")
+    validate_cmd.add_argument("--user-name", default="User", help="the user's name (default: User)")
+    validate_cmd.add_argument(
+        "--history-file",
+        metavar="PATH",
+        help='JSON list of {"role", "content"}, oldest first, ending with the message the reply answers',
+    )
+    validate_cmd.add_argument(
+        "--finish-reason", choices=["stop", "length"], default="stop", help="why the engine stopped (default: stop)"
+    )
+    validate_cmd.set_defaults(run=cmd_validate)
+
+    context_cmd = commands.add_parser(
+        "context",
+        help="print the messages a job would send, within the token budget",
+        description="Build a job's context offline and print ONE JSON object: messages, prompt_tokens, budget, "
+        "lorebook (entries inserted), dropped ({history_messages, examples, lorebook_entries}), stop, tokenizer. "
+        "Engine limits come from settings (CHAT_WORKER_MAX_INPUT_TOKENS / _MAX_TOTAL_TOKENS) unless given. "
+        "Tokens are counted with the local GGUF's tokenizer when installed, else estimated (3.5 chars/token).",
+    )
+    context_cmd.add_argument("--job-file", required=True, metavar="JOB.json", help="a ChatJob as in `schema`")
+    context_cmd.add_argument("--max-input-tokens", type=int, metavar="N", help="the engine's input limit")
+    context_cmd.add_argument("--max-total-tokens", type=int, metavar="N", help="the engine's input+output limit")
+    context_cmd.set_defaults(run=cmd_context)
+
+    schema_cmd = commands.add_parser(
+        "schema",
+        help="print the JSON Schemas of ChatJob and ChatResult",
+        description='Print ONE JSON object {"ChatJob": <JSON Schema>, "ChatResult": <JSON Schema>} for backends '
+        "in other languages.",
+    )
+    schema_cmd.set_defaults(run=cmd_schema)
