@@ -4,19 +4,23 @@ The system message always comes first (Qwen's template otherwise inserts its own
 
 from __future__ import annotations
 
-from characters import Character, fill_macros
+from characters import Character, fill_macros, scenario_text
 from workflows.models import ChatJob, JobType, Message
 from workflows.prompts import system_prompt
 
 
 def character_block(character: Character, scenario: str | None) -> str:
     lines = [f"Character: {character.name}"]
-    if character.description:
-        lines.append(f"Description: {character.description}")
-    if character.personality:
-        lines.append(f"Personality: {character.personality}")
-    if scenario or character.scenario:
-        lines.append(f"Scenario: {scenario or character.scenario}")
+    for label, text in (
+        ("Description", character.description),
+        ("Personality", character.personality),
+        ("Appearance", character.appearance),
+        ("Background", character.background),
+        ("Speaking style", character.speaking_style),
+        ("Scenario", scenario_text(character, scenario)),
+    ):
+        if text:
+            lines.append(f"{label}: {text}")
     return "\n".join(lines)
 
 
@@ -27,8 +31,8 @@ def system_message(job: ChatJob, character: Character | None) -> Message:
     elif job.scenario:
         parts.append(f"Scenario: {job.scenario}")
     parts.extend(m.content for m in job.messages if m.role == "system")
-    char_name = character.name if character else "Assistant"
-    text = "\n\n".join(fill_macros(part, char=char_name, user=job.user_name) for part in parts)
+    char = character or "Assistant"
+    text = "\n\n".join(fill_macros(part, char=char, user=job.user_name) for part in parts)
     return Message(role="system", content=text)
 
 
