@@ -143,7 +143,7 @@ def card_fields(card: dict[str, Any]) -> tuple[CardSpec, dict[str, Any]]:
     if spec in SPECS and isinstance(data, dict):
         # Writers mirror the V1 fields at the top level; `data` wins, the mirror fills what `data` lacks.
         return SPECS[spec], {**{key: card[key] for key in V1_FIELDS if key in card}, **data}
-    if isinstance(spec, str) and spec not in SPECS:
+    if isinstance(spec, str) and spec.strip() and spec not in SPECS:
         raise CardError(f"not a character card: spec {spec!r} (readable: V1, chara_card_v2, chara_card_v3)")
     return "v1", card
 
@@ -152,7 +152,9 @@ def character_from_card_fields(fields: dict[str, Any]) -> Character:
     values = lenient(fields, V3_FIELDS)
     if "character_book" in values and isinstance(values["character_book"], dict):
         values["character_book"] = lenient_book(values["character_book"])
-    values.update(own_fields(values))
+    if isinstance(values.get("extensions"), dict):
+        own, values["extensions"] = split_own_fields(values["extensions"])
+        values.update(own)
     if not str(values.get("name", "")).strip():
         raise CardError("not a character card: it has no name")
     try:
@@ -191,16 +193,16 @@ def lenient_book(book: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def own_fields(values: dict[str, Any]) -> dict[str, Any]:
-    """The profile's own fields out of `extensions.chat_worker` (which keeps any other keys it has)."""
-    extensions = values.get("extensions")
-    if not isinstance(extensions, dict) or not isinstance(extensions.get(OWN_EXTENSION), dict):
-        return {}
-    ours = dict(extensions[OWN_EXTENSION])
-    own = {field: ours.pop(field) for field in OWN_FIELDS if field in ours}
+def split_own_fields(extensions: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The profile's own fields from `extensions.chat_worker`, and the extensions without them (any other key
+    of `chat_worker` stays)."""
+    ours = extensions.get(OWN_EXTENSION)
+    if not isinstance(ours, dict):
+        return {}, extensions
+    own = {field: ours[field] for field in OWN_FIELDS if field in ours}
+    left = {key: value for key, value in ours.items() if key not in OWN_FIELDS}
     rest = {key: value for key, value in extensions.items() if key != OWN_EXTENSION}
-    values["extensions"] = {**rest, OWN_EXTENSION: ours} if ours else rest
-    return own
+    return own, ({**rest, OWN_EXTENSION: left} if left else rest)
 
 
 def without_crlf(value: Any) -> Any:
@@ -251,7 +253,7 @@ def card_v3(character: Character) -> dict[str, Any]:
 
 def card_data(character: Character, fields: tuple[str, ...]) -> dict[str, Any]:
     data = character.model_dump(mode="json", include=set(fields), exclude_none=True)
-    if not data.get("nickname", True):
+    if data.get("nickname") == "":  # V3: a nickname is a string or absent
         del data["nickname"]
     own = {field: getattr(character, field) for field in OWN_FIELDS if getattr(character, field)}
     if own:

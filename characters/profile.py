@@ -104,9 +104,6 @@ class Character(_Strict):
         return self.nickname.strip() or self.name
 
 
-def validation_problems(error: ValidationError, root: str = "") -> str:
+def validation_problems(error: ValidationError) -> str:
     """ "name: Field required; tags.0: Input should be a valid string" — every problem, each with its field."""
-    return "; ".join(
-        f"{'.'.join([*([root] if root else []), *map(str, item['loc'])]) or 'profile'}: {item['msg']}"
-        for item in error.errors()
-    )
+    return "; ".join(f"{'.'.join(map(str, item['loc'])) or 'profile'}: {item['msg']}" for item in error.errors())

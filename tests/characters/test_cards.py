@@ -115,6 +115,7 @@ def test_data_wins_over_the_v1_mirror_which_fills_what_data_lacks() -> None:
 def test_a_v2_spec_without_data_is_read_as_the_v1_card_it_is() -> None:
     imported = parse_card(json_card({**v1("Orrin"), "spec": "chara_card_v2"}))
     assert imported.spec == "v1" and imported.character.name == "Orrin"
+    assert parse_card(json_card({**v1("Orrin"), "spec": ""})).spec == "v1"
 
 
 def test_crlf_becomes_lf_everywhere_and_text_is_otherwise_kept() -> None:
