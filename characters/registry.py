@@ -8,7 +8,24 @@ from importlib.resources import files
 import yaml
 from pydantic import ValidationError
 
-from characters.profile import Character
+from characters.profile import Character, validation_problems
+
+
+class _ProfileDumper(yaml.SafeDumper):
+    pass
+
+
+# Multi-line text as a `|` block, as a person writes a profile (PyYAML quotes it where a block cannot hold it).
+_ProfileDumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None),
+)
+
+
+def profile_yaml(character: Character) -> str:
+    """The profile as a bundled YAML file holds it: fields left at their defaults are left out."""
+    data = character.model_dump(mode="json", exclude_defaults=True)
+    return yaml.dump(data, Dumper=_ProfileDumper, sort_keys=False, allow_unicode=True, width=110)
 
 
 class UnknownCharacter(LookupError):
@@ -26,19 +43,31 @@ def _profile_from_file(name: str, text: str) -> Character:
     except yaml.YAMLError as error:
         raise BadProfileFile(f"characters/profiles/{name}: not valid YAML: {error}") from None
     except ValidationError as error:
-        fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'profile'}: {e['msg']}" for e in error.errors())
-        raise BadProfileFile(f"characters/profiles/{name}: {fields}") from None
+        raise BadProfileFile(f"characters/profiles/{name}: {validation_problems(error)}") from None
+
+
+def _profiles_by_name(texts: dict[str, str]) -> dict[str, Character]:
+    """Profiles keyed by lower-cased name, from {file name: YAML text}; two files with one name are an error."""
+    profiles: dict[str, Character] = {}
+    file_of: dict[str, str] = {}
+    for file_name, text in sorted(texts.items()):
+        character = _profile_from_file(file_name, text)
+        key = character.name.lower()
+        if key in profiles:
+            raise BadProfileFile(
+                f"characters/profiles/{file_name}: name: {character.name!r} is taken by {file_of[key]}"
+            )
+        profiles[key], file_of[key] = character, file_name
+    return profiles
 
 
 @cache
 def bundled_characters() -> dict[str, Character]:
     """Every bundled profile, keyed by lower-cased name."""
-    profiles: dict[str, Character] = {}
-    for entry in sorted(files("characters").joinpath("profiles").iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".yaml"):
-            character = _profile_from_file(entry.name, entry.read_text(encoding="utf-8"))
-            profiles[character.name.lower()] = character
-    return profiles
+    folder = files("characters").joinpath("profiles")
+    return _profiles_by_name(
+        {entry.name: entry.read_text(encoding="utf-8") for entry in folder.iterdir() if entry.name.endswith(".yaml")}
+    )
 
 
 def bundled_character(name: str) -> Character:

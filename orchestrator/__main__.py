@@ -8,13 +8,23 @@ import os
 import sys
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from loguru import logger
 from pydantic import ValidationError
 
-from characters import UnknownCharacter, bundled_character, bundled_characters
+from characters import (
+    SCENARIO_TYPES,
+    CardError,
+    Character,
+    UnknownCharacter,
+    bundled_character,
+    bundled_characters,
+    read_card,
+)
 from orchestrator import cli_pipeline
+from orchestrator.cli_characters import add_characters_parser
 from orchestrator.devstack import DevStackError
 from orchestrator.settings import Settings, SettingsError, load_settings
 from orchestrator.tokens import TokenizerUnavailable
@@ -38,8 +48,25 @@ def configure_logging(settings: Settings) -> None:
     logger.add(sys.stderr, level=settings.log_level, format="{time:HH:mm:ss} {level: <7} {message}")
 
 
+def character_from_args(args: argparse.Namespace) -> str | Character | None:
+    """A bundled character's name, or the profile of a card file (carried in the job inline)."""
+    if args.card is None:
+        return args.character
+    try:
+        return read_card(args.card).character
+    except CardError as error:
+        raise CliError(f"--card {error}", code=2) from None
+
+
+def character_name(job: ChatJob) -> str | None:
+    if isinstance(job.character, str):
+        return bundled_character(job.character).name
+    return job.character.name if job.character else None
+
+
 def job_from_args(args: argparse.Namespace) -> ChatJob:
-    job_type = JobType(args.job_type) if args.job_type else JobType.roleplay if args.character else JobType.conversation
+    character = character_from_args(args)
+    job_type = JobType(args.job_type) if args.job_type else JobType.roleplay if character else JobType.conversation
     sampling = {
         key: value
         for key, value in (
@@ -57,7 +84,7 @@ def job_from_args(args: argparse.Namespace) -> ChatJob:
             messages=[{"role": "user", "content": args.message}],
             user_name=args.user_name,
             sampling=sampling,
-            character=args.character,
+            character=character,
             scenario=args.scenario,
         )
     except ValidationError as error:
@@ -109,7 +136,7 @@ async def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     job = job_from_args(args)
     client = await connected(settings)
     result = await run_job(client, settings, job)
-    print_result(result, bundled_character(args.character).name if args.character else None)
+    print_result(result, character_name(job))
     return 0
 
 
@@ -211,13 +238,25 @@ def parser() -> argparse.ArgumentParser:
         epilog="example: python -m orchestrator chat --character Mira --message 'Evening, Mira.'",
     )
     chat.add_argument("-m", "--message", required=True, help="the user's message")
-    chat.add_argument(
+    who = chat.add_mutually_exclusive_group()
+    who.add_argument(
         "-c",
         "--character",
         help=f"a bundled character to roleplay with ({', '.join(c.name for c in bundled_characters().values())}); "
         "implies --job-type chat_roleplay",
     )
-    chat.add_argument("-s", "--scenario", help="a free-text scenario for the scene (default: the character's)")
+    who.add_argument(
+        "--card",
+        type=Path,
+        metavar="PATH",
+        help="a Character Card file (PNG or JSON, V1/V2/V3) to roleplay with, sent inline in the job",
+    )
+    chat.add_argument(
+        "-s",
+        "--scenario",
+        help=f"the scene: a type ({', '.join(SCENARIO_TYPES)}), woven with the character's details, or free "
+        "text (default: the character's own)",
+    )
     chat.add_argument("-u", "--user-name", default="User", help="the user's name in the story (default: User)")
     chat.add_argument(
         "--job-type",
@@ -245,6 +284,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--user-name", default="Traveller", help="the user's name (default: Traveller)")
     demo.set_defaults(run=cmd_demo)
     cli_pipeline.add_commands(commands)
+    add_characters_parser(commands)
     return root
 
 

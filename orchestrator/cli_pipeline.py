@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from characters import CardError, read_card
 from orchestrator.devstack import installed_gguf
 from orchestrator.settings import Settings
 from orchestrator.tokens import CachedCounter, GgufCounter, TokenizerUnavailable
@@ -86,6 +87,11 @@ async def cmd_context(args: argparse.Namespace, settings: Settings) -> int:
     from characters import UnknownCharacter, bundled_character
 
     job = job_from_file(args.job_file)
+    if args.card is not None:
+        try:
+            job = job.model_copy(update={"character": read_card(Path(args.card)).character})
+        except CardError as error:
+            raise InputError(f"--card {error}") from None
     max_input = args.max_input_tokens or settings.max_input_tokens
     max_total = args.max_total_tokens or settings.max_total_tokens
     if max_input >= max_total:
@@ -145,6 +151,9 @@ def add_commands(commands: Any) -> None:
         "Tokens are counted with the local GGUF's tokenizer when installed, else estimated (3.5 chars/token).",
     )
     context_cmd.add_argument("--job-file", required=True, metavar="JOB.json", help="a ChatJob as in `schema`")
+    context_cmd.add_argument(
+        "--card", metavar="PATH", help="a PNG or JSON character card, inlined as the job's character"
+    )
     context_cmd.add_argument("--max-input-tokens", type=int, metavar="N", help="the engine's input limit")
     context_cmd.add_argument("--max-total-tokens", type=int, metavar="N", help="the engine's input+output limit")
     context_cmd.set_defaults(run=cmd_context)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from characters import Character, fill_macros
+from characters import Character, fill_macros, scenario_text
 from workflows.lorebook import entry_label, triggered_entries
 from workflows.models import ChatJob, JobType, Message
 from workflows.prompts import system_prompt
@@ -53,7 +53,7 @@ class LorePiece(BaseModel):
     label: str
     text: str
     before_character: bool
-    priority: int
+    priority: float
 
 
 class ContextPieces(BaseModel):
@@ -101,9 +101,7 @@ class BuiltContext(BaseModel):
 
 
 def char_name(character: Character | None) -> str:
-    if character is None:
-        return "Assistant"
-    return character.nickname or character.name
+    return character.char_name if character is not None else "Assistant"
 
 
 def split_examples(mes_example: str) -> list[str]:
@@ -123,10 +121,15 @@ def turns(messages: list[Message]) -> list[list[Message]]:
 
 def character_sheet(character: Character) -> str:
     lines = [f"Character: {character.name}"]
-    if character.description:
-        lines.append(f"Description: {character.description}")
-    if character.personality:
-        lines.append(f"Personality: {character.personality}")
+    for label, text in (
+        ("Description", character.description),
+        ("Personality", character.personality),
+        ("Appearance", character.appearance),
+        ("Background", character.background),
+        ("Speaking style", character.speaking_style),
+    ):
+        if text:
+            lines.append(f"{label}: {text}")
     return "\n".join(lines)
 
 
@@ -144,7 +147,7 @@ def context_pieces(job: ChatJob, character: Character | None) -> ContextPieces:
     job_system = [m.content for m in job.messages if m.role == "system"]
     prompt = "\n\n".join([prompt, *job_system])
 
-    scenario = job.scenario or (character.scenario if roleplay else "") or ""
+    scenario = scenario_text(character, job.scenario) if roleplay else job.scenario or ""
     chat = [m for m in job.messages if m.role != "system"]
     conversation = turns(chat)
     book = character.character_book if roleplay else None

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from characters.profile import CharacterBook, LoreEntry
+from characters.profile import BookEntry, CharacterBook
 from workflows.models import Message
 
 DEFAULT_SCAN_DEPTH = 4
 
 
-def entry_label(entry: LoreEntry, index: int) -> str:
+def entry_label(entry: BookEntry, index: int) -> str:
     """How `context` names an inserted entry: its name or comment, else its id, else its index."""
     return entry.name or entry.comment or str(entry.id if entry.id is not None else index)
 
@@ -24,7 +24,7 @@ def _mentions(text: str, keys: Sequence[str], case_sensitive: bool) -> bool:
     return any(key.strip() and (key if case_sensitive else key.lower()).strip() in haystack for key in keys)
 
 
-def fires(entry: LoreEntry, scanned: str) -> bool:
+def fires(entry: BookEntry, scanned: str) -> bool:
     if not entry.enabled:
         return False
     if entry.constant:
@@ -35,7 +35,7 @@ def fires(entry: LoreEntry, scanned: str) -> bool:
     return not entry.selective or _mentions(scanned, entry.secondary_keys, case)
 
 
-def triggered_entries(book: CharacterBook, messages: Sequence[Message]) -> list[tuple[int, LoreEntry]]:
+def triggered_entries(book: CharacterBook, messages: Sequence[Message]) -> list[tuple[int, BookEntry]]:
     """(index, entry) of every entry that fires, in insertion order (lower first, as the card spec says)."""
     depth = book.scan_depth if book.scan_depth is not None else DEFAULT_SCAN_DEPTH
     window = [m.content for m in messages if m.role != "system"][-depth:] if depth > 0 else []

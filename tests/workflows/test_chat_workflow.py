@@ -321,9 +321,10 @@ async def test_every_attempt_rejected_by_policy_on_the_real_model_returns_nothin
     settings: Settings, isolated_namespace: str, tmp_path: Path
 ) -> None:
     policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump({"patterns": [{"pattern": "[a-z]", "why": "forbid every reply"}]}))
+    # Forbids any text but the user's own "?", so every reply breaks it.
+    policy.write_text(yaml.safe_dump({"patterns": [{"pattern": r"^(?!\?$)[\s\S]", "why": "forbid every reply"}]}))
     async for wired in worker_against(settings, isolated_namespace, settings.inference_base_url, policy_file=policy):
-        handle = await wired.submit(job(messages=[{"role": "user", "content": "1 2 3?"}], sampling={"max_tokens": 12}))
+        handle = await wired.submit(job(messages=[{"role": "user", "content": "?"}], sampling={"max_tokens": 12}))
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
         scheduled, _ = await generate_events(wired.temporal, handle.id)

@@ -3,7 +3,7 @@
 import pytest
 
 from characters import Character, bundled_character, fill_macros
-from characters.profile import CharacterBook, LoreEntry
+from characters.profile import BookEntry, CharacterBook
 from workflows.context import (
     ContextTooLarge,
     build_context,
@@ -104,13 +104,7 @@ def test_nickname_fills_char() -> None:
 
 
 def test_creator_fields_never_reach_the_prompt() -> None:
-    card = (
-        Character.model_validate(
-            {"name": "Orrin", "creator_notes": "NOTE-FOR-HUMANS", "creator": "CREATOR-X", "tags": ["TAG-Y"]}
-        )
-        if "creator_notes" in Character.model_fields
-        else Character(name="Orrin")
-    )
+    card = Character(name="Orrin", creator_notes="NOTE-FOR-HUMANS", creator="CREATOR-X", tags=["TAG-Y"])
     text = " ".join(
         m.content for m in build_context(job(character=card), card, budget=LARGE, count=estimate_tokens).messages
     )
@@ -146,15 +140,15 @@ def test_turns_start_at_user_messages() -> None:
     assert turns([greeting, user, reply, user]) == [[greeting], [user, reply], [user]]
 
 
-def book(*entries: LoreEntry, **fields: object) -> CharacterBook:
+def book(*entries: BookEntry, **fields: object) -> CharacterBook:
     return CharacterBook(entries=list(entries), **fields)
 
 
 def test_triggered_lore_goes_in_by_priority_within_the_book_budget() -> None:
     lore = book(
-        LoreEntry(keys=["harbour"], content="HARBOUR-LORE " * 3, insertion_order=2, name="harbour", priority=1),
-        LoreEntry(keys=["storm"], content="STORM-LORE " * 3, insertion_order=1, name="storm", priority=9),
-        LoreEntry(keys=["never"], content="NEVER-LORE", name="never"),
+        BookEntry(keys=["harbour"], content="HARBOUR-LORE " * 3, insertion_order=2, name="harbour", priority=1),
+        BookEntry(keys=["storm"], content="STORM-LORE " * 3, insertion_order=1, name="storm", priority=9),
+        BookEntry(keys=["never"], content="NEVER-LORE", name="never"),
         token_budget=15,
     )
     card = Character(name="Orrin", character_book=lore)
@@ -167,8 +161,8 @@ def test_triggered_lore_goes_in_by_priority_within_the_book_budget() -> None:
 
 def test_lore_position_puts_entries_before_or_after_the_character() -> None:
     lore = book(
-        LoreEntry(keys=[], constant=True, content="BEFORE", position="before_char", name="b"),
-        LoreEntry(keys=[], constant=True, content="AFTER", position="after_char", name="a"),
+        BookEntry(keys=[], constant=True, content="BEFORE", position="before_char", name="b"),
+        BookEntry(keys=[], constant=True, content="AFTER", position="after_char", name="a"),
     )
     card = Character(name="Orrin", description="SHEET", character_book=lore)
     system = build_context(job(character=card), card, budget=LARGE, count=estimate_tokens).messages[0].content

@@ -1,4 +1,4 @@
-from characters.profile import CharacterBook, LoreEntry
+from characters.profile import BookEntry, CharacterBook
 from workflows.lorebook import DEFAULT_SCAN_DEPTH, entry_label, triggered_entries
 from workflows.models import Message
 
@@ -12,37 +12,37 @@ def fired(book: CharacterBook, messages: list[Message]) -> list[str]:
 
 
 def test_keys_match_case_insensitively_in_recent_messages() -> None:
-    book = CharacterBook(entries=[LoreEntry(keys=["Eldoria"], content="E"), LoreEntry(keys=["moon"], content="M")])
+    book = CharacterBook(entries=[BookEntry(keys=["Eldoria"], content="E"), BookEntry(keys=["moon"], content="M")])
     assert fired(book, said("Tell me about ELDORIA.")) == ["E"]
     assert fired(book, said("nothing here")) == []
 
 
 def test_case_sensitive_entries_match_exactly() -> None:
-    book = CharacterBook(entries=[LoreEntry(keys=["Ash"], content="A", case_sensitive=True)])
+    book = CharacterBook(entries=[BookEntry(keys=["Ash"], content="A", case_sensitive=True)])
     assert fired(book, said("the ash falls")) == [] and fired(book, said("Ash falls")) == ["A"]
 
 
 def test_only_the_last_scan_depth_messages_are_scanned() -> None:
-    book = CharacterBook(entries=[LoreEntry(keys=["dragon"], content="D")], scan_depth=2)
+    book = CharacterBook(entries=[BookEntry(keys=["dragon"], content="D")], scan_depth=2)
     assert fired(book, said("a dragon!", "hm", "so")) == []
     assert fired(book, said("hm", "a dragon!", "so")) == ["D"]
-    default = CharacterBook(entries=[LoreEntry(keys=["dragon"], content="D")])
+    default = CharacterBook(entries=[BookEntry(keys=["dragon"], content="D")])
     old = said("a dragon!", *["x"] * DEFAULT_SCAN_DEPTH)
     assert fired(default, old) == [] and fired(default, old[:DEFAULT_SCAN_DEPTH]) == ["D"]
 
 
 def test_selective_entries_need_a_secondary_key_too() -> None:
-    book = CharacterBook(entries=[LoreEntry(keys=["forest"], secondary_keys=["night"], selective=True, content="F")])
+    book = CharacterBook(entries=[BookEntry(keys=["forest"], secondary_keys=["night"], selective=True, content="F")])
     assert fired(book, said("the forest")) == [] and fired(book, said("the forest at night")) == ["F"]
-    plain = CharacterBook(entries=[LoreEntry(keys=["forest"], secondary_keys=["night"], content="F")])
+    plain = CharacterBook(entries=[BookEntry(keys=["forest"], secondary_keys=["night"], content="F")])
     assert fired(plain, said("the forest")) == ["F"]
 
 
 def test_constant_always_and_disabled_never() -> None:
     book = CharacterBook(
         entries=[
-            LoreEntry(keys=[], constant=True, content="C"),
-            LoreEntry(keys=["x"], constant=True, enabled=False, content="OFF"),
+            BookEntry(keys=[], constant=True, content="C"),
+            BookEntry(keys=["x"], constant=True, enabled=False, content="OFF"),
         ]
     )
     assert fired(book, said("anything")) == ["C"]
@@ -51,8 +51,8 @@ def test_constant_always_and_disabled_never() -> None:
 def test_entries_come_in_insertion_order_and_have_labels() -> None:
     book = CharacterBook(
         entries=[
-            LoreEntry(keys=["a"], content="second", insertion_order=5, id=7),
-            LoreEntry(keys=["a"], content="first", insertion_order=1, comment="Intro"),
+            BookEntry(keys=["a"], content="second", insertion_order=5, id=7),
+            BookEntry(keys=["a"], content="first", insertion_order=1, comment="Intro"),
         ]
     )
     assert fired(book, said("a")) == ["first", "second"]

@@ -1,0 +1,202 @@
+"""The offline pipeline commands as scripts use them: ONE JSON object on stdout, or one `error:` line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHARED
+
+ROOT = Path(__file__).resolve().parents[2]
+SERAPHINA = SHARED / "cards" / "default_Seraphina.png"
+
+
+def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def one_json_object(done: subprocess.CompletedProcess[str]) -> dict:
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n") == 1
+    payload = json.loads(done.stdout)
+    assert isinstance(payload, dict)
+    return payload
+
+
+def one_error_line(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_validate_prints_the_verdict(tmp_path: Path) -> None:
+    reply = tmp_path / "reply.txt"
+    reply.write_text('*smiles* "Sit by the fire, the storm is bad tonight."\nTam: Thanks!')
+    verdict = one_json_object(
+        run(
+            "validate",
+            "--job-type",
+            "chat_roleplay",
+            "--reply-file",
+            str(reply),
+            "--char-name",
+            "Mira",
+            "--user-name",
+            "Tam",
+        )
+    )
+    assert verdict == {
+        "valid": True,
+        "reasons": ["speaks_for_user"],
+        "cleaned": '*smiles* "Sit by the fire, the storm is bad tonight."',
+    }
+
+
+def test_validate_reads_stdin_history_and_finish_reason(tmp_path: Path) -> None:
+    earlier = "The storm rolls in over the harbour while gulls scream above the masts of the fishing boats."
+    history = tmp_path / "history.json"
+    history.write_text(
+        json.dumps(
+            [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": earlier},
+                {"role": "user", "content": "and?"},
+            ]
+        )
+    )
+    verdict = one_json_object(
+        run(
+            "validate",
+            "--job-type",
+            "chat_conversation",
+            "--reply-file",
+            "-",
+            "--history-file",
+            str(history),
+            "--finish-reason",
+            "length",
+            stdin=earlier + " And then the",
+        )
+    )
+    assert verdict["valid"] is False and "echoes_history" in verdict["reasons"] and "cut_off" in verdict["reasons"]
+    assert verdict["cleaned"] == earlier
+
+
+def test_an_invalid_verdict_still_exits_zero() -> None:
+    verdict = one_json_object(run("validate", "--job-type", "chat_roleplay", "--reply-file", "-", stdin="ok"))
+    assert verdict == {"valid": False, "reasons": ["too_short"], "cleaned": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--job-type", "chat_poetry", "--reply-file", "-"], ["--job-type", "chat_poetry"]),
+        (["--job-type", "chat_roleplay"], ["--reply-file"]),
+        (["--job-type", "chat_roleplay", "--reply-file", "/no/such/file"], ["/no/such/file", "cannot read"]),
+        (["--job-type", "chat_roleplay", "--reply-file", "-", "--finish-reason", "eos"], ["--finish-reason"]),
+    ],
+)
+def test_validate_bad_arguments_are_one_error_line(args: list[str], fragments: list[str]) -> None:
+    one_error_line(run("validate", *args, stdin="hello there"), *fragments)
+
+
+def test_validate_bad_history_file_names_the_problem(tmp_path: Path) -> None:
+    history = tmp_path / "history.json"
+    history.write_text('[{"role": "narrator", "content": "x"}]')
+    one_error_line(
+        run(
+            "validate",
+            "--job-type",
+            "chat_roleplay",
+            "--reply-file",
+            "-",
+            "--history-file",
+            str(history),
+            stdin="hello there",
+        ),
+        "history.0.role",
+    )
+    history.write_text("[{")
+    one_error_line(
+        run(
+            "validate",
+            "--job-type",
+            "chat_roleplay",
+            "--reply-file",
+            "-",
+            "--history-file",
+            str(history),
+            stdin="hello there",
+        ),
+        "not valid JSON",
+    )
+
+
+def job_file(tmp_path: Path, message: str, **fields: object) -> str:
+    path = tmp_path / "job.json"
+    path.write_text(
+        json.dumps({"job_id": "c1", "messages": [{"role": "user", "content": message}], "user_name": "Tam", **fields})
+    )
+    return str(path)
+
+
+def test_context_with_seraphina_brings_in_the_lorebook_entry_her_key_names(tmp_path: Path) -> None:
+    named = one_json_object(
+        run("context", "--job-file", job_file(tmp_path, "Are there SHADOWFANGS near?"), "--card", str(SERAPHINA))
+    )
+    assert named["lorebook"] == ["1"]
+    system = named["messages"][0]["content"]
+    assert 'Tam: "What are Shadowfangs?"' in system and "Seraphina" in system and "{{" not in system
+    assert set(named) >= {"messages", "prompt_tokens", "budget", "lorebook", "dropped"}
+    assert named["dropped"] == {"history_messages": 0, "examples": 0, "lorebook_entries": 0}
+    assert named["prompt_tokens"] <= named["budget"]
+
+    unnamed = one_json_object(
+        run("context", "--job-file", job_file(tmp_path, "Good morning."), "--card", str(SERAPHINA))
+    )
+    assert unnamed["lorebook"] == [] and "What are Shadowfangs?" not in unnamed["messages"][0]["content"]
+
+
+def test_context_trims_history_to_the_limits_given(tmp_path: Path) -> None:
+    messages = []
+    for i in range(40):
+        messages += [
+            {"role": "user", "content": f"question {i} " * 8},
+            {"role": "assistant", "content": f"answer {i} " * 8},
+        ]
+    messages.append({"role": "user", "content": "last"})
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps({"job_id": "c2", "job_type": "chat_conversation", "messages": messages}))
+    built = one_json_object(
+        run("context", "--job-file", str(path), "--max-input-tokens", "400", "--max-total-tokens", "1000")
+    )
+    assert built["budget"] == 400 - 32 and built["prompt_tokens"] <= built["budget"]
+    assert built["dropped"]["history_messages"] > 0 and built["messages"][-1]["content"] == "last"
+
+
+def test_context_errors_are_one_line(tmp_path: Path) -> None:
+    one_error_line(
+        run("context", "--job-file", job_file(tmp_path, "hi", sampling={"temperature": 7})), "job.sampling.temperature"
+    )
+    one_error_line(run("context", "--job-file", job_file(tmp_path, "word " * 3000)), "context_too_large")
+    one_error_line(run("context", "--job-file", job_file(tmp_path, "hi"), "--card", str(ROOT / "README.md")), "--card")
+
+
+def test_schema_prints_both_models() -> None:
+    schemas = one_json_object(run("schema"))
+    assert set(schemas) == {"ChatJob", "ChatResult"}
+    assert schemas["ChatJob"]["properties"]["mode"]["enum"] == ["reply", "continue"]
+    assert "content" in schemas["ChatResult"]["required"]
