@@ -148,7 +148,7 @@ class ChatWorkflow:
         sampling = first_sampling(job.job_type, job.sampling, seed=self._new_seed())
         spec = ReplySpec(
             job_type=job.job_type,
-            char_name=prepared.character.name if prepared.character else "Assistant",
+            char_name=prepared.character.char_name if prepared.character else "Assistant",
             user_name=job.user_name,
         )
         shrunk = False
