@@ -111,8 +111,14 @@ async def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.engine_check import engine_limit_problems
     from orchestrator.worker import run_workers, stop_on_signals
 
+    problems = await engine_limit_problems(settings)
+    if problems:
+        raise CliError(
+            f"the engine at {settings.inference_base_url} disagrees with this worker: " + "; ".join(problems)
+        )
     client = await connected(settings)
     await run_workers(client, settings, stop_on_signals())
     return 0
@@ -185,7 +191,8 @@ def parser() -> argparse.ArgumentParser:
         help="run a worker against an existing Temporal server and inference engine",
         description="Poll task queues 'chat' (workflows) and 'chat-generate' (generation, at most "
         "CHAT_WORKER_GENERATION_SLOTS at once, default 8) until SIGTERM or Ctrl-C, which lets in-flight "
-        "generations finish first.",
+        "generations finish first. At start, a TGI engine's GET /info must match the worker's token limits "
+        "and cover its slots, or the worker refuses to run (engines without /info are not checked).",
     )
     worker.set_defaults(run=cmd_worker)
 
