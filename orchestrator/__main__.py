@@ -14,6 +14,7 @@ from loguru import logger
 from pydantic import ValidationError
 
 from characters import UnknownCharacter, bundled_character, bundled_characters
+from orchestrator import health, models_pull
 from orchestrator.devstack import DevStackError
 from orchestrator.settings import Settings, SettingsError, load_settings
 from workflows.models import ChatJob, ChatResult, JobType, describe_validation_error
@@ -238,6 +239,9 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--message", default=DEMO_MESSAGE, help="the user's message")
     demo.add_argument("--user-name", default="Traveller", help="the user's name (default: Traveller)")
     demo.set_defaults(run=cmd_demo)
+
+    health.add_command(commands)
+    models_pull.add_command(commands)
     return root
 
 
