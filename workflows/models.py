@@ -19,6 +19,8 @@ def generate_task_queue(workflow_task_queue: str) -> str:
     """Generation runs on its own queue beside the workflow's ("chat" → "chat-generate"), so that only
     generation is capped by the engine's slots."""
     return f"{workflow_task_queue}-generate"
+
+
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
 
