@@ -155,6 +155,7 @@ def test_one_shot_jobs_are_not_restarted_forever() -> None:
 
 def test_the_worker_waits_for_temporals_setup_and_for_whichever_engine_runs() -> None:
     depends = services()["worker"]["depends_on"]
+    assert depends["temporal"]["condition"] == "service_healthy"
     assert depends["temporal-setup"]["condition"] == "service_completed_successfully"
     for engine in ENGINES:
         assert depends[engine] == {"condition": "service_healthy", "required": False}
