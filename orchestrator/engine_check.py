@@ -8,6 +8,7 @@ import httpx2
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from orchestrator.engine_env import slots_over_cap
 from orchestrator.settings import Settings
 
 INFO_TIMEOUT_SECONDS = 10.0
@@ -18,14 +19,13 @@ class EngineInfo(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model_id: str
     max_concurrent_requests: int
     max_input_tokens: int
     max_total_tokens: int
 
 
 def limit_problems(settings: Settings, info: EngineInfo) -> list[str]:
-    """What the worker assumes that the engine does not grant, each with the fix."""
+    """What the worker assumes that the engine does not grant."""
     problems = [
         f"CHAT_WORKER_{name.upper()}={mine} but the engine's is {theirs}"
         for name, mine, theirs in (
@@ -34,14 +34,8 @@ def limit_problems(settings: Settings, info: EngineInfo) -> list[str]:
         )
         if mine != theirs
     ]
-    in_flight = settings.generation_slots * settings.workers_per_engine
-    if in_flight > info.max_concurrent_requests:
-        problems.append(
-            f"CHAT_WORKER_GENERATION_SLOTS ({settings.generation_slots}) × CHAT_WORKER_WORKERS_PER_ENGINE "
-            f"({settings.workers_per_engine}) = {in_flight} exceeds the engine's max_concurrent_requests "
-            f"({info.max_concurrent_requests}); the excess would be answered 429"
-        )
-    return problems
+    over = slots_over_cap(settings.generation_slots, settings.workers_per_engine, info.max_concurrent_requests)
+    return problems + ([over] if over else [])
 
 
 async def engine_info(base_url: str) -> EngineInfo | None:

@@ -60,3 +60,14 @@ def merged_with_engine_env(data: Mapping[str, Any], engine_env: Mapping[str, str
             )
         merged[field] = engine_env[name]
     return merged
+
+
+def slots_over_cap(slots: int, workers: int, cap: int) -> str | None:
+    """Why `slots` generations in each of `workers` workers overrun an engine that takes `cap` at once."""
+    if slots * workers <= cap:
+        return None
+    return (
+        f"CHAT_WORKER_GENERATION_SLOTS ({slots}) × CHAT_WORKER_WORKERS_PER_ENGINE ({workers}) = {slots * workers} "
+        f"exceeds the engine's MAX_CONCURRENT_REQUESTS ({cap}), which answers the excess with 429: "
+        "lower the slots or raise the engine's cap"
+    )

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from orchestrator.engine_env import merged_with_engine_env, read_engine_env
+from orchestrator.engine_env import merged_with_engine_env, read_engine_env, slots_over_cap
 from workflows.models import generate_task_queue
 
 ENV_PREFIX = "CHAT_WORKER_"
@@ -94,13 +94,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _slots_fit_engine(self) -> Settings:
         cap = self.engine_max_concurrent_requests
-        in_flight = self.generation_slots * self.workers_per_engine
-        if cap is not None and in_flight > cap:
-            raise ValueError(
-                f"CHAT_WORKER_GENERATION_SLOTS ({self.generation_slots}) × CHAT_WORKER_WORKERS_PER_ENGINE "
-                f"({self.workers_per_engine}) = {in_flight} exceeds the engine's MAX_CONCURRENT_REQUESTS ({cap}), "
-                "which would answer the excess with 429: lower the slots or raise the engine's cap"
-            )
+        problem = slots_over_cap(self.generation_slots, self.workers_per_engine, cap) if cap is not None else None
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property

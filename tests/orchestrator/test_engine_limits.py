@@ -139,7 +139,7 @@ def test_info_that_differs_names_each_problem() -> None:
     info = EngineInfo.model_validate(TGI_INFO | {"max_input_tokens": 4096, "max_concurrent_requests": 4})
     problems = limit_problems(tgi_settings(), info)
     assert problems[0] == "CHAT_WORKER_MAX_INPUT_TOKENS=6144 but the engine's is 4096"
-    assert "= 8 exceeds the engine's max_concurrent_requests (4)" in problems[1]
+    assert "= 8 exceeds the engine's MAX_CONCURRENT_REQUESTS (4)" in problems[1]
     assert len(problems) == 2
 
 
