@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo dev worker test lint format clean
+.PHONY: install demo dev worker test test-compose lint format clean
 
 # llama-cpp-python compiles llama.cpp on first install (~5 min on 2 cores); pip caches the wheel after that.
 $(INSTALLED): pyproject.toml
@@ -30,6 +30,14 @@ lint: $(INSTALLED)
 
 test: $(INSTALLED) lint
 	$(PY) -m pytest
+
+# The production stack (docker-compose.yml) up on this host, one chat job through it, down. Needs a Docker
+# engine with Compose v2.20+, an NVIDIA GPU, and internet for the first weights pull (~15 GB, kept in the
+# hf-cache volume). Without them it stops at once, before installing anything, saying which is missing.
+test-compose:
+	$(PYTHON) -m tests.deploy.preflight
+	$(MAKE) install
+	$(PY) -m pytest -m compose tests/deploy
 
 format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix .

@@ -23,7 +23,7 @@ from characters import (
     bundled_characters,
     read_card,
 )
-from orchestrator import cli_pipeline
+from orchestrator import cli_pipeline, health, models_pull
 from orchestrator.cli_characters import add_characters_parser
 from orchestrator.devstack import DevStackError
 from orchestrator.settings import Settings, SettingsError, load_settings
@@ -141,8 +141,14 @@ async def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.engine_check import engine_limit_problems
     from orchestrator.worker import run_workers, stop_on_signals
 
+    problems = await engine_limit_problems(settings)
+    if problems:
+        raise CliError(
+            f"the engine at {settings.inference_base_url} disagrees with this worker: " + "; ".join(problems)
+        )
     client = await connected(settings)
     await run_workers(client, settings, stop_on_signals())
     return 0
@@ -226,7 +232,8 @@ def parser() -> argparse.ArgumentParser:
         help="run a worker against an existing Temporal server and inference engine",
         description="Poll task queues 'chat' (workflows) and 'chat-generate' (generation, at most "
         "CHAT_WORKER_GENERATION_SLOTS at once, default 8) until SIGTERM or Ctrl-C, which lets in-flight "
-        "generations finish first.",
+        "generations finish first. At start, a TGI engine's GET /info must match the worker's token limits "
+        "and cover its slots, or the worker refuses to run (engines without /info are not checked).",
     )
     worker.set_defaults(run=cmd_worker)
 
@@ -285,6 +292,8 @@ def parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
     cli_pipeline.add_commands(commands)
     add_characters_parser(commands)
+    health.add_command(commands)
+    models_pull.add_command(commands)
     return root
 
 

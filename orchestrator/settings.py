@@ -1,15 +1,17 @@
 """One Settings object for every process: env vars `CHAT_WORKER_*`, an optional `.env`, defaults for the
-embedded stack (llama.cpp on 127.0.0.1:8088, Temporal dev server on 127.0.0.1:7233)."""
+embedded stack (llama.cpp on 127.0.0.1:8088, Temporal dev server on 127.0.0.1:7233), and in production the
+engine's limits from TGI's own env file (`CHAT_WORKER_ENGINE_ENV_FILE=tgi.env`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orchestrator.engine_env import merged_with_engine_env, read_engine_env, slots_over_cap
 from workflows.models import JobLimits, generate_task_queue
 
 ENV_PREFIX = "CHAT_WORKER_"
@@ -47,8 +49,15 @@ class Settings(BaseSettings):
     # Forbidden patterns (YAML, see workflows/policy.yaml); none by default.
     policy_file: Path | None = None
 
+    # TGI's launcher env file: model, API key, token limits and concurrency cap are read from it.
+    engine_env_file: Path | None = None
+    # TGI's MAX_CONCURRENT_REQUESTS (more in flight is answered 429); None: unknown, not checked.
+    engine_max_concurrent_requests: int | None = Field(default=None, ge=1)
+
     # Worker
     generation_slots: int = Field(default=8, ge=1, le=256)
+    # Worker processes sharing one engine (compose: WORKER_REPLICAS); their slots add up at the engine.
+    workers_per_engine: int = Field(default=1, ge=1, le=256)
     inference_timeout_seconds: Seconds = 60.0
     job_deadline_seconds: Seconds = 120.0
 
@@ -60,9 +69,8 @@ class Settings(BaseSettings):
     local_model_path: Path | None = None
     local_threads: int = Field(default=2, ge=1)
 
-    # Logging: chat text is never logged unless this is switched on explicitly.
+    # Logging never includes chat text.
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_chat_text: bool = False
 
     @field_validator("temporal_address")
     @classmethod
@@ -80,12 +88,28 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL, e.g. http://127.0.0.1:8088")
         return value.rstrip("/")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _limits_from_engine_env_file(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("engine_env_file"):
+            source = Path(data["engine_env_file"])
+            return merged_with_engine_env(data, read_engine_env(source), source)
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.max_input_tokens >= self.max_total_tokens:
             raise ValueError("max_input_tokens must be smaller than max_total_tokens")
         if self.job_deadline_seconds > self.max_deadline_seconds:
             raise ValueError("job_deadline_seconds must not exceed max_deadline_seconds")
+        return self
+
+    @model_validator(mode="after")
+    def _slots_fit_engine(self) -> Settings:
+        cap = self.engine_max_concurrent_requests
+        problem = slots_over_cap(self.generation_slots, self.workers_per_engine, cap) if cap is not None else None
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property

@@ -1,0 +1,64 @@
+"""The worker-start check against the engine it talks to: TGI's `GET /info` must grant the token limits
+and the concurrency the worker assumes, or the worker refuses to run. Engines without `/info` (llama.cpp,
+vLLM) are not checked."""
+
+from __future__ import annotations
+
+import httpx2
+from loguru import logger
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from orchestrator.engine_env import slots_over_cap
+from orchestrator.settings import Settings
+
+INFO_TIMEOUT_SECONDS = 10.0
+
+
+class EngineInfo(BaseModel):
+    """TGI's `GET /info`, the fields the worker depends on."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    max_concurrent_requests: int
+    max_input_tokens: int
+    max_total_tokens: int
+
+
+def limit_problems(settings: Settings, info: EngineInfo) -> list[str]:
+    """What the worker assumes that the engine does not grant."""
+    problems = [
+        f"CHAT_WORKER_{name.upper()}={mine} but the engine's is {theirs}"
+        for name, mine, theirs in (
+            ("max_input_tokens", settings.max_input_tokens, info.max_input_tokens),
+            ("max_total_tokens", settings.max_total_tokens, info.max_total_tokens),
+        )
+        if mine != theirs
+    ]
+    over = slots_over_cap(settings.generation_slots, settings.workers_per_engine, info.max_concurrent_requests)
+    return problems + ([over] if over else [])
+
+
+async def engine_info(base_url: str) -> EngineInfo | None:
+    """TGI's /info; None when the engine has none (404: llama.cpp, vLLM) or answers something else."""
+    async with httpx2.AsyncClient(timeout=INFO_TIMEOUT_SECONDS) as http:
+        response = await http.get(f"{base_url}/info")
+    if response.status_code != 200:
+        return None
+    try:
+        return EngineInfo.model_validate_json(response.content)
+    except ValidationError:
+        return None
+
+
+async def engine_limit_problems(settings: Settings) -> list[str]:
+    """The worker-start check. An engine that cannot be reached yet is not a reason to refuse: generation
+    retries until it is up, and the check only warns."""
+    try:
+        info = await engine_info(settings.inference_base_url)
+    except httpx2.TransportError as error:
+        logger.warning("engine limits not checked: {} does not answer ({!r})", settings.inference_base_url, error)
+        return []
+    if info is None:
+        logger.info("engine limits not checked: {} has no TGI /info", settings.inference_base_url)
+        return []
+    return limit_problems(settings, info)

@@ -1,0 +1,41 @@
+"""`python -m orchestrator health`, the worker image's health probe, against the real Temporal dev server
+and the session's real worker (which runs in this process, so on this host)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from orchestrator.health import queues_without_local_poller
+from orchestrator.settings import Settings
+from tests.conftest import stack_env, stack_settings
+from tests.orchestrator.test_cli import arun, run
+
+
+def test_a_queue_is_healthy_only_with_a_poller_from_this_host() -> None:
+    pollers = {"chat": ["7@worker-a", "1@worker-b"], "chat-generate": ["7@worker-a"], "other": []}
+    assert queues_without_local_poller(pollers, "worker-a") == ["other"]
+    assert queues_without_local_poller(pollers, "worker-b") == ["chat-generate", "other"]
+    assert queues_without_local_poller(pollers, "worker") == ["chat", "chat-generate", "other"]
+
+
+async def test_healthy_while_this_hosts_worker_polls_both_queues(chat: object, settings: Settings) -> None:
+    done = await arun("health", env=stack_env(settings))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == f"healthy: a worker on {socket.gethostname()} polls chat and chat-generate"
+
+
+async def test_unhealthy_when_no_worker_polls_the_queues(chat: object, settings: Settings) -> None:
+    done = await arun("health", env=stack_env(settings) | {"CHAT_WORKER_TASK_QUEUE": "nobody-polls"})
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"unhealthy: no worker on {socket.gethostname()} polls nobody-polls and nobody-polls-generate"
+    )
+
+
+def test_unhealthy_when_temporal_does_not_answer(tmp_path: Path) -> None:
+    settings = stack_settings(tmp_path)  # free ports: nothing listens there
+    done = run("health", env=stack_env(settings))
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"unhealthy: Temporal at {settings.temporal_address}: ")
+    assert len(done.stderr.strip().splitlines()) == 1
