@@ -8,136 +8,27 @@ import os
 import sys
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from loguru import logger
-from pydantic import ValidationError
 
-from characters import (
-    SCENARIO_TYPES,
-    CardError,
-    Character,
-    UnknownCharacter,
-    bundled_character,
-    bundled_characters,
-    read_card,
-)
+from characters import SCENARIO_TYPES, bundled_character, bundled_characters
 from orchestrator import cli_pipeline, health, models_pull
 from orchestrator.cli_characters import add_characters_parser
-from orchestrator.devstack import DevStackError
+from orchestrator.cli_chat import CliError, cmd_chat, connected, reply_of, summary_line
+from orchestrator.errors import StartupError
 from orchestrator.settings import Settings, SettingsError, load_settings
-from orchestrator.tokens import TokenizerUnavailable
-from workflows.models import ChatJob, ChatResult, JobType, describe_validation_error
+from workflows.models import ChatJob, JobType
 from workflows.policy import PolicyFileError
 
-if TYPE_CHECKING:
-    from temporalio.client import Client
-
 DEMO_MESSAGE = "*shakes the rain off my coat* Evening, Mira. Quiet night?"
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def configure_logging(settings: Settings) -> None:
     logger.remove()
     logger.add(sys.stderr, level=settings.log_level, format="{time:HH:mm:ss} {level: <7} {message}")
-
-
-def character_from_args(args: argparse.Namespace) -> str | Character | None:
-    """A bundled character's name, or the profile of a card file (carried in the job inline)."""
-    if args.card is None:
-        return args.character
-    try:
-        return read_card(args.card).character
-    except CardError as error:
-        raise CliError(f"--card {error}", code=2) from None
-
-
-def character_name(job: ChatJob) -> str | None:
-    if isinstance(job.character, str):
-        return bundled_character(job.character).name
-    return job.character.name if job.character else None
-
-
-def job_from_args(args: argparse.Namespace) -> ChatJob:
-    character = character_from_args(args)
-    job_type = JobType(args.job_type) if args.job_type else JobType.roleplay if character else JobType.conversation
-    sampling = {
-        key: value
-        for key, value in (
-            ("max_tokens", args.max_tokens),
-            ("temperature", args.temperature),
-            ("top_p", args.top_p),
-            ("seed", args.seed),
-        )
-        if value is not None
-    }
-    try:
-        return ChatJob(
-            job_id=args.job_id or uuid.uuid4().hex,
-            job_type=job_type,
-            messages=[{"role": "user", "content": args.message}],
-            user_name=args.user_name,
-            sampling=sampling,
-            character=character,
-            scenario=args.scenario,
-        )
-    except ValidationError as error:
-        raise CliError(f"invalid job: {describe_validation_error(error, 'job')}", code=2) from None
-
-
-async def connected(settings: Settings) -> Client:
-    from orchestrator.worker import connect
-
-    try:
-        return await connect(settings)
-    except RuntimeError as error:
-        raise CliError(
-            f"cannot reach Temporal at {settings.temporal_address} ({error}); is `make dev` running?"
-        ) from None
-
-
-async def run_job(client: Client, settings: Settings, job: ChatJob) -> ChatResult:
-    from temporalio.client import WorkflowFailureError
-
-    from orchestrator.client import ChatClient, InvalidJob
-
-    chat = ChatClient(client, settings)
-    try:
-        handle = await chat.submit(job)
-        print(f"job {job.job_id} started (workflow {handle.id})", file=sys.stderr)
-        return await handle.result()
-    except (UnknownCharacter, InvalidJob) as error:
-        raise CliError(str(error), code=2) from None
-    except WorkflowFailureError as error:
-        cause = error.cause
-        detail = getattr(cause, "cause", None) or cause
-        kind = getattr(detail, "type", None) or type(detail).__name__
-        raise CliError(f"job {job.job_id} failed: {kind}: {getattr(detail, 'message', detail)}") from None
-
-
-def print_result(result: ChatResult, name: str | None) -> None:
-    print(f"{name or 'Assistant'}: {result.content}")
-    print(
-        f"[{result.outcome} · {result.attempts} attempt(s) · {result.completion_tokens} tokens · "
-        f"{result.timings.total_ms / 1000:.1f} s"
-        + (f" · rejected: {', '.join(result.reasons)}" if result.reasons else "")
-        + "]",
-        file=sys.stderr,
-    )
-
-
-async def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
-    job = job_from_args(args)
-    client = await connected(settings)
-    result = await run_job(client, settings, job)
-    print_result(result, character_name(job))
-    return 0
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -168,6 +59,7 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.client import ChatClient
     from orchestrator.devstack import DevStack
     from orchestrator.worker import run_workers
 
@@ -180,20 +72,52 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     )
     with DevStack(settings):
         client = await connected(settings)
-        stop = asyncio.Event()
-        workers = asyncio.create_task(run_workers(client, settings, stop))
+        stop, ready = asyncio.Event(), asyncio.Event()
+        workers = asyncio.create_task(run_workers(client, settings, stop, ready))
         try:
+            await ready.wait()
             print(f"{args.user_name}: {args.message}")
-            result = await run_job(client, settings, job)
+            result = await reply_of(ChatClient(client, settings), job)
         finally:
             stop.set()
             await workers
-    print_result(result, args.character)
+    print(f"{bundled_character(args.character).name}: {result.content}")
+    print(summary_line(result), file=sys.stderr)
     print(
         f"job {job.job_id} is saved in {settings.state_dir / 'temporal.db'}; see it in the Temporal Web UI at "
         f"{settings.ui_url}/namespaces/{settings.temporal_namespace}/workflows while `make dev` runs.",
         file=sys.stderr,
     )
+    return 0
+
+
+def duration(text: str) -> timedelta:
+    """ "90s", "30m", "1h", "2d" as a timedelta."""
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age like 90s, 30m, 1h or 2d")
+    return timedelta(**{units[unit]: int(number)})
+
+
+async def cmd_jobs_list(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.visibility import recent_jobs
+
+    rows = await recent_jobs(
+        await connected(settings),
+        job_type=args.job_type,
+        character=args.character,
+        since=args.since,
+        limit=args.limit,
+    )
+    print(f"{'workflow id':<44} {'type':<18} {'character':<16} {'outcome':<10} {'tries':>5} {'seconds':>8}")
+    for row in rows:
+        seconds = f"{row.duration_s:.1f}" if row.duration_s is not None else row.status
+        attempts = "" if row.attempts is None else str(row.attempts)
+        print(
+            f"{row.workflow_id:<44} {row.job_type:<18} {row.character:<16} {row.outcome or row.status:<10} "
+            f"{attempts:>5} {seconds:>8}"
+        )
     return 0
 
 
@@ -239,12 +163,17 @@ def parser() -> argparse.ArgumentParser:
 
     chat = commands.add_parser(
         "chat",
-        help="submit one chat job and print the reply",
-        description="Submit one chat job to a running stack (`make dev` or a worker) and print the reply "
-        "on stdout; progress and a summary line go to stderr.",
-        epilog="example: python -m orchestrator chat --character Mira --message 'Evening, Mira.'",
+        help="one chat job and its reply, or an interactive conversation",
+        description="Submit a chat job to a running stack (`make dev` or a worker). With --message: print the "
+        "reply on stdout (as it is written, with --stream); progress and a summary line go to stderr. Without "
+        "--message: an interactive conversation that shows the character's greeting, streams each reply and "
+        "keeps the history between turns; type /regenerate, /continue or /quit.",
+        epilog="examples: python -m orchestrator chat --character Mira --message 'Evening, Mira.' --stream\n"
+        "          python -m orchestrator chat --character Mira",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    chat.add_argument("-m", "--message", required=True, help="the user's message")
+    chat.add_argument("-m", "--message", help="the user's message (omit it for an interactive conversation)")
+    chat.add_argument("--stream", action="store_true", help="print the reply as it is generated")
     who = chat.add_mutually_exclusive_group()
     who.add_argument(
         "-c",
@@ -290,6 +219,22 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--message", default=DEMO_MESSAGE, help="the user's message")
     demo.add_argument("--user-name", default="Traveller", help="the user's name (default: Traveller)")
     demo.set_defaults(run=cmd_demo)
+
+    jobs = commands.add_parser(
+        "jobs", help="recent jobs from Temporal's visibility", description="Recent chat jobs, newest first."
+    )
+    jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
+    listing = jobs_commands.add_parser(
+        "list",
+        help="recent jobs: id, type, character, outcome, attempts, duration",
+        description="List recent ChatWorkflow runs from visibility (search attributes JobType, CharacterName, "
+        "Outcome, Attempts), newest first.",
+    )
+    listing.add_argument("--job-type", choices=[t.value for t in JobType], help="only this job type")
+    listing.add_argument("--character", help="only jobs with this character (its name as in the profile)")
+    listing.add_argument("--since", type=duration, metavar="AGE", help="only jobs started within AGE, e.g. 30m, 1h, 2d")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (default: 50)")
+    listing.set_defaults(run=cmd_jobs_list)
     cli_pipeline.add_commands(commands)
     add_characters_parser(commands)
     health.add_command(commands)
@@ -312,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except cli_pipeline.InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (DevStackError, PolicyFileError, TokenizerUnavailable) as error:
+    except (StartupError, PolicyFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

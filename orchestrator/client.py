@@ -1,18 +1,25 @@
-"""The backend's side: start a chat job, get its result. Workflow id `chat-{job_id}`, so submitting the
-same job twice runs it once."""
+"""The backend's side: start a chat job, follow its reply as it is written, ask where it stands, cancel it,
+get its result. Workflow id `chat-{job_id}`, so submitting the same job twice runs it once."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
+from pydantic import TypeAdapter
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import RawValue, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from characters import bundled_character
 from orchestrator.settings import Settings
 from workflows.chat import ChatWorkflow
-from workflows.models import ChatJob, ChatResult, limit_problems
+from workflows.models import STREAM_TOPIC, ChatJob, ChatResult, JobStatus, StreamEvent, limit_problems
+from workflows.summaries import row_summary
+
+STREAM_EVENT = TypeAdapter(StreamEvent)
 
 # The workflow enforces the job's deadline itself; this is Temporal's backstop past it.
 EXECUTION_TIMEOUT_MARGIN = timedelta(seconds=60)
@@ -20,6 +27,12 @@ EXECUTION_TIMEOUT_MARGIN = timedelta(seconds=60)
 
 class InvalidJob(ValueError):
     """The job asks for more than this deployment allows; nothing was started."""
+
+
+def character_name(job: ChatJob) -> str | None:
+    if isinstance(job.character, str):
+        return bundled_character(job.character).name
+    return job.character.name if job.character else None
 
 
 def workflow_id(job_id: str) -> str:
@@ -55,6 +68,8 @@ class ChatClient:
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 result_type=ChatResult,
+                # Search attributes are the workflow's to set, also for jobs started without this client.
+                static_summary=row_summary(job, character_name(job)),
             )
         except WorkflowAlreadyStartedError:  # already ran to completion: the same job, not a new one
             return self.handle(job.job_id)
@@ -64,3 +79,34 @@ class ChatClient:
 
     async def result(self, job_id: str) -> ChatResult:
         return await self.handle(job_id).result()
+
+    async def stream(self, job_id: str, from_offset: int = 0) -> AsyncIterator[StreamEvent]:
+        """The job's events as they happen: delta, reset, then done, failed or cancelled (the last one).
+        Resume from an offset after a reconnect; after the job ended, what it retained is replayed."""
+        stream = WorkflowStreamClient.create(self.temporal, workflow_id(job_id))
+        async for item in stream.subscribe([STREAM_TOPIC], from_offset=from_offset, result_type=RawValue):
+            event = STREAM_EVENT.validate_json(item.data.payload.data)
+            yield event
+            if event.type in ("done", "failed", "cancelled"):
+                return
+
+    async def status(self, job_id: str) -> JobStatus:
+        """Where the job stands; `tokens` includes the running generation's, from its last heartbeat."""
+        handle = self.handle(job_id)
+        status = await handle.query(ChatWorkflow.status)
+        description = await handle.describe()
+        streaming = [
+            a
+            for a in description.raw_description.pending_activities
+            if a.activity_type.name == "generate" and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        ]
+        if streaming and streaming[0].heartbeat_details.payloads:
+            running = self.temporal.data_converter.payload_converter.from_payloads(
+                list(streaming[0].heartbeat_details.payloads), [int]
+            )[0]
+            status = status.model_copy(update={"tokens": status.tokens + running})
+        return status
+
+    async def cancel(self, job_id: str) -> None:
+        """Cancel the job: its generation stops at the engine and the workflow ends cancelled."""
+        await self.handle(job_id).cancel()

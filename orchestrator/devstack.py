@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from orchestrator.errors import StartupError
 from orchestrator.settings import Settings
 
 STARTUP_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 15.0
 
 
-class DevStackError(RuntimeError):
+class DevStackError(StartupError):
     pass
 
 
@@ -115,6 +116,8 @@ def ports_in_use(settings: Settings) -> list[str]:
 
 
 def services(settings: Settings) -> list[Service]:
+    from orchestrator.visibility import dev_server_flags  # imports temporalio: only when a stack starts
+
     state = settings.state_dir.resolve()
     logs = state / "logs"
     temporal = Service(
@@ -139,6 +142,7 @@ def services(settings: Settings) -> list[Service]:
             settings.temporal_namespace,
             "--log-level",
             "warn",
+            *dev_server_flags(),
         ],
         ready_url=(
             f"http://{settings.temporal_host}:{settings.temporal_http_port}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx2
@@ -180,7 +180,11 @@ class InferenceClient:
                 raise translated(error) from error
 
     async def complete(
-        self, messages: list[Message], sampling: ResolvedSampling, stop: list[str] | None = None
+        self,
+        messages: list[Message],
+        sampling: ResolvedSampling,
+        stop: list[str] | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> GenerateResult:
         """The whole reply, streamed and joined; usage from the engine, or counted from chunks if absent."""
         started = time.monotonic()
@@ -192,6 +196,8 @@ class InferenceClient:
             if chunk.text:
                 chunks += 1
                 parts.append(chunk.text)
+                if on_text is not None:
+                    on_text(chunk.text)
                 if first_token_ms is None:
                     first_token_ms = (time.monotonic() - started) * 1000
             finish_reason = chunk.finish_reason or finish_reason

@@ -17,13 +17,14 @@ from typing import Any
 import httpx2
 from loguru import logger
 
+from orchestrator.errors import StartupError
 from workflows.context import estimate_tokens
 
 CACHE_SIZE = 50_000
 CONCURRENT_REQUESTS = 16
 
 
-class TokenizerUnavailable(RuntimeError):
+class TokenizerUnavailable(StartupError):
     pass
 
 

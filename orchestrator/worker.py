@@ -19,6 +19,7 @@ from orchestrator.devstack import installed_gguf
 from orchestrator.inference import InferenceClient
 from orchestrator.settings import Settings
 from orchestrator.tokens import token_counter
+from orchestrator.visibility import check_search_attributes
 from workflows.activities import ChatActivities, EngineLimits, JobActivities
 from workflows.chat import ChatWorkflow
 from workflows.policy import load_policy
@@ -92,6 +93,7 @@ async def run_workers(
     client: Client, settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
     """Run until `stop` is set, then shut the workers down gracefully. `ready` is set once they poll."""
+    await check_search_attributes(client, settings.temporal_namespace)
     async with AsyncExitStack() as stack:
         for worker in await build_workers(client, settings):
             await stack.enter_async_context(worker)

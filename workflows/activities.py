@@ -11,18 +11,22 @@ Nothing here logs chat text: ids, counts, codes and timings only."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol
 
 from loguru import logger
 from pydantic import BaseModel
 from temporalio import activity
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError
 
 from characters import Character, UnknownCharacter, bundled_character
 from workflows.context import BuiltContext, ContextTooLarge, assemble, context_pieces, token_budget
 from workflows.models import (
+    STREAM_TOPIC,
     ChatJob,
+    DeltaEvent,
     EngineError,
     ErrorType,
     GenerateRequest,
@@ -30,6 +34,7 @@ from workflows.models import (
     JobLimits,
     JobMetrics,
     Message,
+    ResetEvent,
     ResolvedSampling,
     limit_problems,
 )
@@ -38,6 +43,8 @@ from workflows.sampling import max_tokens_for
 from workflows.validation import ReplySpec, Verdict, validate
 
 HEARTBEAT_EVERY_SECONDS = 1.0
+# Deltas reach subscribers in batches: one signal per interval, not one per token.
+STREAM_BATCH_INTERVAL = timedelta(milliseconds=200)
 OVERLOADED_RETRY_DELAY = timedelta(seconds=5)
 SLOW_SECONDS = 20.0
 SHORT_CHARS = 50
@@ -45,7 +52,11 @@ SHORT_CHARS = 50
 
 class ChatEngine(Protocol):
     async def complete(
-        self, messages: list[Message], sampling: ResolvedSampling, stop: list[str]
+        self,
+        messages: list[Message],
+        sampling: ResolvedSampling,
+        stop: list[str],
+        on_text: Callable[[str], None] | None = None,
     ) -> GenerateResult: ...
 
 
@@ -171,11 +182,11 @@ class JobActivities:
         )
 
 
-async def _heartbeat_forever() -> None:
+async def _heartbeat_forever(tokens: Callable[[], int]) -> None:
     # Heartbeats also while waiting for the first token (the engine may queue us), and they are what
-    # delivers a cancellation to this activity.
+    # delivers a cancellation to this activity. Their detail, tokens so far, is what `status` reads.
     while True:
-        activity.heartbeat()
+        activity.heartbeat(tokens())
         await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
 
 
@@ -198,10 +209,26 @@ class ChatActivities:
 
     @activity.defn(name="generate")
     async def generate(self, request: GenerateRequest) -> GenerateResult:
+        """Streams the reply to the engine's caller and, as it grows, to the job's stream."""
         info = activity.info()
-        heartbeats = asyncio.create_task(_heartbeat_forever())
+        streamed = 0
+
+        def publish_delta(text: str) -> None:
+            nonlocal streamed
+            streamed += 1
+            events.publish(DeltaEvent(attempt=request.attempt, text=text))
+
+        heartbeats = asyncio.create_task(_heartbeat_forever(lambda: streamed))
+        stream = WorkflowStreamClient.from_within_activity(batch_interval=STREAM_BATCH_INTERVAL)
         try:
-            result = await self._engine.complete(request.messages, request.sampling, request.stop)
+            async with stream:  # leaving flushes what is buffered, also on cancellation
+                events = stream.topic(STREAM_TOPIC)
+                if request.attempt > 1 or info.attempt > 1:
+                    reason = "retry" if info.attempt > 1 else "regenerate"
+                    events.publish(ResetEvent(attempt=request.attempt, try_number=info.attempt, reason=reason))
+                result = await self._engine.complete(
+                    request.messages, request.sampling, request.stop, on_text=publish_delta
+                )
         except EngineError as error:
             logger.warning(
                 "generate failed job={} attempt={} try={} type={}",

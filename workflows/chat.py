@@ -16,7 +16,9 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -24,20 +26,28 @@ with workflow.unsafe.imports_passed_through():
     from workflows.activities import ChatActivities, CheckRequest, JobActivities, Prepared, PrepareRequest
     from workflows.models import (
         NON_RETRYABLE,
+        STREAM_TOPIC,
         WORKFLOW_TYPE,
         AttemptSummary,
+        CancelledEvent,
         ChatJob,
         ChatResult,
+        DoneEvent,
         ErrorType,
+        FailedEvent,
         GenerateRequest,
         GenerateResult,
         JobMetrics,
+        JobStatus,
         ResolvedSampling,
+        Stage,
         Timings,
         describe_validation_error,
         generate_task_queue,
     )
     from workflows.sampling import escalated_sampling, first_sampling
+    from workflows.search_attributes import ATTEMPTS, CHARACTER_NAME, JOB_TYPE, OUTCOME
+    from workflows.summaries import row_summary
     from workflows.validation import ReplySpec, Verdict
 
 GENERATE_TIMEOUT = timedelta(seconds=90)
@@ -105,18 +115,54 @@ class Attempt:
 class ChatWorkflow:
     @workflow.init
     def __init__(self, job: Any) -> None:
-        self._stage = "queued"
+        # The stream registers its handlers here, before the generate activity can publish to it.
+        self.stream = WorkflowStream()
+        self._events = self.stream.topic(STREAM_TOPIC)
+        self._stage: Stage = "queued"
         self._attempt = 0
         self._attempts: list[Attempt] = []
         self._context_ms = 0.0
         self._generation_ms = 0.0
+        self._summary = "chat"
+
+    @workflow.query
+    def status(self) -> JobStatus:
+        return JobStatus(
+            stage=self._stage,
+            attempt=self._attempt,
+            tokens=sum(a.result.completion_tokens for a in self._attempts),
+            elapsed_ms=(workflow.now() - workflow.info().start_time).total_seconds() * 1000,
+        )
 
     @workflow.run
     async def run(self, job: Any) -> ChatResult:
+        try:
+            result = await self._run(job)
+        except BaseException as error:
+            if is_cancelled_exception(error):
+                self._end("cancelled", CancelledEvent())
+                raise asyncio.CancelledError from error  # the workflow ends cancelled, not failed
+            if isinstance(error, ApplicationError):
+                self._end("failed", FailedEvent(error_type=error.type or "", message=error.message))
+            raise
+        self._end(result.outcome, DoneEvent(result=result))
+        return result
+
+    def _end(self, outcome: str, event: DoneEvent | FailedEvent | CancelledEvent) -> None:
+        self._stage = "done" if isinstance(event, DoneEvent) else event.type
+        workflow.upsert_search_attributes([ATTEMPTS.value_set(self._attempt), OUTCOME.value_set(outcome)])
+        self._events.publish(event)
+
+    async def _run(self, job: Any) -> ChatResult:
         chat_job = parsed_job(job)
         started = workflow.now()
+        workflow.upsert_search_attributes([JOB_TYPE.value_set(chat_job.job_type.value)])
         self._stage = "building_context"
         prepared = await self._prepare(chat_job)
+        self._summary = row_summary(chat_job, prepared.character)
+        workflow.set_current_details(self._summary)
+        if prepared.character is not None:
+            workflow.upsert_search_attributes([CHARACTER_NAME.value_set(prepared.character.name)])
         deadline = workflow.info().start_time + timedelta(seconds=prepared.deadline_seconds)
         try:
             chosen = await asyncio.wait_for(
@@ -124,7 +170,6 @@ class ChatWorkflow:
                 timeout=max(0.0, (deadline - workflow.now()).total_seconds()),
             )
         except TimeoutError:
-            self._stage = "failed"
             raise deadline_passed() from None
         return await self._finish(chat_job, prepared, chosen, started=started)
 
@@ -139,7 +184,6 @@ class ChatWorkflow:
                 summary="prepare context",
             )
         except ActivityError as error:
-            self._stage = "failed"
             raise failure(error) from error
         self._context_ms += (workflow.now() - before).total_seconds() * 1000
         return prepared
@@ -178,7 +222,6 @@ class ChatWorkflow:
             sampling = escalated_sampling(sampling, verdict.reasons, seed=self._new_seed())
         best = max(self._attempts, key=lambda a: rank(a.verdict), default=None)
         if best is None or rank(best.verdict)[0] == 0:
-            self._stage = "failed"
             reasons = ", ".join(r for a in self._attempts for r in a.verdict.reasons) or "none"
             raise ApplicationError(
                 f"no reply that can be returned in {self._attempt} attempts (reasons: {reasons})",
@@ -209,7 +252,9 @@ class ChatWorkflow:
                 start_to_close_timeout=min(GENERATE_TIMEOUT, remaining),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=GENERATE_RETRY,
-                summary=f"generate · attempt {self._attempt}",
+                # The activity flushes its last deltas to the stream before the workflow may close.
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=f"{self._summary} · attempt {self._attempt}",
             )
         except ActivityError as error:
             if is_cancelled_exception(error):
@@ -259,7 +304,6 @@ class ChatWorkflow:
             start_to_close_timeout=LOCAL_TIMEOUT,
             summary="record metrics",
         )
-        self._stage = "done"
         return ChatResult(
             job_id=job.job_id,
             content=chosen.verdict.cleaned,
@@ -267,6 +311,7 @@ class ChatWorkflow:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             attempts=self._attempt,
+            returned_attempt=chosen.number,
             reasons=reasons,
             attempt_details=[a.summary() for a in self._attempts],
             outcome=outcome,

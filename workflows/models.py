@@ -6,7 +6,7 @@ Plain JSON on the wire: every model here round-trips through `pydantic_data_conv
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -134,6 +134,7 @@ class ChatResult(_Strict):
     prompt_tokens: int
     completion_tokens: int
     attempts: int
+    returned_attempt: int  # whose reply `content` is (the valid one, or the best rejected one)
     # Every reason code found in any attempt, first occurrence first; per attempt in `attempt_details`.
     reasons: list[str] = []
     attempt_details: list[AttemptSummary] = []
@@ -219,3 +220,50 @@ class EngineError(Exception):
 
     def __repr__(self) -> str:
         return f"EngineError({self.type.value}: {self.message})"
+
+
+# The job's stream (temporalio.contrib.workflow_streams, topic STREAM_TOPIC): what a backend follows while a
+# reply is written. `reset` comes before every generation after the first, whatever the cause, so a
+# subscriber discards what it showed; `done`'s content may differ from the streamed text by validation's
+# cleaning.
+STREAM_TOPIC = "events"
+
+
+class DeltaEvent(_Strict):
+    type: Literal["delta"] = "delta"
+    attempt: int
+    text: str
+
+
+class ResetEvent(_Strict):
+    type: Literal["reset"] = "reset"
+    attempt: int
+    try_number: int = 1  # Temporal's try of this attempt; > 1 when a failed try is retried
+    reason: Literal["regenerate", "retry"]
+
+
+class DoneEvent(_Strict):
+    type: Literal["done"] = "done"
+    result: ChatResult
+
+
+class FailedEvent(_Strict):
+    type: Literal["failed"] = "failed"
+    error_type: str
+    message: str
+
+
+class CancelledEvent(_Strict):
+    type: Literal["cancelled"] = "cancelled"
+
+
+StreamEvent = Annotated[DeltaEvent | ResetEvent | DoneEvent | FailedEvent | CancelledEvent, Field(discriminator="type")]
+
+Stage = Literal["queued", "building_context", "generating", "validating", "done", "failed", "cancelled"]
+
+
+class JobStatus(_Strict):
+    stage: Stage
+    attempt: int
+    tokens: int  # completion tokens of finished attempts, plus the running one's when known
+    elapsed_ms: float

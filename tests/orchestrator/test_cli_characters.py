@@ -15,12 +15,13 @@ import pytest
 import yaml
 
 from characters import Character, bundled_character, bundled_characters
-from orchestrator.__main__ import CliError, job_from_args, parser
+from orchestrator.__main__ import parser
+from orchestrator.cli_chat import CliError, job_from_args
 from orchestrator.settings import Settings
 from tests.characters.cardfiles import REAL_CARDS, b64_json, json_card, png, png_card, v1, v2, v3
 from tests.conftest import stack_env
 from tests.orchestrator.test_cli import arun
-from workflows.models import JobType
+from workflows.models import JobType, Message
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT_KEYS = (
@@ -215,10 +216,11 @@ def chat_args(*args: str) -> object:
 
 def test_chat_card_puts_the_cards_profile_inline_in_the_job(tmp_path: Path) -> None:
     (tmp_path / "orrin.json").write_bytes(json_card(v2({"name": "Orrin", "first_mes": "Evening."})))
-    job = job_from_args(chat_args("--card", str(tmp_path / "orrin.json")))  # type: ignore[arg-type]
+    hello = [Message(role="user", content="Hello")]
+    job = job_from_args(chat_args("--card", str(tmp_path / "orrin.json")), hello)  # type: ignore[arg-type]
     assert job.character == Character(name="Orrin", first_mes="Evening.") and job.job_type is JobType.roleplay
     with pytest.raises(CliError, match=r"--card .*gone\.png: no such file") as error:
-        job_from_args(chat_args("--card", str(tmp_path / "gone.png")))  # type: ignore[arg-type]
+        job_from_args(chat_args("--card", str(tmp_path / "gone.png")), hello)  # type: ignore[arg-type]
     assert error.value.code == 2
 
 

@@ -15,10 +15,12 @@ from loguru import logger
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 
 from characters import Character, UnknownCharacter
 from orchestrator.client import ChatClient
 from orchestrator.settings import Settings
+from orchestrator.visibility import register_search_attributes
 from orchestrator.worker import run_workers
 from tests.fake_engine import FakeEngine, Scripted, reply_stream
 from workflows.models import ChatJob, ChatResult, JobType
@@ -165,7 +167,13 @@ async def isolated_namespace(client: Client) -> str:
     await client.workflow_service.register_namespace(
         RegisterNamespaceRequest(namespace=name, workflow_execution_retention_period=Duration(seconds=86400))
     )
-    return name
+    for _ in range(50):  # a new namespace takes a moment to reach the frontend's cache
+        try:
+            await register_search_attributes(client, name)
+            return name
+        except RPCError:
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"namespace {name} did not become usable")
 
 
 async def worker_against(settings: Settings, namespace: str, base_url: str, **more: str) -> AsyncIterator[ChatClient]:

@@ -1,0 +1,19 @@
+"""What a job's row says in the Temporal UI ("roleplay · Seraphina · 3 turns"). Names and counts only:
+summaries, like search attributes, are not encrypted."""
+
+from __future__ import annotations
+
+from characters import Character
+from workflows.models import ChatJob
+
+
+def row_summary(job: ChatJob, character: Character | str | None) -> str:
+    parts = [job.job_type.value.removeprefix("chat_")]
+    name = character.name if isinstance(character, Character) else character
+    if name:
+        parts.append(name)
+    turns = sum(1 for m in job.messages if m.role == "user")
+    parts.append(f"{turns} turn" + ("" if turns == 1 else "s"))
+    if job.mode == "continue":
+        parts.append("continue")
+    return " · ".join(parts)
