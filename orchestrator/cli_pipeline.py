@@ -16,7 +16,15 @@ from orchestrator.devstack import installed_gguf
 from orchestrator.settings import Settings
 from orchestrator.tokens import CachedCounter, GgufCounter, TokenizerUnavailable
 from workflows.context import ContextTooLarge, assemble, context_pieces, token_budget
-from workflows.models import ChatJob, ChatResult, JobType, Message, describe_validation_error
+from workflows.models import (
+    ChatJob,
+    ChatResult,
+    JobStatus,
+    JobType,
+    Message,
+    StreamEvent,
+    describe_validation_error,
+)
 from workflows.policy import load_policy
 from workflows.sampling import max_tokens_for
 from workflows.validation import ReplySpec, validate
@@ -116,7 +124,14 @@ async def cmd_context(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
-    return emit({"ChatJob": ChatJob.model_json_schema(), "ChatResult": ChatResult.model_json_schema()})
+    return emit(
+        {
+            "ChatJob": ChatJob.model_json_schema(),
+            "ChatResult": ChatResult.model_json_schema(),
+            "StreamEvent": TypeAdapter(StreamEvent).json_schema(),
+            "JobStatus": JobStatus.model_json_schema(),
+        }
+    )
 
 
 def add_commands(commands: Any) -> None:
@@ -160,8 +175,8 @@ def add_commands(commands: Any) -> None:
 
     schema_cmd = commands.add_parser(
         "schema",
-        help="print the JSON Schemas of ChatJob and ChatResult",
-        description='Print ONE JSON object {"ChatJob": <JSON Schema>, "ChatResult": <JSON Schema>} for backends '
-        "in other languages.",
+        help="print the JSON Schemas of ChatJob, ChatResult and the stream's events",
+        description='Print ONE JSON object {"ChatJob": <JSON Schema>, "ChatResult": <JSON Schema>, "StreamEvent": '
+        '<JSON Schema>, "JobStatus": <JSON Schema>} for backends in other languages.',
     )
     schema_cmd.set_defaults(run=cmd_schema)

@@ -8,15 +8,18 @@ import asyncio
 import os
 import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from orchestrator.client import ChatClient
 from orchestrator.devstack import DevStack
 from orchestrator.settings import Settings
+from orchestrator.visibility import register_search_attributes
 from orchestrator.worker import connect, run_workers
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -83,6 +86,48 @@ async def worker(client: Client, settings: Settings) -> AsyncIterator[None]:
 @pytest.fixture(scope="session")
 async def chat(client: Client, settings: Settings, worker: None) -> ChatClient:
     return ChatClient(client, settings)
+
+
+@pytest.fixture
+async def isolated_namespace(client: Client) -> str:
+    """A second namespace on the same dev server, for a worker wired to a broken or fake engine."""
+    from google.protobuf.duration_pb2 import Duration
+    from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
+
+    name = f"faults-{uuid.uuid4().hex[:8]}"
+    await client.workflow_service.register_namespace(
+        RegisterNamespaceRequest(namespace=name, workflow_execution_retention_period=Duration(seconds=86400))
+    )
+    for _ in range(50):  # a new namespace takes a moment to reach the frontend's cache
+        try:
+            await register_search_attributes(client, name)
+            return name
+        except RPCError:
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"namespace {name} did not become usable")
+
+
+async def worker_against(settings: Settings, namespace: str, base_url: str, **more: str) -> AsyncIterator[ChatClient]:
+    from orchestrator.worker import connect
+
+    wired = settings.model_copy(update={"temporal_namespace": namespace, "inference_base_url": base_url, **more})
+    for _ in range(50):  # a new namespace takes a moment to reach the frontend's cache
+        try:
+            wired_client = await connect(wired)
+            await wired_client.count_workflows()
+            break
+        except Exception:
+            await asyncio.sleep(0.2)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(run_workers(wired_client, wired, stop, ready))
+    await asyncio.wait([running, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if running.done():
+        running.result()  # the worker could not start: raise why
+    try:
+        yield ChatClient(wired_client, wired)
+    finally:
+        stop.set()
+        await running
 
 
 _exit_status = 0

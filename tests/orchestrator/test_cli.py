@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
+from orchestrator.client import ChatClient
 from orchestrator.devstack import DevStack, port_is_free
 from orchestrator.settings import Settings
 from orchestrator.worker import connect
@@ -194,3 +197,110 @@ async def test_dev_stops_the_whole_stack_on_ctrl_c(tmp_path: Path) -> None:
     assert await asyncio.wait_for(dev.wait(), timeout=60) == 0
     assert port_is_free(settings.temporal_host, settings.temporal_port)
     assert port_is_free(settings.inference_host, settings.inference_port)
+
+
+async def test_chat_stream_prints_the_reply_as_it_arrives(chat: object, settings: Settings) -> None:
+    done = await arun(
+        "chat",
+        "--character",
+        "Mira",
+        "--message",
+        "Evening! One ale, please.",
+        "--stream",
+        "--max-tokens",
+        "40",
+        "--user-name",
+        "Tam",
+        env=stack_env(settings),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Mira: ") and len(done.stdout.strip()) > len("Mira:") + 10
+    assert "attempt(s)" in done.stderr
+
+
+async def tmux(*args: str) -> str:
+    process = await asyncio.create_subprocess_exec("tmux", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def screen_when(session: str, ready: object, what: str) -> str:
+    for _ in range(600):
+        screen = await tmux("capture-pane", "-p", "-J", "-S", "-200", "-t", session)
+        if ready(screen):  # type: ignore[operator]
+            return screen
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; screen:\n{screen}")
+
+
+def replies(screen: str) -> int:
+    return sum(1 for line in screen.splitlines() if line.startswith("Mira: "))
+
+
+def waiting_for_input(screen: str) -> bool:
+    return screen.rstrip().splitlines()[-1].startswith("Tam:") if screen.strip() else False
+
+
+async def test_interactive_conversation_in_a_terminal(chat: object, settings: Settings) -> None:
+    # Driven as a person would: tmux types into the real CLI and reads the screen.
+    session = f"chat-{os.getpid()}-{settings.temporal_port}"
+    env = [f"{key}={value}" for key, value in stack_env(settings).items() if key.startswith(("CHAT_WORKER_", "PATH"))]
+    command = [
+        "env",
+        *env,
+        sys.executable,
+        "-m",
+        "orchestrator",
+        "chat",
+        "--character",
+        "Mira",
+        "--user-name",
+        "Tam",
+        "--max-tokens",
+        "40",
+    ]
+    await tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "50", "-c", str(ROOT), shlex.join(command))
+    try:
+        screen = await screen_when(session, waiting_for_input, "the greeting")
+        assert "Sit by the fire, you look half drowned" in screen and replies(screen) == 1
+
+        await tmux("send-keys", "-t", session, "Evening, Mira. Any rooms left?", "Enter")
+        screen = await screen_when(session, lambda s: replies(s) >= 2 and waiting_for_input(s), "the first reply")
+
+        await tmux("send-keys", "-t", session, "/regenerate", "Enter")
+        screen = await screen_when(session, lambda s: replies(s) >= 3 and waiting_for_input(s), "the second reply")
+        assert "Evening, Mira. Any rooms left?" in screen and "error:" not in screen
+
+        await tmux("send-keys", "-t", session, "/quit", "Enter")
+        for _ in range(100):
+            alive = await asyncio.create_subprocess_exec(
+                "tmux", "has-session", "-t", session, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            if await alive.wait() != 0:  # the session ended with the program (or the tmux server with it)
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the chat did not end on /quit")
+    finally:
+        await asyncio.create_subprocess_exec("tmux", "kill-session", "-t", session, stderr=subprocess.DEVNULL)
+
+
+async def test_jobs_list_shows_recent_jobs_by_type(chat: ChatClient, settings: Settings) -> None:
+    from tests.workflows.test_chat_workflow import job
+
+    marker = f"jobs-list-{os.getpid()}"
+    await (await chat.submit(job(job_id=marker, sampling={"max_tokens": 16}))).result()
+    for _ in range(50):  # visibility is eventually consistent
+        done = await arun("jobs", "list", "--job-type", "chat_roleplay", "--since", "1h", env=stack_env(settings))
+        if f"chat-{marker}" in done.stdout:
+            break
+        await asyncio.sleep(0.2)
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.splitlines()
+    assert header.split()[:3] == ["workflow", "id", "type"]
+    row = next(r for r in rows if f"chat-{marker}" in r)
+    assert "chat_roleplay" in row and "Mira" in row and ("ok" in row or "flagged" in row)
+    assert all("chat_roleplay" in r for r in rows)
+    bad = await arun("jobs", "list", "--since", "yesterday", env=stack_env(settings))
+    assert bad.returncode == 2 and bad.stderr.startswith("error: jobs list: argument --since")

@@ -197,6 +197,11 @@ def test_context_errors_are_one_line(tmp_path: Path) -> None:
 
 def test_schema_prints_both_models() -> None:
     schemas = one_json_object(run("schema"))
-    assert set(schemas) == {"ChatJob", "ChatResult"}
+    assert set(schemas) == {"ChatJob", "ChatResult", "StreamEvent", "JobStatus"}
+    assert {
+        v["properties"]["type"]["const"]
+        for v in schemas["StreamEvent"]["$defs"].values()
+        if "type" in v.get("properties", {})
+    } >= {"delta", "reset", "done", "failed", "cancelled"}
     assert schemas["ChatJob"]["properties"]["mode"]["enum"] == ["reply", "continue"]
     assert "content" in schemas["ChatResult"]["required"]

@@ -5,23 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 from loguru import logger
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
 
 from characters import Character, UnknownCharacter
 from orchestrator.client import ChatClient
 from orchestrator.settings import Settings
-from orchestrator.visibility import register_search_attributes
-from orchestrator.worker import run_workers
+from tests.conftest import worker_against
 from tests.fake_engine import FakeEngine, Scripted, reply_stream
 from workflows.models import ChatJob, ChatResult, JobType
 
@@ -157,48 +157,6 @@ async def test_bad_raw_input_fails_the_workflow_at_once_naming_the_field(
     assert scheduled == []
 
 
-@pytest.fixture
-async def isolated_namespace(client: Client) -> str:
-    """A second namespace on the same dev server, for a worker wired to a broken or fake engine."""
-    from google.protobuf.duration_pb2 import Duration
-    from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
-
-    name = f"faults-{uuid.uuid4().hex[:8]}"
-    await client.workflow_service.register_namespace(
-        RegisterNamespaceRequest(namespace=name, workflow_execution_retention_period=Duration(seconds=86400))
-    )
-    for _ in range(50):  # a new namespace takes a moment to reach the frontend's cache
-        try:
-            await register_search_attributes(client, name)
-            return name
-        except RPCError:
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"namespace {name} did not become usable")
-
-
-async def worker_against(settings: Settings, namespace: str, base_url: str, **more: str) -> AsyncIterator[ChatClient]:
-    from orchestrator.worker import connect
-
-    wired = settings.model_copy(update={"temporal_namespace": namespace, "inference_base_url": base_url, **more})
-    for _ in range(50):  # a new namespace takes a moment to reach the frontend's cache
-        try:
-            wired_client = await connect(wired)
-            await wired_client.count_workflows()
-            break
-        except Exception:
-            await asyncio.sleep(0.2)
-    stop, ready = asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(run_workers(wired_client, wired, stop, ready))
-    await asyncio.wait([running, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
-    if running.done():
-        running.result()  # the worker could not start: raise why
-    try:
-        yield ChatClient(wired_client, wired)
-    finally:
-        stop.set()
-        await running
-
-
 async def test_non_retryable_engine_error_fails_the_job_after_one_try(
     settings: Settings, isolated_namespace: str
 ) -> None:
@@ -236,30 +194,21 @@ async def test_a_renamed_task_queue_keeps_generation_beside_it(settings: Setting
     assert {s.task_queue.name for s in scheduled} == {"rp-generate"}
 
 
-async def test_plain_json_start_and_result_with_the_temporal_cli(chat: ChatClient, settings: Settings) -> None:
-    # What a backend in another language does: raw JSON in, raw JSON out, no Python models involved.
+async def temporal_cli(settings: Settings, *args: str) -> tuple[int, str, str]:
     from orchestrator.devstack import temporal_binary
 
-    workflow_id = f"cli-{uuid.uuid4().hex[:8]}"
-    raw_job = json.dumps(
-        {
-            "job_id": workflow_id,
-            "messages": [{"role": "user", "content": "Hi Mira!"}],
-            "character": "Mira",
-            "sampling": {"max_tokens": 24, "seed": 1},
-        }
-    )
     address = ["--address", settings.temporal_address, "--namespace", settings.temporal_namespace]
+    process = await asyncio.create_subprocess_exec(
+        str(temporal_binary()), *args, *address, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
 
-    async def temporal(*args: str) -> str:
-        process = await asyncio.create_subprocess_exec(
-            str(temporal_binary()), *args, *address, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-        assert process.returncode == 0, err.decode()
-        return out.decode()
 
-    await temporal(
+async def start_and_wait_with_the_temporal_cli(settings: Settings, workflow_id: str, raw_job: str) -> dict:
+    code, _, err = await temporal_cli(
+        settings,
         "workflow",
         "start",
         "--type",
@@ -271,9 +220,66 @@ async def test_plain_json_start_and_result_with_the_temporal_cli(chat: ChatClien
         "--input",
         raw_job,
     )
-    result = json.loads(await temporal("workflow", "result", "--workflow-id", workflow_id, "--output", "json"))
-    assert result["status"] == "COMPLETED"
-    assert result["result"]["job_id"] == workflow_id and len(result["result"]["content"]) >= 10
+    assert code == 0, err
+    _, out, _ = await temporal_cli(settings, "workflow", "result", "--workflow-id", workflow_id, "--output", "json")
+    return json.loads(out)
+
+
+async def test_plain_json_start_and_result_with_the_temporal_cli(
+    chat: ChatClient, client: Client, settings: Settings, schemas: dict
+) -> None:
+    # What a backend in another language does: raw JSON in, raw JSON out, no Python models involved.
+    workflow_id = f"cli-{uuid.uuid4().hex[:8]}"
+    raw_job = json.dumps(
+        {
+            "job_id": workflow_id,
+            "messages": [{"role": "user", "content": "Hi Mira!"}],
+            "character": "Mira",
+            "sampling": {"max_tokens": 24, "seed": 1},
+        }
+    )
+    outcome = await start_and_wait_with_the_temporal_cli(settings, workflow_id, raw_job)
+    assert outcome["status"] == "COMPLETED"
+    assert outcome["result"]["job_id"] == workflow_id and len(outcome["result"]["content"]) >= 10
+    # The result payload's own bytes (the CLI's rendering turns empty lists into null) against the schema.
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    completed = history.events[-1].workflow_execution_completed_event_attributes
+    payload = json.loads(completed.result.payloads[0].data)
+    jsonschema.validate(payload, schemas["ChatResult"])
+    jsonschema.validate(json.loads(raw_job), schemas["ChatJob"])
+
+
+@pytest.fixture(scope="module")
+def schemas() -> dict:
+    printed = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "schema"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    return json.loads(printed.stdout)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"job_id": "x"}, "job.messages"),
+        (
+            {"job_id": "x", "messages": [{"role": "user", "content": "hi"}], "sampling": {"temperature": 5}},
+            "job.sampling.temperature",
+        ),
+    ],
+)
+async def test_an_invalid_plain_json_job_fails_at_once_naming_the_field(
+    chat: ChatClient, settings: Settings, raw: dict, field: str
+) -> None:
+    workflow_id = f"cli-bad-{uuid.uuid4().hex[:8]}"
+    outcome = await asyncio.wait_for(
+        start_and_wait_with_the_temporal_cli(settings, workflow_id, json.dumps(raw)), timeout=30
+    )
+    assert outcome["status"] == "FAILED"
+    assert field in json.dumps(outcome) and "InvalidJob" in json.dumps(outcome)
 
 
 @pytest.mark.parametrize("job_type", list(JobType))
