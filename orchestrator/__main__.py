@@ -28,7 +28,10 @@ DEMO_MESSAGE = "*shakes the rain off my coat* Evening, Mira. Quiet night?"
 
 def configure_logging(settings: Settings) -> None:
     logger.remove()
-    logger.add(sys.stderr, level=settings.log_level, format="{time:HH:mm:ss} {level: <7} {message}")
+    if settings.log_json:
+        logger.add(sys.stderr, level=settings.log_level, serialize=True)
+    else:
+        logger.add(sys.stderr, level=settings.log_level, format="{time:HH:mm:ss} {level: <7} {message}")
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:

@@ -69,8 +69,9 @@ class Settings(BaseSettings):
     local_model_path: Path | None = None
     local_threads: int = Field(default=2, ge=1)
 
-    # Logging never includes chat text.
+    # Logging never includes chat text. JSON lines carry each job's metrics record in `extra.metrics`.
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = False
 
     @field_validator("temporal_address")
     @classmethod

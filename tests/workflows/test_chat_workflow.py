@@ -59,7 +59,7 @@ async def generate_events(client: Client, workflow_id: str) -> tuple[list, list]
 @pytest.fixture
 def log_lines() -> Iterator[list[str]]:
     lines: list[str] = []
-    sink = logger.add(lambda message: lines.append(str(message)), level="INFO")
+    sink = logger.add(lambda message: lines.append(str(message)), level="INFO", serialize=True)
     yield lines
     logger.remove(sink)
 
@@ -84,10 +84,34 @@ async def test_roleplay_job_runs_end_to_end_on_the_real_model(
     assert [s.activity_type.name for s in scheduled] == ["generate"] * result.attempts
     assert {s.task_queue.name for s in scheduled} == {"chat-generate"}
 
+    # One structured metrics record per job, with numbers and codes only.
+    records = [json.loads(line)["record"] for line in log_lines]
+    metrics = [r["extra"]["metrics"] for r in records if "metrics" in r["extra"]]
+    assert len(metrics) == 1 and metrics[0]["job_id"] == submitted.job_id
+    assert set(metrics[0]) >= {
+        "job_type",
+        "conversation_length",
+        "response_length",
+        "temperature",
+        "max_tokens",
+        "attempts",
+        "reasons",
+        "finish_reason",
+        "outcome",
+        "prompt_tokens",
+        "completion_tokens",
+        "tokens_per_second",
+        "timings",
+        "warnings",
+    }
+    assert set(metrics[0]["timings"]) >= {"queue_ms", "first_token_ms", "total_ms", "engine_ms"}
+    assert metrics[0]["response_length"] == len(result.content) and metrics[0]["max_tokens"] == 48
+
     # Privacy: neither the user's text nor the reply reaches the logs.
     logged = "\n".join(log_lines)
     assert f"job={submitted.job_id}" in logged
-    assert USER_TEXT not in logged and result.content not in logged
+    for text in (USER_TEXT, result.content):  # as it would appear inside a JSON log line
+        assert json.dumps(text)[1:-1] not in logged
 
 
 async def test_same_job_id_runs_once(chat: ChatClient, client: Client) -> None:
