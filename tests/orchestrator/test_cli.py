@@ -34,9 +34,8 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> 
     )
 
 
-async def arun(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`run` without blocking the event loop, which the session's in-process worker shares."""
-    process = await asyncio.create_subprocess_exec(
+async def started(*args: str, env: dict[str, str], stdout: int = subprocess.DEVNULL) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "orchestrator",
@@ -44,9 +43,14 @@ async def arun(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
         cwd=ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
+        stdout=stdout,
         stderr=subprocess.PIPE,
     )
+
+
+async def arun(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`run` without blocking the event loop, which the session's in-process worker shares."""
+    process = await started(*args, env=env, stdout=subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode is not None
     return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
@@ -160,20 +164,6 @@ async def wait_for_line(stream: asyncio.StreamReader, needle: str, seen: list[st
         seen.append(line)
         if needle in line:
             return
-
-
-async def started(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "orchestrator",
-        *args,
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
 
 
 async def test_worker_stops_gracefully_on_sigterm(stack: DevStack, settings: Settings) -> None:

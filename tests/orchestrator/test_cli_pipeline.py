@@ -113,36 +113,14 @@ def test_validate_bad_arguments_are_one_error_line(args: list[str], fragments: l
     one_error_line(run("validate", *args, stdin="hello there"), *fragments)
 
 
-def test_validate_bad_history_file_names_the_problem(tmp_path: Path) -> None:
-    history = tmp_path / "history.json"
-    history.write_text('[{"role": "narrator", "content": "x"}]')
-    one_error_line(
-        run(
-            "validate",
-            "--job-type",
-            "chat_roleplay",
-            "--reply-file",
-            "-",
-            "--history-file",
-            str(history),
-            stdin="hello there",
-        ),
-        "history.0.role",
-    )
-    history.write_text("[{")
-    one_error_line(
-        run(
-            "validate",
-            "--job-type",
-            "chat_roleplay",
-            "--reply-file",
-            "-",
-            "--history-file",
-            str(history),
-            stdin="hello there",
-        ),
-        "not valid JSON",
-    )
+@pytest.mark.parametrize(
+    ("history", "named"), [('[{"role": "narrator", "content": "x"}]', "history.0.role"), ("[{", "not valid JSON")]
+)
+def test_validate_bad_history_file_names_the_problem(tmp_path: Path, history: str, named: str) -> None:
+    path = tmp_path / "history.json"
+    path.write_text(history)
+    args = ["validate", "--job-type", "chat_roleplay", "--reply-file", "-", "--history-file", str(path)]
+    one_error_line(run(*args, stdin="hello there"), named)
 
 
 def job_file(tmp_path: Path, message: str, **fields: object) -> str:
