@@ -2,10 +2,9 @@
 
 import pytest
 
-from orchestrator.devstack import DevStack
+from orchestrator.devstack import DevStack, free_port
 from orchestrator.inference import InferenceClient
 from orchestrator.settings import Settings
-from tests.conftest import free_port
 from workflows.models import EngineError, ErrorType, Message, ResolvedSampling
 
 MESSAGES = [
