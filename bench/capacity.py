@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 from temporalio.client import WorkflowFailureError
 
-from bench.machine import cpu_seconds
+from bench.machine import cpu_seconds, machine_ticks
 from bench.standin import StandInProcess, StandInRequest, job_marker
 from bench.stats import Request, max_in_flight, percentile, slot_use
 from orchestrator.client import ChatClient
@@ -37,7 +37,10 @@ class CapacityResult(BaseModel):
     latency_p95_ms: float
     worker_cpu_seconds_per_job: float  # this process: the worker and the benchmark's client
     temporal_cpu_seconds_per_job: float  # the Temporal dev server
+    standin_cpu_seconds_per_job: float  # the inference stand-in
+    machine_busy_share: float  # of all cores during the burst, every process included (also other work)
     slots_full_share: float  # of the time a generation waited in the queue, the share with every slot busy
+    slot_occupancy: float  # of that time, the mean share of slots busy
     backlog_seconds: float
     max_in_flight: int  # at the stand-in
     replies: int
@@ -125,7 +128,8 @@ async def measure_capacity(
 
     burst = [capacity_job(f"{run_id}-{i:05d}", deadline) for i in range(jobs)]
     progress(f"burst: submitting {jobs} jobs at once ({slots} slots, stand-in delay {standin.delay_seconds:g} s)")
-    cpu_before = cpu_seconds(os.getpid()), cpu_seconds(temporal_pid)
+    pids = os.getpid(), temporal_pid, standin.pid
+    cpu_before, ticks_before = [cpu_seconds(pid) for pid in pids], machine_ticks()
     started = time.monotonic()
     tasks = [asyncio.create_task(run_job(chat, job)) for job in burst]
     reporter = asyncio.create_task(reporting(tasks, started, progress))
@@ -134,7 +138,8 @@ async def measure_capacity(
     finally:
         reporter.cancel()
     drained = max(run.finished for run in runs) - started
-    worker_cpu, temporal_cpu = cpu_seconds(os.getpid()) - cpu_before[0], cpu_seconds(temporal_pid) - cpu_before[1]
+    used = [cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
+    ticks_after = machine_ticks()
     stats = await asyncio.to_thread(standin.stats)
 
     replied = [run for run in runs if run.result is not None and run.result.job_id == run.job_id]
@@ -155,9 +160,12 @@ async def measure_capacity(
         ideal_jobs_per_second=jobs / ideal,
         latency_p50_ms=percentile(latencies, 0.5),
         latency_p95_ms=percentile(latencies, 0.95),
-        worker_cpu_seconds_per_job=worker_cpu / jobs,
-        temporal_cpu_seconds_per_job=temporal_cpu / jobs,
+        worker_cpu_seconds_per_job=used[0] / jobs,
+        temporal_cpu_seconds_per_job=used[1] / jobs,
+        standin_cpu_seconds_per_job=used[2] / jobs,
+        machine_busy_share=(ticks_after[0] - ticks_before[0]) / max(1, ticks_after[1] - ticks_before[1]),
         slots_full_share=use.share,
+        slot_occupancy=use.occupancy,
         backlog_seconds=use.backlog_seconds,
         max_in_flight=stats.max_in_flight,
         replies=len(replied),

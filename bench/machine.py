@@ -76,3 +76,15 @@ def cpu_seconds_in_stat(stat: str, ticks_per_second: int) -> float:
 def cpu_seconds(pid: int) -> float:
     """CPU time the process has used so far, all its threads."""
     return cpu_seconds_in_stat(Path(f"/proc/{pid}/stat").read_text(), os.sysconf("SC_CLK_TCK"))
+
+
+def busy_and_total(proc_stat: str) -> tuple[int, int]:
+    """(busy, total) CPU ticks of all cores from the text of /proc/stat: idle and iowait are not busy."""
+    fields = [int(value) for value in proc_stat.splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far: every process, this benchmark's and others'."""
+    return busy_and_total(Path("/proc/stat").read_text())

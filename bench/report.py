@@ -143,9 +143,12 @@ def sections(run: BenchRun, previous: dict[str, Any] | None) -> list[Section]:
         Metric("latency p95", "capacity.latency_p95_ms", **ms),
         Metric("CPU per job: worker process (+ bench client)", "capacity.worker_cpu_seconds_per_job", "ms", 1000, 1),
         Metric("CPU per job: Temporal dev server", "capacity.temporal_cpu_seconds_per_job", "ms", 1000, 1),
+        Metric("CPU per job: inference stand-in", "capacity.standin_cpu_seconds_per_job", "ms", 1000, 1),
+        Metric("machine CPU busy (all processes, all cores)", "capacity.machine_busy_share", "%", 100, 0),
     )
     slots = rows(
         Metric("all slots busy while generations wait", "capacity.slots_full_share", "%", 100, 1),
+        Metric("slots busy on average meanwhile", "capacity.slot_occupancy", "%", 100, 1),
         Metric("time with generations waiting", "capacity.backlog_seconds", "s", digits=1),
         Metric("max requests in flight at the stand-in", "capacity.max_in_flight"),
     )

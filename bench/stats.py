@@ -45,13 +45,20 @@ def max_in_flight(requests: Sequence[Request]) -> int:
 
 @dataclass(frozen=True)
 class SlotUse:
+    cap: int
     backlog_seconds: float  # time during which at least one generation waited for a slot
     full_seconds: float  # of that, time during which `cap` or more requests were at the engine
+    slot_seconds: float  # of that, busy slot time: requests at the engine (at most `cap`) × time
 
     @property
     def share(self) -> float:
         """Share of the backlog time with every slot busy; 1.0 when there never was a backlog."""
         return self.full_seconds / self.backlog_seconds if self.backlog_seconds else 1.0
+
+    @property
+    def occupancy(self) -> float:
+        """Mean share of the slots busy during the backlog; 1.0 when there never was a backlog."""
+        return self.slot_seconds / (self.cap * self.backlog_seconds) if self.backlog_seconds else 1.0
 
 
 def slot_use(requests: Sequence[Request], cap: int) -> SlotUse:
@@ -62,15 +69,16 @@ def slot_use(requests: Sequence[Request], cap: int) -> SlotUse:
         events += [(r.scheduled, 1, 0), (r.started, -1, 1), (r.finished, 0, -1)]
     events.sort()
     waiting = in_flight = 0
-    backlog = full = 0.0
+    backlog = full = slot_seconds = 0.0
     previous = events[0][0] if events else 0.0
     for time, waiting_change, in_flight_change in events:
         span = time - previous
         if waiting > 0:
             backlog += span
+            slot_seconds += span * min(in_flight, cap)
             if in_flight >= cap:
                 full += span
         waiting += waiting_change
         in_flight += in_flight_change
         previous = time
-    return SlotUse(backlog_seconds=backlog, full_seconds=full)
+    return SlotUse(cap=cap, backlog_seconds=backlog, full_seconds=full, slot_seconds=slot_seconds)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from bench.capacity import CapacityResult
 from bench.context_build import ContextResult, CounterTimings
-from bench.machine import Machine, cpu_model, cpu_seconds_in_stat
+from bench.machine import Machine, busy_and_total, cpu_model, cpu_seconds_in_stat
 from bench.overhead import OverheadResult
 from bench.report import BenchConfig, BenchRun, Row, checked, format_table, previous_run, table, write_run
 
@@ -67,7 +67,10 @@ def sample_run(ratio: float = 1.2, max_in_flight: int = 8) -> BenchRun:
             latency_p95_ms=900,
             worker_cpu_seconds_per_job=0.05,
             temporal_cpu_seconds_per_job=0.04,
+            standin_cpu_seconds_per_job=0.01,
+            machine_busy_share=0.9,
             slots_full_share=0.5,
+            slot_occupancy=0.9,
             backlog_seconds=0.5,
             max_in_flight=max_in_flight,
             replies=3,
@@ -129,3 +132,8 @@ def test_cpu_model_from_cpuinfo() -> None:
     cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n\nprocessor\t: 1\n"
     assert cpu_model(cpuinfo) == "AMD EPYC 7B13"
     assert cpu_model("processor\t: 0\n") == "unknown"
+
+
+def test_machine_busy_ticks_leave_out_idle_and_iowait() -> None:
+    stat = "cpu  100 5 20 800 50 1 2 3 0 0\ncpu0 50 2 10 400 25 0 1 1 0 0\n"
+    assert busy_and_total(stat) == (131, 981)

@@ -30,11 +30,12 @@ def test_slot_use_counts_only_time_with_work_waiting() -> None:
     assert use.backlog_seconds == pytest.approx(1.5)
     assert use.full_seconds == pytest.approx(1.0)
     assert use.share == pytest.approx(1.0 / 1.5)
+    assert use.occupancy == pytest.approx((2 * 1.0 + 1 * 0.5) / (2 * 1.5))
 
 
 def test_no_backlog_counts_as_full_use() -> None:
     assert slot_use([Request(0, 0, 1)], cap=8).share == 1.0
-    assert slot_use([], cap=8).share == 1.0
+    assert slot_use([], cap=8).occupancy == 1.0
 
 
 def test_tally_finds_lost_and_duplicated_jobs() -> None:
