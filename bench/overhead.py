@@ -5,9 +5,10 @@ through a ChatWorkflow (worker with one attempt: no validation retries), alterna
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel
+from temporalio.api.enums.v1 import EventType
 
 from bench.stats import median, percentile
 from orchestrator.client import ChatClient
@@ -17,6 +18,48 @@ from workflows.models import ChatJob, ChatResult, GenerateResult, JobType
 from workflows.sampling import first_sampling
 
 SEED = 7
+
+
+class AddedParts(BaseModel):
+    """Where a job's time beyond the engine's went, in ms, from its history's event times (the server's clock)
+    and the client's (the same machine's): the parts add up to job latency minus the engine's time."""
+
+    start: float  # submit → the first workflow task picked up by the worker (start call, persistence, dispatch)
+    workflow_tasks: float  # the worker running workflow tasks, local activities (prepare, check, metrics) included
+    activity_dispatch: float  # generate scheduled → picked up by the generation worker
+    activity_beyond_engine: float  # generate picked up → completed at the server, minus the engine's time
+    back_to_workflow: float  # generate completed → the next workflow task picked up
+    result: float  # workflow closed → its result at the client
+    other: float  # whatever the parts above do not cover (0 unless something unexpected happened)
+
+
+def added_parts(events: Sequence[tuple[int, float]], submitted: float, received: float, engine_ms: float) -> AddedParts:
+    """`events`: (EventType, seconds) of one job's history; `submitted`, `received`: the client's clock."""
+
+    def at(kind: int) -> list[float]:
+        return [time for event_type, time in events if event_type == kind]
+
+    task_started = at(EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED)
+    task_completed = at(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    scheduled = at(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+    started = at(EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED)
+    completed = at(EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
+    closed = at(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED)[0]
+    parts = {
+        "start": task_started[0] - submitted,
+        "workflow_tasks": sum(end - begin for begin, end in zip(task_started, task_completed, strict=True)),
+        "activity_dispatch": sum(end - begin for begin, end in zip(scheduled, started, strict=True)),
+        "activity_beyond_engine": sum(end - begin for begin, end in zip(started, completed, strict=True))
+        - engine_ms / 1000,
+        "back_to_workflow": sum(min(t for t in task_started if t >= done) - done for done in completed),
+        "result": received - closed,
+    }
+    other = (received - submitted) - engine_ms / 1000 - sum(parts.values())
+    return AddedParts(**{name: seconds * 1000 for name, seconds in {**parts, "other": other}.items()})
+
+
+def median_parts(parts: Sequence[AddedParts]) -> AddedParts:
+    return AddedParts(**{name: median([getattr(p, name) for p in parts]) for name in AddedParts.model_fields})
 
 
 class OverheadResult(BaseModel):
@@ -32,6 +75,7 @@ class OverheadResult(BaseModel):
     ratio: float  # median through the workflow / median direct
     added_p50_ms: float  # per pair: job latency minus the engine's time in the activity
     added_p95_ms: float
+    added_parts: AddedParts  # median of each part over the pairs
 
 
 def overhead_job(job_id: str, max_tokens: int) -> ChatJob:
@@ -52,6 +96,7 @@ def summarised(
     direct_ms: list[float],
     through: list[ChatResult],
     workflow_ms: list[float],
+    parts: list[AddedParts],
 ) -> OverheadResult:
     engine_ms = [result.timings.engine_ms for result in through]
     added = [total - engine for total, engine in zip(workflow_ms, engine_ms, strict=True)]
@@ -68,6 +113,7 @@ def summarised(
         ratio=median(workflow_ms) / median(direct_ms),
         added_p50_ms=median(added),
         added_p95_ms=percentile(added, 0.95),
+        added_parts=median_parts(parts),
     )
 
 
@@ -91,16 +137,19 @@ async def measure_overhead(
         result = await engine.complete(context.messages, sampling, context.stop)
         return result, (time.monotonic() - started) * 1000
 
-    async def through_workflow(job_id: str) -> tuple[ChatResult, float]:
-        started = time.monotonic()
+    async def through_workflow(job_id: str) -> tuple[ChatResult, float, AddedParts]:
+        started, submitted = time.monotonic(), time.time()
         handle = await chat.submit(template.model_copy(update={"job_id": job_id}))
         result = await handle.result()
-        return result, (time.monotonic() - started) * 1000
+        took, received = (time.monotonic() - started) * 1000, time.time()
+        history = await handle.fetch_history()
+        events = [(event.event_type, event.event_time.ToNanoseconds() / 1e9) for event in history.events]
+        return result, took, added_parts(events, submitted, received, result.timings.engine_ms)
 
     progress("overhead: warm-up (one of each, not counted)")
     await direct()
     await through_workflow("bench-overhead-warmup")
-    direct_results, direct_ms, workflow_results, workflow_ms = [], [], [], []
+    direct_results, direct_ms, workflow_results, workflow_ms, parts = [], [], [], [], []
     for pair in range(pairs):
         # Alternate which goes first, so drift in the machine's load falls on both alike.
         if pair % 2 == 0:
@@ -111,5 +160,6 @@ async def measure_overhead(
         direct_ms.append(d[1])
         workflow_results.append(w[0])
         workflow_ms.append(w[1])
+        parts.append(w[2])
         progress(f"overhead: pair {pair + 1}/{pairs}: direct {d[1]:.0f} ms, workflow {w[1]:.0f} ms")
-    return summarised(pairs, max_tokens, direct_results, direct_ms, workflow_results, workflow_ms)
+    return summarised(pairs, max_tokens, direct_results, direct_ms, workflow_results, workflow_ms, parts)

@@ -136,6 +136,12 @@ def sections(run: BenchRun, previous: dict[str, Any] | None) -> list[Section]:
         Metric("added per job, p50 (job − engine time)", "overhead.added_p50_ms", **ms),
         Metric("added per job, p95", "overhead.added_p95_ms", **ms),
     ) + [Row("same generation both ways", f"{o.same_generation}/{o.pairs} pairs ({o.completion_tokens} tokens)")]
+    overhead += rows(
+        *(
+            Metric(f"  added, median: {label}", f"overhead.added_parts.{name}", **ms)
+            for name, label in PART_LABELS.items()
+        )
+    )
     capacity = rows(
         Metric("throughput", "capacity.jobs_per_second", "jobs/s", digits=1),
         Metric("stand-in's ceiling (slots / delay)", "capacity.ideal_jobs_per_second", "jobs/s", digits=1),
@@ -186,6 +192,16 @@ def sections(run: BenchRun, previous: dict[str, Any] | None) -> list[Section]:
         ),
     ]
 
+
+PART_LABELS = {
+    "start": "submit → first workflow task",
+    "workflow_tasks": "workflow tasks in the worker",
+    "activity_dispatch": "generate queued → picked up",
+    "activity_beyond_engine": "generate activity beyond the engine",
+    "back_to_workflow": "generate done → workflow task",
+    "result": "workflow closed → client",
+    "other": "other",
+}
 
 HEADER = Row("measurement", "value", "target", "status", "previous")
 

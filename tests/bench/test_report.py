@@ -5,7 +5,7 @@ from pathlib import Path
 from bench.capacity import CapacityResult
 from bench.context_build import ContextResult, CounterTimings
 from bench.machine import Machine, busy_and_total, cpu_model, cpu_seconds_in_stat
-from bench.overhead import OverheadResult
+from bench.overhead import AddedParts, OverheadResult
 from bench.report import BenchConfig, BenchRun, Row, checked, format_table, previous_run, table, write_run
 
 
@@ -54,6 +54,15 @@ def sample_run(ratio: float = 1.2, max_in_flight: int = 8) -> BenchRun:
             ratio=ratio,
             added_p50_ms=45.0,
             added_p95_ms=80.0,
+            added_parts=AddedParts(
+                start=10,
+                workflow_tasks=20,
+                activity_dispatch=5,
+                activity_beyond_engine=3,
+                back_to_workflow=5,
+                result=2,
+                other=0,
+            ),
         ),
         capacity=CapacityResult(
             jobs=3,

@@ -1,8 +1,11 @@
-"""The benchmark's own arithmetic: percentiles, requests in flight, slot use under a backlog, the tally."""
+"""The benchmark's own arithmetic: percentiles, requests in flight, slot use under a backlog, the tally, where
+a job's added time went."""
 
 import pytest
+from temporalio.api.enums.v1 import EventType as E
 
 from bench.capacity import tally
+from bench.overhead import added_parts
 from bench.stats import Request, max_in_flight, median, percentile, slot_use
 
 
@@ -44,3 +47,28 @@ def test_tally_finds_lost_and_duplicated_jobs() -> None:
     assert counted.duplicated == 2  # b generated twice, zz is no job of this run
     assert tally(["a"], replied=["a", "a"], generated=["a"]).duplicated == 1
     assert tally(["a", "b"], replied=["a", "b"], generated=["a", "b"]) == type(counted)(lost=0, duplicated=0)
+
+
+def test_added_parts_cover_the_time_beyond_the_engine() -> None:
+    # One job: submitted at 0.000, result at the client at 1.100; the engine worked 0.950 s of it.
+    events = [
+        (E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, 0.010),
+        (E.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, 0.010),
+        (E.EVENT_TYPE_WORKFLOW_TASK_STARTED, 0.020),
+        (E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, 0.040),
+        (E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, 0.040),
+        (E.EVENT_TYPE_ACTIVITY_TASK_STARTED, 0.050),
+        (E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, 1.010),
+        (E.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, 1.010),
+        (E.EVENT_TYPE_WORKFLOW_TASK_STARTED, 1.060),
+        (E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, 1.090),
+        (E.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, 1.090),
+    ]
+    parts = added_parts(events, submitted=0.0, received=1.100, engine_ms=950.0)
+    assert parts.start == pytest.approx(20)
+    assert parts.workflow_tasks == pytest.approx(50)
+    assert parts.activity_dispatch == pytest.approx(10)
+    assert parts.activity_beyond_engine == pytest.approx(10)
+    assert parts.back_to_workflow == pytest.approx(50)
+    assert parts.result == pytest.approx(10)
+    assert parts.other == pytest.approx(0)
