@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
         "adds to a real generation, (2) capacity against an inference stand-in with a fixed delay, (3) how full "
         "its slots stay under a backlog, (4) a burst of jobs draining with none lost or duplicated, (5) context "
         "building for a long conversation. Prints a table beside the previous run's values and saves the run "
-        "as JSON in bench/results/. A full run takes about 3-5 minutes on 2 cores.",
+        "as JSON in bench/results/. A full run takes about 2-3 minutes on 2 cores, --quick under one.",
     )
     root.add_argument(
         "--quick",
@@ -63,12 +63,13 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-def config_from(args: argparse.Namespace) -> BenchConfig:
+def config_from(args: argparse.Namespace, root: argparse.ArgumentParser) -> BenchConfig:
     defaults = QUICK if args.quick else FULL
     counts = {key: getattr(args, key) if getattr(args, key) is not None else value for key, value in defaults.items()}
-    for key, value in [*counts.items(), ("slots", args.slots), ("max_tokens", args.max_tokens)]:
+    wanted = [*counts.items(), ("slots", args.slots), ("max_tokens", args.max_tokens)]
+    for key, value in [*wanted, ("context_turns", args.context_turns), ("delay_ms", args.delay_ms)]:
         if value < 1:
-            raise SystemExit(f"error: --{key.replace('_', '-')} must be at least 1 (got {value})")
+            root.error(f"--{key.replace('_', '-')} must be at least 1 (got {value:g})")
     return BenchConfig(
         quick=args.quick,
         max_tokens=args.max_tokens,
@@ -186,8 +187,9 @@ def run(config: BenchConfig, results: Path) -> BenchRun:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    config = config_from(args)
+    root = parser()
+    args = root.parse_args(argv)
+    config = config_from(args, root)
     previous, previous_name = previous_run(args.results_dir)
     result = run(config, args.results_dir)
     saved = write_run(result, args.results_dir)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 from temporalio.client import WorkflowFailureError
+from temporalio.service import RPCError
 
 from bench.machine import cpu_seconds, machine_ticks
 from bench.standin import StandInProcess, StandInRequest, job_marker
@@ -75,6 +76,8 @@ async def run_job(chat: ChatClient, job: ChatJob) -> JobRun:
     except WorkflowFailureError as error:
         kind = getattr(error.cause, "type", None) or type(error.cause).__name__
         return JobRun(job.job_id, submitted, time.monotonic(), None, kind)
+    except RPCError as error:  # Temporal refused the start or the result call
+        return JobRun(job.job_id, submitted, time.monotonic(), None, f"RPCError {error.status.name}")
     return JobRun(job.job_id, submitted, time.monotonic(), result)
 
 

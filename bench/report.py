@@ -228,16 +228,17 @@ def format_table(title: str, body: list[Section]) -> str:
     return "\n".join(lines)
 
 
-def title(run: BenchRun, previous_name: str | None) -> str:
+def title(run: BenchRun, previous: dict[str, Any] | None, previous_name: str | None) -> str:
     load = " ".join(f"{value:.2f}" for value in run.load_average_end)
+    quick = " (--quick)" if value_at(previous, "config.quick") else ""
     return (
         f"chat-worker benchmark · {run.machine.describe()} · load average at the end {load}\n"
-        f"previous: {previous_name or 'none'}"
+        f"previous: {previous_name or 'none'}{quick}"
     )
 
 
 def table(run: BenchRun, previous: dict[str, Any] | None, previous_name: str | None) -> str:
-    return format_table(title(run, previous_name), sections(run, previous))
+    return format_table(title(run, previous, previous_name), sections(run, previous))
 
 
 def result_name(run: BenchRun) -> str:
