@@ -1,10 +1,11 @@
-# chat-worker: `make demo` runs a real roleplay chat on the embedded stack; `make test` runs the tests.
+# chat-worker: `make demo` runs a real roleplay chat on the embedded stack; `make test` runs the tests;
+# `make bench` the benchmarks.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo dev worker test test-compose lint format clean
+.PHONY: install demo dev worker test test-compose bench lint format clean
 
 # llama-cpp-python compiles llama.cpp on first install (~5 min on 2 cores); pip caches the wheel after that.
 $(INSTALLED): pyproject.toml
@@ -38,6 +39,13 @@ test-compose:
 	$(PYTHON) -m tests.deploy.preflight
 	$(MAKE) install
 	$(PY) -m pytest -m compose tests/deploy
+
+# Benchmarks on a throwaway stack with the real worker: a table on stdout, the run as JSON in bench/results/
+# (git-ignored), compared with the previous run. About 2-3 minutes on 2 cores; `make bench BENCH_ARGS=--quick`
+# for a fast check (python -m bench --help for every flag).
+BENCH_ARGS ?=
+bench: $(INSTALLED)
+	$(PY) -m bench $(BENCH_ARGS)
 
 format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix .

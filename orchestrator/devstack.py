@@ -24,6 +24,8 @@ from orchestrator.settings import Settings
 
 STARTUP_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 15.0
+TEMPORAL_DEV_SERVER = "Temporal dev server"
+LLAMA_SERVER = "llama.cpp server (SmolLM2-135M-Instruct)"
 
 
 class DevStackError(StartupError):
@@ -79,6 +81,27 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def settings_on_free_ports(state_dir: Path, **overrides: object) -> Settings:
+    """Settings for a throwaway stack (tests, benchmarks) beside any running `make dev`: every port free,
+    state under `state_dir`, no `.env` read."""
+    values: dict[str, object] = {
+        "temporal_address": f"127.0.0.1:{free_port()}",
+        "temporal_ui_port": free_port(),
+        "temporal_http_port": free_port(),
+        "temporal_metrics_port": free_port(),
+        "inference_base_url": f"http://127.0.0.1:{free_port()}",
+        "state_dir": state_dir,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type, call-arg]
+
+
 def ports_in_use(settings: Settings) -> list[str]:
     """Each port the stack needs that something else holds, with the setting that moves it."""
     wanted = [
@@ -121,7 +144,7 @@ def services(settings: Settings) -> list[Service]:
     state = settings.state_dir.resolve()
     logs = state / "logs"
     temporal = Service(
-        name="Temporal dev server",
+        name=TEMPORAL_DEV_SERVER,
         command=[
             str(temporal_binary()),
             "server",
@@ -151,7 +174,7 @@ def services(settings: Settings) -> list[Service]:
         log_file=logs / "temporal.log",
     )
     llama = Service(
-        name="llama.cpp server (SmolLM2-135M-Instruct)",
+        name=LLAMA_SERVER,
         command=[
             sys.executable,
             "-m",
@@ -241,6 +264,11 @@ class DevStack:
                 raise DevStackError(f"{service.name} did not answer {service.ready_url} in time")
             time.sleep(0.2)
         self._progress(f"{service.name} ready in {time.monotonic() - started:.1f} s")
+
+    def pids(self) -> dict[str, int]:
+        """The process id of each running server by service name (TEMPORAL_DEV_SERVER, LLAMA_SERVER), e.g. to
+        read its CPU time from /proc."""
+        return {service.name: process.pid for service, process in self._running if process.poll() is None}
 
     def stop(self) -> None:
         for _, process in reversed(self._running):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,31 +16,12 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from orchestrator.client import ChatClient
-from orchestrator.devstack import DevStack
+from orchestrator.devstack import DevStack, settings_on_free_ports
 from orchestrator.settings import Settings
 from orchestrator.visibility import register_search_attributes
 from orchestrator.worker import connect, run_workers
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def stack_settings(state_dir: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "temporal_address": f"127.0.0.1:{free_port()}",
-        "temporal_ui_port": free_port(),
-        "temporal_http_port": free_port(),
-        "temporal_metrics_port": free_port(),
-        "inference_base_url": f"http://127.0.0.1:{free_port()}",
-        "state_dir": state_dir,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[arg-type, call-arg]
 
 
 def stack_env(settings: Settings) -> dict[str, str]:
@@ -60,7 +40,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return stack_settings(tmp_path_factory.mktemp("state"))
+    return settings_on_free_ports(tmp_path_factory.mktemp("state"))
 
 
 @pytest.fixture(scope="session")

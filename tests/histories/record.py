@@ -12,9 +12,8 @@ import tempfile
 from pathlib import Path
 
 from orchestrator.client import ChatClient
-from orchestrator.devstack import DevStack
+from orchestrator.devstack import DevStack, settings_on_free_ports
 from orchestrator.worker import connect, run_workers
-from tests.conftest import stack_settings
 from workflows.models import ChatJob
 
 HERE = Path(__file__).parent
@@ -58,7 +57,7 @@ async def record(settings) -> None:  # type: ignore[no-untyped-def]
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as state:
-        settings = stack_settings(Path(state))
+        settings = settings_on_free_ports(Path(state))
         with DevStack(settings):
             asyncio.run(record(settings))
 

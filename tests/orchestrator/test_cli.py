@@ -14,10 +14,10 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from orchestrator.client import ChatClient
-from orchestrator.devstack import DevStack, port_is_free
+from orchestrator.devstack import DevStack, free_port, port_is_free, settings_on_free_ports
 from orchestrator.settings import Settings
 from orchestrator.worker import connect
-from tests.conftest import free_port, stack_env, stack_settings
+from tests.conftest import stack_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,7 +92,7 @@ def test_out_of_range_sampling_is_refused_naming_the_field(settings: Settings) -
 
 
 def test_no_temporal_is_one_clear_line(tmp_path: Path) -> None:
-    env = stack_env(stack_settings(tmp_path))  # free ports: nothing listens there
+    env = stack_env(settings_on_free_ports(tmp_path))  # free ports: nothing listens there
     done = run("chat", "--message", "hi", env=env)
     assert done.returncode == 1
     assert "cannot reach Temporal" in done.stderr and "Traceback" not in done.stderr
@@ -132,7 +132,7 @@ def test_dev_stack_names_a_taken_port_and_the_setting_to_change(tmp_path: Path) 
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         taken = holder.getsockname()[1]
-        settings = stack_settings(tmp_path, temporal_ui_port=taken)
+        settings = settings_on_free_ports(tmp_path, temporal_ui_port=taken)
         done = run("dev", env=stack_env(settings))
     assert done.returncode == 1
     assert f"port {taken} (Temporal Web UI) is taken" in done.stderr
@@ -140,7 +140,7 @@ def test_dev_stack_names_a_taken_port_and_the_setting_to_change(tmp_path: Path) 
 
 
 async def test_demo_prints_a_reply_and_keeps_the_job_in_history(tmp_path: Path) -> None:
-    settings = stack_settings(tmp_path / "state")
+    settings = settings_on_free_ports(tmp_path / "state")
     done = run("demo", env=stack_env(settings), timeout=300)
     assert done.returncode == 0, done.stderr
     reply_line = next(line for line in done.stdout.splitlines() if line.startswith("Mira: "))
@@ -150,7 +150,7 @@ async def test_demo_prints_a_reply_and_keeps_the_job_in_history(tmp_path: Path) 
     job_id = next(word for word in done.stderr.split() if word.startswith("demo-"))
 
     # The next start of the stack (new ports, same state dir) still has the job.
-    later = stack_settings(tmp_path / "state", inference_base_url=f"http://127.0.0.1:{free_port()}")
+    later = settings_on_free_ports(tmp_path / "state", inference_base_url=f"http://127.0.0.1:{free_port()}")
     with DevStack(later, progress=lambda _: None):
         client = await connect(later)
         description = await client.get_workflow_handle(f"chat-{job_id}").describe()
@@ -177,7 +177,7 @@ async def test_worker_stops_gracefully_on_sigterm(stack: DevStack, settings: Set
 
 
 async def test_dev_stops_the_whole_stack_on_ctrl_c(tmp_path: Path) -> None:
-    settings = stack_settings(tmp_path)
+    settings = settings_on_free_ports(tmp_path)
     dev = await started("dev", env=stack_env(settings))
     assert dev.stderr is not None
     seen: list[str] = []

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.devstack import DevStack
+from orchestrator.devstack import DevStack, free_port
 from orchestrator.engine_check import EngineInfo, engine_info, engine_limit_problems, limit_problems
 from orchestrator.settings import Settings, SettingsError, load_settings
-from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TGI_ENV = ROOT / "tgi.env"

@@ -6,9 +6,10 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from orchestrator.devstack import settings_on_free_ports
 from orchestrator.health import queues_without_local_poller
 from orchestrator.settings import Settings
-from tests.conftest import stack_env, stack_settings
+from tests.conftest import stack_env
 from tests.orchestrator.test_cli import arun, run
 
 
@@ -34,7 +35,7 @@ async def test_unhealthy_when_no_worker_polls_the_queues(chat: object, settings:
 
 
 def test_unhealthy_when_temporal_does_not_answer(tmp_path: Path) -> None:
-    settings = stack_settings(tmp_path)  # free ports: nothing listens there
+    settings = settings_on_free_ports(tmp_path)  # free ports: nothing listens there
     done = run("health", env=stack_env(settings))
     assert done.returncode == 1
     assert done.stderr.startswith(f"unhealthy: Temporal at {settings.temporal_address}: ")

@@ -1,11 +1,11 @@
 """The inference client against the real llama.cpp server and the real SmolLM2 model."""
 
+import httpcore2
 import pytest
 
-from orchestrator.devstack import DevStack
+from orchestrator.devstack import DevStack, free_port
 from orchestrator.inference import InferenceClient
 from orchestrator.settings import Settings
-from tests.conftest import free_port
 from workflows.models import EngineError, ErrorType, Message, ResolvedSampling
 
 MESSAGES = [
@@ -71,3 +71,14 @@ async def test_input_over_the_context_fails_instead_of_returning_nothing(engine:
     with pytest.raises(EngineError) as error:
         await engine.complete([Message(role="user", content="word " * 3000)], sampling())
     assert error.value.type is ErrorType.generation_failed
+
+
+async def test_generations_share_one_tls_context(engine: InferenceClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Loading the CA bundle into a new TLS context costs ~20 ms of CPU; one per generation was a third of the
+    # worker's CPU per job (bench/). At most the process's first generation builds one.
+    built = []
+    build = httpcore2.default_ssl_context
+    monkeypatch.setattr(httpcore2, "default_ssl_context", lambda **kw: built.append(1) or build(**kw))
+    for _ in range(3):
+        assert (await engine.complete(MESSAGES, sampling(max_tokens=2))).content
+    assert len(built) <= 1

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.devstack import free_port
 from orchestrator.models_pull import Pull, remove_partial_downloads
-from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,206 @@
+"""`python -m bench` (`make bench`): every benchmark in one run on a throwaway dev stack, a table on stdout,
+the run as JSON in bench/results/, progress on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from loguru import logger
+from temporalio.client import Client
+
+from bench.capacity import CapacityResult, measure_capacity
+from bench.context_build import measure_context
+from bench.machine import ROOT, this_machine
+from bench.overhead import OverheadResult, measure_overhead
+from bench.report import BenchConfig, BenchRun, checked, previous_run, table, write_run
+from bench.standin import StandInProcess
+from orchestrator.client import ChatClient
+from orchestrator.devstack import TEMPORAL_DEV_SERVER, DevStack, installed_gguf, settings_on_free_ports
+from orchestrator.settings import Settings
+from orchestrator.worker import connect, engine_client, job_activities, run_workers
+
+RESULTS = ROOT / "bench" / "results"
+FULL = {"pairs": 20, "jobs": 1000, "context_repeats": 20}
+QUICK = {"pairs": 5, "jobs": 200, "context_repeats": 5}
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark chat-worker on a throwaway embedded stack (Temporal dev server and llama.cpp with "
+        "SmolLM2, free ports, state in a temp dir) with the real worker and ChatClient: (1) what orchestration "
+        "adds to a real generation, (2) capacity against an inference stand-in with a fixed delay, (3) how full "
+        "its slots stay under a backlog, (4) a burst of jobs draining with none lost or duplicated, (5) context "
+        "building for a long conversation. Prints a table beside the previous run's values and saves the run "
+        "as JSON in bench/results/. A full run takes about 2-3 minutes on 2 cores, --quick under one.",
+    )
+    root.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a fast check: {QUICK['pairs']} pairs, {QUICK['jobs']} jobs, {QUICK['context_repeats']} context "
+        "repeats (flags below still win)",
+    )
+    root.add_argument("--pairs", type=int, help=f"direct/workflow pairs on the real model (default {FULL['pairs']})")
+    root.add_argument("--max-tokens", type=int, default=100, help="max_tokens of each real generation (default 100)")
+    root.add_argument("--jobs", type=int, help=f"jobs in the burst against the stand-in (default {FULL['jobs']})")
+    root.add_argument("--slots", type=int, default=8, help="the worker's generation slots (default 8, TGI's cap)")
+    root.add_argument("--delay-ms", type=float, default=500.0, help="the stand-in's delay per request (default 500)")
+    root.add_argument("--context-turns", type=int, default=200, help="turns of the context benchmark (default 200)")
+    root.add_argument(
+        "--context-repeats", type=int, help=f"repeats of the context benchmark (default {FULL['context_repeats']})"
+    )
+    root.add_argument(
+        "--results-dir", type=Path, default=RESULTS, help="where runs are saved and the previous one is read"
+    )
+    return root
+
+
+def config_from(args: argparse.Namespace, root: argparse.ArgumentParser) -> BenchConfig:
+    defaults = QUICK if args.quick else FULL
+    counts = {key: getattr(args, key) if getattr(args, key) is not None else value for key, value in defaults.items()}
+    wanted = [*counts.items(), ("slots", args.slots), ("max_tokens", args.max_tokens)]
+    for key, value in [*wanted, ("context_turns", args.context_turns), ("delay_ms", args.delay_ms)]:
+        if value < 1:
+            root.error(f"--{key.replace('_', '-')} must be at least 1 (got {value:g})")
+    return BenchConfig(
+        quick=args.quick,
+        max_tokens=args.max_tokens,
+        slots=args.slots,
+        delay_ms=args.delay_ms,
+        context_turns=args.context_turns,
+        **counts,
+    )
+
+
+def progress_printer() -> Callable[[str], None]:
+    started = time.monotonic()
+
+    def progress(line: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f} s] {line}", file=sys.stderr, flush=True)
+
+    return progress
+
+
+@asynccontextmanager
+async def running_worker(client: Client, settings: Settings) -> AsyncIterator[None]:
+    """The real worker (`run_workers`) in this process, polling until the block ends."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(run_workers(client, settings, stop, ready))
+    waiting = asyncio.create_task(ready.wait())
+    await asyncio.wait([running, waiting], return_when=asyncio.FIRST_COMPLETED)
+    if running.done():
+        running.result()  # raises why the worker did not start
+    try:
+        yield
+    finally:
+        stop.set()
+        await running
+
+
+async def stack_benchmarks(
+    stack: DevStack, settings: Settings, config: BenchConfig, progress: Callable[[str], None]
+) -> tuple[OverheadResult, CapacityResult]:
+    client = await connect(settings)
+    run_id = f"bench{int(time.time())}"
+
+    # One attempt per job: validation retries off, so both paths make exactly one generation.
+    model = settings.model_copy(update={"task_queue": "bench-model", "max_attempts": 1})
+    async with running_worker(client, model):
+        overhead = await measure_overhead(
+            ChatClient(client, model),
+            await job_activities(model),
+            engine_client(model),
+            pairs=config.pairs,
+            max_tokens=config.max_tokens,
+            progress=progress,
+        )
+
+    with StandInProcess(config.delay_ms / 1000) as standin:
+        progress(f"inference stand-in (fixed {config.delay_ms:g} ms, no model) at {standin.base_url}")
+        bursting = settings.model_copy(
+            update={
+                "task_queue": "bench-standin",
+                "max_attempts": 1,
+                "generation_slots": config.slots,
+                "inference_base_url": standin.base_url,
+            }
+        )
+        async with running_worker(client, bursting):
+            capacity = await measure_capacity(
+                ChatClient(client, bursting),
+                standin,
+                stack.pids()[TEMPORAL_DEV_SERVER],
+                jobs=config.jobs,
+                slots=config.slots,
+                run_id=run_id,
+                progress=progress,
+            )
+    return overhead, capacity
+
+
+def run(config: BenchConfig, results: Path) -> BenchRun:
+    progress = progress_printer()
+    machine = this_machine()
+    progress(f"machine: {machine.describe()}")
+    with tempfile.TemporaryDirectory(prefix="chat-worker-bench-") as state:
+        # One llama.cpp thread: on 2 cores shared with Temporal and the worker, two threads spin-wait on each
+        # other and the same 100-token generation took anywhere from 1 to 28 s; one thread takes a steady ~1.4 s.
+        settings = settings_on_free_ports(Path(state), local_threads=1)
+        # The worker's per-job log lines go to a file beside the results, not between the progress lines.
+        results.mkdir(parents=True, exist_ok=True)
+        log_file = results / "last-run-worker.log"
+        log_file.unlink(missing_ok=True)
+        logger.remove()
+        logger.add(log_file, level="INFO")
+        logger.add(sys.stderr, level="WARNING")
+        context = asyncio.run(
+            measure_context(
+                config.context_turns,
+                config.context_repeats,
+                installed_gguf(settings),
+                settings.max_input_tokens,
+                settings.max_total_tokens,
+                settings.context_margin_tokens,
+                progress,
+            )
+        )
+        with DevStack(settings, progress=progress) as stack:
+            overhead, capacity = asyncio.run(stack_benchmarks(stack, settings, config, progress))
+    return checked(
+        BenchRun(
+            machine=machine,
+            config=config,
+            context=context,
+            overhead=overhead,
+            capacity=capacity,
+            load_average_end=os.getloadavg(),
+        )
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    root = parser()
+    args = root.parse_args(argv)
+    config = config_from(args, root)
+    previous, previous_name = previous_run(args.results_dir)
+    result = run(config, args.results_dir)
+    saved = write_run(result, args.results_dir)
+    print(table(result, previous, previous_name))
+    print(f"\nsaved {saved}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # temporalio's native runtime was seen to segfault at interpreter exit; leave without teardown.
+    os._exit(code)

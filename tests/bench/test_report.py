@@ -1,0 +1,148 @@
+"""The benchmark's table and result file, and what it reads from /proc: no benchmark runs here."""
+
+from pathlib import Path
+
+from bench.capacity import CapacityResult
+from bench.context_build import ContextResult, CounterTimings
+from bench.machine import Machine, busy_and_total, cpu_model, cpu_seconds_in_stat
+from bench.overhead import AddedParts, OverheadResult
+from bench.report import BenchConfig, BenchRun, Row, checked, format_table, previous_run, table, write_run
+
+
+def sample_run(ratio: float = 1.2, max_in_flight: int = 8) -> BenchRun:
+    return BenchRun(
+        machine=Machine(
+            timestamp="2025-01-02T03:04:05+00:00",
+            git_commit="abc123",
+            cpu_count=2,
+            cpu_model="Test CPU",
+            python="3.11.7",
+            temporalio="1.35.0",
+            load_average=(0.5, 0.4, 0.3),
+        ),
+        config=BenchConfig(
+            quick=False, pairs=2, max_tokens=100, jobs=3, slots=8, delay_ms=500, context_turns=200, context_repeats=2
+        ),
+        context=ContextResult(
+            turns=200,
+            messages=399,
+            lore_entries=42,
+            budget=1504,
+            repeats=2,
+            counters={
+                "estimate": CounterTimings(
+                    cold_ms=0.5,
+                    warm_ms=0.4,
+                    tokens_counted=20000,
+                    tokens_per_second=9e7,
+                    prompt_tokens=1480,
+                    kept_messages=14,
+                    lorebook_entries=9,
+                )
+            },
+        ),
+        overhead=OverheadResult(
+            pairs=2,
+            max_tokens=100,
+            direct_ms=[1000, 1000],
+            workflow_ms=[1200, 1200],
+            engine_ms=[1000, 1000],
+            same_generation=2,
+            completion_tokens=100,
+            direct_median_ms=1000,
+            workflow_median_ms=1000 * ratio,
+            ratio=ratio,
+            added_p50_ms=45.0,
+            added_p95_ms=80.0,
+            added_parts=AddedParts(
+                start=10,
+                workflow_tasks=20,
+                activity_dispatch=5,
+                activity_beyond_engine=3,
+                back_to_workflow=5,
+                result=2,
+                other=0,
+            ),
+        ),
+        capacity=CapacityResult(
+            jobs=3,
+            slots=8,
+            delay_ms=500,
+            drain_seconds=1.0,
+            ideal_drain_seconds=0.2,
+            jobs_per_second=3.0,
+            ideal_jobs_per_second=16.0,
+            latency_p50_ms=700,
+            latency_p95_ms=900,
+            worker_cpu_seconds_per_job=0.05,
+            temporal_cpu_seconds_per_job=0.04,
+            standin_cpu_seconds_per_job=0.01,
+            machine_busy_share=0.9,
+            slots_full_share=0.5,
+            slot_occupancy=0.9,
+            backlog_seconds=0.5,
+            max_in_flight=max_in_flight,
+            replies=3,
+            failed={},
+            lost=0,
+            duplicated=0,
+        ),
+        load_average_end=(1.0, 0.5, 0.2),
+    )
+
+
+def test_targets_are_judged() -> None:
+    met = {check.name: check.met for check in checked(sample_run(ratio=1.02, max_in_flight=9)).targets}
+    assert met == {
+        "overhead.ratio": True,
+        "overhead.added_p50_ms": True,
+        "capacity.slots_full_share": False,
+        "capacity.max_in_flight": False,  # above the cap is as wrong as below it
+        "capacity.lost": True,
+        "capacity.duplicated": True,
+    }
+
+
+def test_columns_line_up_and_numbers_align_right() -> None:
+    text = format_table(
+        "title", [("section", [Row("short", "1 ms", "≤ 2 ms", "PASS", "3 ms"), Row("a longer label", "100 ms")])]
+    )
+    lines = text.splitlines()
+    assert lines[0] == "title"
+    short, longer = lines[-2], lines[-1]
+    assert short.index("1 ms") + len("1 ms") == longer.index("100 ms") + len("100 ms")
+    assert short.endswith("PASS    3 ms")
+    assert longer.endswith("100 ms")  # no trailing blanks
+
+
+def test_table_shows_status_and_the_previous_run(tmp_path: Path) -> None:
+    earlier = sample_run(ratio=1.25)
+    write_run(earlier, tmp_path)
+    previous, name = previous_run(tmp_path)
+    assert name == "20250102T030405Z-abc123.json"
+    text = table(checked(sample_run(ratio=1.02)), previous, name)
+    ratio_line = next(line for line in text.splitlines() if "ratio of medians" in line)
+    assert ratio_line.split()[-5:] == ["1.020", "≤", "1.03", "PASS", "1.250"]
+    assert "2 × Test CPU" in text and f"previous: {name}" in text
+    assert "inference STAND-IN" in text
+
+
+def test_no_previous_run(tmp_path: Path) -> None:
+    assert previous_run(tmp_path / "missing") == (None, None)
+
+
+def test_cpu_time_is_read_after_the_command_name() -> None:
+    # comm may hold spaces and parentheses; utime 150 and stime 50 ticks at 100 per second.
+    stat = "4242 (tricky (name) x) S 1 2 3 4 5 6 7 8 9 10 150 50 0 0 20 0 4 0 100 0 0"
+    assert cpu_seconds_in_stat(stat, 100) == 2.0
+
+
+def test_cpu_model_from_cpuinfo() -> None:
+    cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n\nprocessor\t: 1\n"
+    assert cpu_model(cpuinfo) == "AMD EPYC 7B13"
+    assert cpu_model("processor\t: 0\n") == "unknown"
+
+
+def test_machine_busy_ticks_leave_out_idle_and_iowait() -> None:
+    stat = "cpu  100 5 20 800 50 1 2 3 0 0\ncpu0 50 2 10 400 25 0 1 1 0 0\n"
+    assert busy_and_total(stat) == (131, 981)

@@ -1,0 +1,74 @@
+"""The benchmark's own arithmetic: percentiles, requests in flight, slot use under a backlog, the tally, where
+a job's added time went."""
+
+import pytest
+from temporalio.api.enums.v1 import EventType as E
+
+from bench.capacity import tally
+from bench.overhead import added_parts
+from bench.stats import Request, max_in_flight, median, percentile, slot_use
+
+
+def test_percentiles_interpolate_between_ranks() -> None:
+    samples = [40.0, 10.0, 30.0, 20.0]
+    assert median(samples) == 25.0
+    assert percentile(samples, 0.0) == 10.0 and percentile(samples, 1.0) == 40.0
+    assert percentile(list(range(1, 101)), 0.95) == pytest.approx(95.05)
+    assert percentile([7.0], 0.95) == 7.0
+    with pytest.raises(ValueError):
+        percentile([], 0.5)
+
+
+def test_requests_that_touch_do_not_overlap() -> None:
+    back_to_back = [Request(0, 0, 1), Request(0, 1, 2), Request(0, 2, 3)]
+    assert max_in_flight(back_to_back) == 1
+    assert max_in_flight([Request(0, 0, 2), Request(0, 1, 3), Request(0, 1.5, 4), Request(0, 3.5, 5)]) == 3
+
+
+def test_slot_use_counts_only_time_with_work_waiting() -> None:
+    # Two slots. Three requests queued at 0; two start at once, the third waits until 1.5 (one slot idle
+    # from 1.0 to 1.5 while it waits). Later a lone request with nothing waiting does not count.
+    requests = [Request(0, 0, 1), Request(0, 0, 2), Request(0, 1.5, 2.5), Request(10, 10, 11)]
+    use = slot_use(requests, cap=2)
+    assert use.backlog_seconds == pytest.approx(1.5)
+    assert use.full_seconds == pytest.approx(1.0)
+    assert use.share == pytest.approx(1.0 / 1.5)
+    assert use.occupancy == pytest.approx((2 * 1.0 + 1 * 0.5) / (2 * 1.5))
+
+
+def test_no_backlog_counts_as_full_use() -> None:
+    assert slot_use([Request(0, 0, 1)], cap=8).share == 1.0
+    assert slot_use([], cap=8).occupancy == 1.0
+
+
+def test_tally_finds_lost_and_duplicated_jobs() -> None:
+    counted = tally(["a", "b", "c"], replied=["a", "b"], generated=["a", "b", "b", "c", "zz"])
+    assert counted.lost == 1  # c never replied
+    assert counted.duplicated == 2  # b generated twice, zz is no job of this run
+    assert tally(["a"], replied=["a", "a"], generated=["a"]).duplicated == 1
+    assert tally(["a", "b"], replied=["a", "b"], generated=["a", "b"]) == type(counted)(lost=0, duplicated=0)
+
+
+def test_added_parts_cover_the_time_beyond_the_engine() -> None:
+    # One job: submitted at 0.000, result at the client at 1.100; the engine worked 0.950 s of it.
+    events = [
+        (E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, 0.010),
+        (E.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, 0.010),
+        (E.EVENT_TYPE_WORKFLOW_TASK_STARTED, 0.020),
+        (E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, 0.040),
+        (E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, 0.040),
+        (E.EVENT_TYPE_ACTIVITY_TASK_STARTED, 0.050),
+        (E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, 1.010),
+        (E.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, 1.010),
+        (E.EVENT_TYPE_WORKFLOW_TASK_STARTED, 1.060),
+        (E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, 1.090),
+        (E.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, 1.090),
+    ]
+    parts = added_parts(events, submitted=0.0, received=1.100, engine_ms=950.0)
+    assert parts.start == pytest.approx(20)
+    assert parts.workflow_tasks == pytest.approx(50)
+    assert parts.activity_dispatch == pytest.approx(10)
+    assert parts.activity_beyond_engine == pytest.approx(10)
+    assert parts.back_to_workflow == pytest.approx(50)
+    assert parts.result == pytest.approx(10)
+    assert parts.other == pytest.approx(0)
