@@ -56,8 +56,11 @@ async def client(stack: DevStack, settings: Settings) -> Client:
 
 @pytest.fixture(scope="session")
 async def worker(client: Client, settings: Settings) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    running = asyncio.create_task(run_workers(client, settings, stop))
+    stop, ready = asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(run_workers(client, settings, stop, ready))
+    await asyncio.wait([running, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if running.done():
+        running.result()  # the worker could not start: raise why
     yield
     stop.set()
     await running
