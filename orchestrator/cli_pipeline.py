@@ -15,7 +15,7 @@ from characters import CardError, read_card
 from orchestrator.devstack import installed_gguf
 from orchestrator.settings import Settings
 from orchestrator.tokens import CachedCounter, GgufCounter, TokenizerUnavailable
-from workflows.context import ContextTooLarge, assemble, context_pieces, token_budget
+from workflows.context import ContextTooLarge, EngineLimits, budgeted_context
 from workflows.models import (
     ChatJob,
     ChatResult,
@@ -26,7 +26,6 @@ from workflows.models import (
     describe_validation_error,
 )
 from workflows.policy import load_policy
-from workflows.sampling import max_tokens_for
 from workflows.validation import ReplySpec, validate
 
 
@@ -111,16 +110,14 @@ async def cmd_context(args: argparse.Namespace, settings: Settings) -> int:
         except UnknownCharacter as error:
             raise InputError(f"job.character: {error}") from None
     name, counter = offline_counter(settings)
-    budget = token_budget(
-        max_input, max_total, max_tokens_for(job.job_type, job.sampling), settings.context_margin_tokens
+    limits = EngineLimits(
+        max_input_tokens=max_input, max_total_tokens=max_total, margin_tokens=settings.context_margin_tokens
     )
-    pieces = context_pieces(job, character)
-    counts = await counter.count_many(pieces.texts())
     try:
-        built = assemble(pieces, user_name=job.user_name, budget=budget, count=counts.__getitem__)
+        built = await budgeted_context(job, character, limits, counter)
     except ContextTooLarge as error:
         raise InputError(str(error)) from None
-    return emit({**built.model_dump(exclude={"stop"}), "stop": built.stop, "tokenizer": name})
+    return emit({**built.model_dump(), "tokenizer": name})
 
 
 async def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:

@@ -20,8 +20,9 @@ from orchestrator.inference import InferenceClient
 from orchestrator.settings import Settings
 from orchestrator.tokens import token_counter
 from orchestrator.visibility import check_search_attributes
-from workflows.activities import ChatActivities, EngineLimits, JobActivities
+from workflows.activities import ChatActivities, JobActivities
 from workflows.chat import ChatWorkflow
+from workflows.context import EngineLimits
 from workflows.policy import load_policy
 
 # Cancellation reaches an activity only on a heartbeat; without this cap heartbeats are throttled to

@@ -22,7 +22,7 @@ from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError
 
 from characters import Character, UnknownCharacter, bundled_character
-from workflows.context import BuiltContext, ContextTooLarge, assemble, context_pieces, token_budget
+from workflows.context import BuiltContext, ContextTooLarge, EngineLimits, TextsCounter, budgeted_context
 from workflows.models import (
     STREAM_TOPIC,
     ChatJob,
@@ -39,7 +39,6 @@ from workflows.models import (
     limit_problems,
 )
 from workflows.policy import Policy
-from workflows.sampling import max_tokens_for
 from workflows.validation import ReplySpec, Verdict, validate
 
 HEARTBEAT_EVERY_SECONDS = 1.0
@@ -58,16 +57,6 @@ class ChatEngine(Protocol):
         stop: list[str],
         on_text: Callable[[str], None] | None = None,
     ) -> GenerateResult: ...
-
-
-class TokenCounter(Protocol):
-    async def count_many(self, texts: list[str]) -> dict[str, int]: ...
-
-
-class EngineLimits(BaseModel):
-    max_input_tokens: int
-    max_total_tokens: int
-    margin_tokens: int
 
 
 class PrepareRequest(BaseModel):
@@ -126,7 +115,7 @@ def quality_warnings(metrics: JobMetrics) -> list[str]:
 class JobActivities:
     """Local activities, bound to the worker's limits, tokenizer and policy."""
 
-    def __init__(self, limits: JobLimits, engine_limits: EngineLimits, counter: TokenCounter, policy: Policy) -> None:
+    def __init__(self, limits: JobLimits, engine_limits: EngineLimits, counter: TextsCounter, policy: Policy) -> None:
         self._limits = limits
         self._engine_limits = engine_limits
         self._counter = counter
@@ -139,19 +128,8 @@ class JobActivities:
         if problems:
             raise invalid_job("invalid job: " + "; ".join(problems))
         character = resolved_character(job)
-        pieces = context_pieces(job, character)
-        counts = await self._counter.count_many(pieces.texts())
-        engine = self._engine_limits
-        budget = token_budget(
-            engine.max_input_tokens,
-            engine.max_total_tokens,
-            max_tokens_for(job.job_type, job.sampling),
-            engine.margin_tokens,
-        )
         try:
-            context = assemble(
-                pieces, user_name=job.user_name, budget=int(budget * request.budget_share), count=counts.__getitem__
-            )
+            context = await budgeted_context(job, character, self._engine_limits, self._counter, request.budget_share)
         except ContextTooLarge as error:
             raise ApplicationError(str(error), type=ErrorType.context_too_large.value, non_retryable=True) from None
         return Prepared(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from typing import Protocol
 
 from pydantic import BaseModel
 
@@ -19,6 +20,7 @@ from characters import Character, fill_macros, scenario_text
 from workflows.lorebook import entry_label, triggered_entries
 from workflows.models import ChatJob, JobType, Message
 from workflows.prompts import system_prompt
+from workflows.sampling import max_tokens_for
 
 # Tokens a chat template adds around each message (ChatML: <|im_start|>role\n … <|im_end|>\n), and once for
 # the assistant's turn that generation starts.
@@ -266,6 +268,33 @@ def assemble(pieces: ContextPieces, *, user_name: str, budget: int, count: Token
         ),
         stop=stop_sequences(user_name),
     )
+
+
+class EngineLimits(BaseModel):
+    max_input_tokens: int
+    max_total_tokens: int
+    margin_tokens: int
+
+
+class TextsCounter(Protocol):
+    """A tokenizer at the edge (engine endpoint, local vocabulary): counts for many texts at once."""
+
+    async def count_many(self, texts: list[str]) -> dict[str, int]: ...
+
+
+async def budgeted_context(
+    job: ChatJob, character: Character | None, limits: EngineLimits, counter: TextsCounter, budget_share: float = 1.0
+) -> BuiltContext:
+    """The job's context within the engine's budget (times `budget_share`), every piece counted once."""
+    pieces = context_pieces(job, character)
+    counts = await counter.count_many(pieces.texts())
+    budget = token_budget(
+        limits.max_input_tokens,
+        limits.max_total_tokens,
+        max_tokens_for(job.job_type, job.sampling),
+        limits.margin_tokens,
+    )
+    return assemble(pieces, user_name=job.user_name, budget=int(budget * budget_share), count=counts.__getitem__)
 
 
 def build_context(job: ChatJob, character: Character | None, *, budget: int, count: TokenCounter) -> BuiltContext:
