@@ -17,8 +17,8 @@ from loguru import logger
 from characters import SCENARIO_TYPES, bundled_character, bundled_characters
 from orchestrator import cli_pipeline, health, models_pull
 from orchestrator.cli_characters import add_characters_parser
-from orchestrator.cli_chat import CliError, cmd_chat, connected, reply_of, summary_line
-from orchestrator.errors import StartupError
+from orchestrator.cli_chat import cmd_chat, connected, reply_of, summary_line
+from orchestrator.errors import CliError, StartupError
 from orchestrator.settings import Settings, SettingsError, load_settings
 from workflows.models import ChatJob, JobType
 from workflows.policy import PolicyFileError
@@ -257,9 +257,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.code
-    except cli_pipeline.InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except (StartupError, PolicyFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from characters import CardError, Character, NoSuchGreeting, UnknownCharacter, bundled_character, greeting, read_card
+from orchestrator.errors import CliError
 from orchestrator.settings import Settings
 from workflows.models import ChatJob, ChatResult, JobType, Message, describe_validation_error
 
@@ -21,12 +22,6 @@ if TYPE_CHECKING:
     from orchestrator.client import ChatClient
 
 HELP = "commands: /regenerate (a new reply to your last message), /continue (extend the last reply), /quit"
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def character_from_args(args: argparse.Namespace) -> str | Character | None:

@@ -13,6 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from characters import CardError, read_card
 from orchestrator.devstack import installed_gguf
+from orchestrator.errors import CliError
 from orchestrator.settings import Settings
 from orchestrator.tokens import CachedCounter, GgufCounter, TokenizerUnavailable
 from workflows.context import ContextTooLarge, EngineLimits, budgeted_context
@@ -29,8 +30,9 @@ from workflows.policy import load_policy
 from workflows.validation import ReplySpec, validate
 
 
-class InputError(Exception):
+def input_error(message: str) -> CliError:
     """Bad arguments or an unreadable file: one `error:` line, exit 2."""
+    return CliError(message, code=2)
 
 
 def read_text(path: str, what: str) -> str:
@@ -39,14 +41,14 @@ def read_text(path: str, what: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{what} {path}: cannot read: {getattr(error, 'strerror', None) or error}") from None
+        raise input_error(f"{what} {path}: cannot read: {getattr(error, 'strerror', None) or error}") from None
 
 
 def read_json(path: str, what: str) -> Any:
     try:
         return json.loads(read_text(path, what))
     except json.JSONDecodeError as error:
-        raise InputError(f"{what} {path}: not valid JSON: {error}") from None
+        raise input_error(f"{what} {path}: not valid JSON: {error}") from None
 
 
 def history_from(path: str | None) -> list[Message]:
@@ -55,7 +57,7 @@ def history_from(path: str | None) -> list[Message]:
     try:
         return TypeAdapter(list[Message]).validate_python(read_json(path, "history file"))
     except ValidationError as error:
-        raise InputError(f"history file {path}: {describe_validation_error(error, 'history')}") from None
+        raise input_error(f"history file {path}: {describe_validation_error(error, 'history')}") from None
 
 
 def emit(payload: Any) -> int:
@@ -75,7 +77,7 @@ def job_from_file(path: str) -> ChatJob:
     try:
         return ChatJob.model_validate(read_json(path, "job file"))
     except ValidationError as error:
-        raise InputError(f"job file {path}: {describe_validation_error(error, 'job')}") from None
+        raise input_error(f"job file {path}: {describe_validation_error(error, 'job')}") from None
 
 
 def offline_counter(settings: Settings) -> tuple[str, CachedCounter]:
@@ -98,17 +100,17 @@ async def cmd_context(args: argparse.Namespace, settings: Settings) -> int:
         try:
             job = job.model_copy(update={"character": read_card(Path(args.card)).character})
         except CardError as error:
-            raise InputError(f"--card {error}") from None
+            raise input_error(f"--card {error}") from None
     max_input = args.max_input_tokens or settings.max_input_tokens
     max_total = args.max_total_tokens or settings.max_total_tokens
     if max_input >= max_total:
-        raise InputError(f"--max-input-tokens ({max_input}) must be smaller than --max-total-tokens ({max_total})")
+        raise input_error(f"--max-input-tokens ({max_input}) must be smaller than --max-total-tokens ({max_total})")
     character = job.character
     if isinstance(character, str):
         try:
             character = bundled_character(character)
         except UnknownCharacter as error:
-            raise InputError(f"job.character: {error}") from None
+            raise input_error(f"job.character: {error}") from None
     name, counter = offline_counter(settings)
     limits = EngineLimits(
         max_input_tokens=max_input, max_total_tokens=max_total, margin_tokens=settings.context_margin_tokens
@@ -116,7 +118,7 @@ async def cmd_context(args: argparse.Namespace, settings: Settings) -> int:
     try:
         built = await budgeted_context(job, character, limits, counter)
     except ContextTooLarge as error:
-        raise InputError(str(error)) from None
+        raise input_error(str(error)) from None
     return emit({**built.model_dump(), "tokenizer": name})
 
 

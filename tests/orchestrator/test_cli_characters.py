@@ -16,7 +16,8 @@ import yaml
 
 from characters import Character, bundled_character, bundled_characters
 from orchestrator.__main__ import parser
-from orchestrator.cli_chat import CliError, job_from_args
+from orchestrator.cli_chat import job_from_args
+from orchestrator.errors import CliError
 from orchestrator.settings import Settings
 from tests.characters.cardfiles import REAL_CARDS, b64_json, json_card, png, png_card, v1, v2, v3
 from tests.conftest import stack_env
