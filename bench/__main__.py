@@ -22,10 +22,11 @@ from bench.machine import ROOT, this_machine
 from bench.overhead import OverheadResult, measure_overhead
 from bench.report import BenchConfig, BenchRun, checked, previous_run, table, write_run
 from bench.standin import StandInProcess
-from orchestrator.client import ChatClient
-from orchestrator.devstack import TEMPORAL_DEV_SERVER, DevStack, installed_gguf, settings_on_free_ports
+from orchestrator.client import ChatClient, connect
+from orchestrator.devstack import TEMPORAL_DEV_SERVER, DevStack, settings_on_free_ports
 from orchestrator.settings import Settings
-from orchestrator.worker import connect, engine_client, job_activities, run_workers
+from orchestrator.tokens import installed_gguf
+from orchestrator.worker import engine_client, job_activities, run_workers
 
 RESULTS = ROOT / "bench" / "results"
 FULL = {"pairs": 20, "jobs": 1000, "context_repeats": 20}

@@ -1,14 +1,24 @@
 """Character profiles: the data a roleplay job puts in front of the model, bundled or read from a card."""
 
+from characters.base import StrictModel, describe_validation_error
 from characters.cards import CardError, ImportedCard, export_card, parse_card, read_card
 from characters.greetings import NoSuchGreeting, greeting
 from characters.macros import fill_macros
 from characters.profile import BookEntry, Character, CharacterBook
-from characters.registry import BadProfileFile, UnknownCharacter, bundled_character, bundled_characters
+from characters.registry import (
+    ASSISTANT_NAME,
+    BadProfileFile,
+    UnknownCharacter,
+    bundled_character,
+    bundled_characters,
+    resolve,
+)
 from characters.scenarios import SCENARIO_TYPES, scenario_text
 
 __all__ = [
+    "ASSISTANT_NAME",
     "SCENARIO_TYPES",
+    "StrictModel",
     "BadProfileFile",
     "BookEntry",
     "CardError",
@@ -19,10 +29,12 @@ __all__ = [
     "UnknownCharacter",
     "bundled_character",
     "bundled_characters",
+    "describe_validation_error",
     "export_card",
     "fill_macros",
     "greeting",
     "parse_card",
     "read_card",
+    "resolve",
     "scenario_text",
 ]

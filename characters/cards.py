@@ -4,8 +4,8 @@ for V3) or in JSON files.
 
 Import takes cards as they are found in the wild: a `ccv3` chunk wins over `chara`; a field a spec calls
 required may be missing; unknown `extensions` keys are kept; CRLF becomes LF; text is otherwise kept as the
-card has it (no macro is filled, examples stay where the card put them). Export writes V2 JSON and V2/V3 PNG
-(a V3 PNG carries both chunks), so a character goes to SillyTavern and back unchanged. The profile's own
+card has it (no macro is filled, examples stay where the card put them). Export writes V2/V3 JSON and V2/V3
+PNG (a V3 PNG carries both chunks), so a character goes to SillyTavern and back unchanged. The profile's own
 fields, which no card spec has, travel in `extensions.chat_worker`.
 
 Parsing and writing are pure (bytes in, bytes out); only `read_card` touches the file system."""
@@ -25,7 +25,8 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from pydantic import ValidationError
 
-from characters.profile import OWN_EXTENSION, OWN_FIELDS, BookEntry, Character, CharacterBook, validation_problems
+from characters.base import describe_validation_error
+from characters.profile import OWN_EXTENSION, OWN_FIELDS, BookEntry, Character, CharacterBook
 
 CardSpec = Literal["v1", "v2", "v3"]
 CardFormat = Literal["v2-json", "v3-json", "v2-png", "v3-png"]
@@ -160,7 +161,7 @@ def character_from_card_fields(fields: dict[str, Any]) -> Character:
     try:
         return Character.model_validate(values)
     except ValidationError as error:
-        raise CardError(f"bad card field: {validation_problems(error)}") from None
+        raise CardError(f"bad card field: {describe_validation_error(error)}") from None
 
 
 def lenient(fields: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:

@@ -6,16 +6,13 @@ so a job can carry one inline."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+from pydantic import Field, JsonValue, field_validator
 
+from characters.base import StrictModel
 from characters.scenarios import SCENARIO_TYPES
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BookEntry(_Strict):
+class BookEntry(StrictModel):
     """One `character_book` entry (lorebook); optional spec fields stay None when the card leaves them out."""
 
     keys: list[str] = []
@@ -35,7 +32,7 @@ class BookEntry(_Strict):
     comment: str | None = None
 
 
-class CharacterBook(_Strict):
+class CharacterBook(StrictModel):
     name: str | None = None
     description: str | None = None
     scan_depth: int | None = None
@@ -50,7 +47,7 @@ OWN_FIELDS = ("appearance", "background", "speaking_style", "scenarios")
 OWN_EXTENSION = "chat_worker"
 
 
-class Character(_Strict):
+class Character(StrictModel):
     """Fields marked "worker" are the original worker's profile, V3 ones come from Character Card V3, the rest
     from Character Card V2 (`personality` and `scenario` are in both the worker's profile and the cards)."""
 
@@ -102,8 +99,3 @@ class Character(_Strict):
     def char_name(self) -> str:
         """What `{{char}}` stands for: the nickname when there is one, else the name."""
         return self.nickname.strip() or self.name
-
-
-def validation_problems(error: ValidationError) -> str:
-    """ "name: Field required; tags.0: Input should be a valid string" — every problem, each with its field."""
-    return "; ".join(f"{'.'.join(map(str, item['loc'])) or 'profile'}: {item['msg']}" for item in error.errors())

@@ -8,7 +8,11 @@ from importlib.resources import files
 import yaml
 from pydantic import ValidationError
 
-from characters.profile import Character, validation_problems
+from characters.base import describe_validation_error
+from characters.profile import Character
+
+# Who speaks in a job without a character: `{{char}}` in prompts, the reply's speaker, the validator's name.
+ASSISTANT_NAME = "Assistant"
 
 
 class _ProfileDumper(yaml.SafeDumper):
@@ -43,7 +47,7 @@ def _profile_from_file(name: str, text: str) -> Character:
     except yaml.YAMLError as error:
         raise BadProfileFile(f"characters/profiles/{name}: not valid YAML: {error}") from None
     except ValidationError as error:
-        raise BadProfileFile(f"characters/profiles/{name}: {validation_problems(error)}") from None
+        raise BadProfileFile(f"characters/profiles/{name}: {describe_validation_error(error)}") from None
 
 
 def _profiles_by_name(texts: dict[str, str]) -> dict[str, Character]:
@@ -76,3 +80,9 @@ def bundled_character(name: str) -> Character:
     except KeyError:
         known = ", ".join(c.name for c in bundled_characters().values())
         raise UnknownCharacter(f"unknown character {name!r}; bundled characters: {known}") from None
+
+
+def resolve(ref: str | Character | None) -> Character | None:
+    """A job's character: a bundled profile by name (any case), an inline profile as it is, or none.
+    Raises UnknownCharacter naming the bundled ones."""
+    return bundled_character(ref) if isinstance(ref, str) else ref

@@ -11,10 +11,20 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from characters import CardError, Character, NoSuchGreeting, UnknownCharacter, bundled_character, greeting, read_card
+from characters import (
+    ASSISTANT_NAME,
+    CardError,
+    Character,
+    NoSuchGreeting,
+    UnknownCharacter,
+    describe_validation_error,
+    greeting,
+    read_card,
+    resolve,
+)
 from orchestrator.errors import CliError
 from orchestrator.settings import Settings
-from workflows.models import ChatJob, ChatResult, JobType, Message, describe_validation_error
+from workflows.models import ChatJob, ChatResult, JobType, Message
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -35,12 +45,10 @@ def character_from_args(args: argparse.Namespace) -> str | Character | None:
 
 
 def profile(character: str | Character | None) -> Character | None:
-    if isinstance(character, str):
-        try:
-            return bundled_character(character)
-        except UnknownCharacter as error:
-            raise CliError(str(error), code=2) from None
-    return character
+    try:
+        return resolve(character)
+    except UnknownCharacter as error:
+        raise CliError(str(error), code=2) from None
 
 
 def job_from_args(args: argparse.Namespace, messages: list[Message], mode: str = "reply") -> ChatJob:
@@ -72,7 +80,7 @@ def job_from_args(args: argparse.Namespace, messages: list[Message], mode: str =
 
 
 async def connected(settings: Settings) -> Client:
-    from orchestrator.worker import connect
+    from orchestrator.client import connect
 
     try:
         return await connect(settings)
@@ -94,7 +102,7 @@ async def submitted(chat: ChatClient, job: ChatJob) -> None:
 
     try:
         handle = await chat.submit(job)
-    except (UnknownCharacter, InvalidJob) as error:
+    except InvalidJob as error:
         raise CliError(str(error), code=2) from None
     print(f"job {job.job_id} started (workflow {handle.id})", file=sys.stderr)
 
@@ -210,7 +218,7 @@ async def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.client import ChatClient
 
     character = profile(character_from_args(args))
-    speaker = character.name if character else "Assistant"
+    speaker = character.name if character else ASSISTANT_NAME
     if args.message is not None:
         job_from_args(args, [Message(role="user", content=args.message)])  # bad input fails before connecting
     chat = ChatClient(await connected(settings), settings)

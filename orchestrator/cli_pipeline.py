@@ -11,20 +11,19 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from characters import CardError, read_card
-from orchestrator.devstack import installed_gguf
+from characters import ASSISTANT_NAME, CardError, UnknownCharacter, describe_validation_error, read_card, resolve
 from orchestrator.errors import CliError
 from orchestrator.settings import Settings
-from orchestrator.tokens import CachedCounter, GgufCounter, TokenizerUnavailable
-from workflows.context import ContextTooLarge, EngineLimits, budgeted_context
+from orchestrator.tokens import offline_counter
+from workflows.context import ContextTooLarge, budgeted_context
 from workflows.models import (
     ChatJob,
     ChatResult,
+    EngineLimits,
     JobStatus,
     JobType,
     Message,
     StreamEvent,
-    describe_validation_error,
 )
 from workflows.policy import load_policy
 from workflows.validation import ReplySpec, validate
@@ -80,21 +79,7 @@ def job_from_file(path: str) -> ChatJob:
         raise input_error(f"job file {path}: {describe_validation_error(error, 'job')}") from None
 
 
-def offline_counter(settings: Settings) -> tuple[str, CachedCounter]:
-    """The local GGUF's tokenizer when the embedded stack is installed, else the documented estimate."""
-    gguf = installed_gguf(settings)
-    if gguf is not None and settings.tokenizer in ("auto", "gguf"):
-        try:
-            counter = GgufCounter(gguf)
-            return counter.name, counter
-        except TokenizerUnavailable:
-            pass
-    return "estimate", CachedCounter()
-
-
 async def cmd_context(args: argparse.Namespace, settings: Settings) -> int:
-    from characters import UnknownCharacter, bundled_character
-
     job = job_from_file(args.job_file)
     if args.card is not None:
         try:
@@ -105,13 +90,11 @@ async def cmd_context(args: argparse.Namespace, settings: Settings) -> int:
     max_total = args.max_total_tokens or settings.max_total_tokens
     if max_input >= max_total:
         raise input_error(f"--max-input-tokens ({max_input}) must be smaller than --max-total-tokens ({max_total})")
-    character = job.character
-    if isinstance(character, str):
-        try:
-            character = bundled_character(character)
-        except UnknownCharacter as error:
-            raise input_error(f"job.character: {error}") from None
-    name, counter = offline_counter(settings)
+    try:
+        character = resolve(job.character)
+    except UnknownCharacter as error:
+        raise input_error(f"job.character: {error}") from None
+    counter = offline_counter(settings)
     limits = EngineLimits(
         max_input_tokens=max_input, max_total_tokens=max_total, margin_tokens=settings.context_margin_tokens
     )
@@ -119,7 +102,7 @@ async def cmd_context(args: argparse.Namespace, settings: Settings) -> int:
         built = await budgeted_context(job, character, limits, counter)
     except ContextTooLarge as error:
         raise input_error(str(error)) from None
-    return emit({**built.model_dump(), "tokenizer": name})
+    return emit({**built.model_dump(), "tokenizer": counter.name})
 
 
 async def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
@@ -144,7 +127,9 @@ def add_commands(commands: Any) -> None:
     )
     validate_cmd.add_argument("--job-type", required=True, choices=[t.value for t in JobType])
     validate_cmd.add_argument("--reply-file", required=True, metavar="PATH", help="the reply; - reads stdin")
-    validate_cmd.add_argument("--char-name", default="Assistant", help="the character's name (default: Assistant)")
+    validate_cmd.add_argument(
+        "--char-name", default=ASSISTANT_NAME, help=f"the character's name (default: {ASSISTANT_NAME})"
+    )
     validate_cmd.add_argument("--user-name", default="User", help="the user's name (default: User)")
     validate_cmd.add_argument(
         "--history-file",

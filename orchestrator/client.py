@@ -10,13 +10,14 @@ from pydantic import TypeAdapter
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import RawValue, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from characters import bundled_character
+from characters import UnknownCharacter, resolve
 from orchestrator.settings import Settings
 from workflows.chat import ChatWorkflow
-from workflows.models import STREAM_TOPIC, ChatJob, ChatResult, JobStatus, StreamEvent, limit_problems
+from workflows.models import STREAM_TOPIC, ChatJob, ChatResult, ErrorType, JobStatus, StreamEvent, limit_problems
 from workflows.summaries import row_summary
 
 STREAM_EVENT = TypeAdapter(StreamEvent)
@@ -26,13 +27,17 @@ EXECUTION_TIMEOUT_MARGIN = timedelta(seconds=60)
 
 
 class InvalidJob(ValueError):
-    """The job asks for more than this deployment allows; nothing was started."""
+    """The job was refused before anything started, for what would fail the workflow with the error type
+    `InvalidJob` (an unknown character, a limit of this deployment); the message names each field."""
+
+    type = ErrorType.invalid_job
 
 
-def character_name(job: ChatJob) -> str | None:
-    if isinstance(job.character, str):
-        return bundled_character(job.character).name
-    return job.character.name if job.character else None
+async def connect(settings: Settings) -> Client:
+    """A Temporal client for this deployment: its address and namespace, jobs and results as plain JSON."""
+    return await Client.connect(
+        settings.temporal_address, namespace=settings.temporal_namespace, data_converter=pydantic_data_converter
+    )
 
 
 def workflow_id(job_id: str) -> str:
@@ -47,10 +52,12 @@ class ChatClient:
     def prepared(self, job: ChatJob) -> ChatJob:
         """The job as it will run: checked before anything starts, deadline defaulted from settings."""
         problems = limit_problems(job, self.settings.job_limits)
+        try:
+            resolve(job.character)
+        except UnknownCharacter as error:
+            problems.append(f"job.character: {error}")
         if problems:
             raise InvalidJob("invalid job: " + "; ".join(problems))
-        if isinstance(job.character, str):
-            bundled_character(job.character)  # raises UnknownCharacter naming the known ones
         if job.deadline_seconds is None:
             job = job.model_copy(update={"deadline_seconds": self.settings.job_deadline_seconds})
         return job
@@ -69,7 +76,7 @@ class ChatClient:
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 result_type=ChatResult,
                 # Search attributes are the workflow's to set, also for jobs started without this client.
-                static_summary=row_summary(job, character_name(job)),
+                static_summary=row_summary(job, resolve(job.character)),
             )
         except WorkflowAlreadyStartedError:  # already ran to completion: the same job, not a new one
             return self.handle(job.job_id)

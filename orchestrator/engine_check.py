@@ -24,7 +24,7 @@ class EngineInfo(BaseModel):
     max_total_tokens: int
 
 
-def limit_problems(settings: Settings, info: EngineInfo) -> list[str]:
+def engine_mismatches(settings: Settings, info: EngineInfo) -> list[str]:
     """What the worker assumes that the engine does not grant."""
     problems = [
         f"CHAT_WORKER_{name.upper()}={mine} but the engine's is {theirs}"
@@ -61,4 +61,4 @@ async def engine_limit_problems(settings: Settings) -> list[str]:
     if info is None:
         logger.info("engine limits not checked: {} has no TGI /info", settings.inference_base_url)
         return []
-    return limit_problems(settings, info)
+    return engine_mismatches(settings, info)

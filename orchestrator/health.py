@@ -26,7 +26,7 @@ async def poller_identities(settings: Settings) -> dict[str, list[str]]:
     from temporalio.api.taskqueue.v1 import TaskQueue
     from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
-    from orchestrator.worker import connect
+    from orchestrator.client import connect
 
     client = await connect(settings)
     identities = {}

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from characters import describe_validation_error
 from orchestrator.engine_env import merged_with_engine_env, read_engine_env, slots_over_cap
 from workflows.models import JobLimits, generate_task_queue
 
@@ -152,20 +153,13 @@ class SettingsError(Exception):
     """A setting is invalid; the message names each bad env var and why."""
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        if not item["loc"]:
-            lines.append(item["msg"])
-            continue
-        field = ".".join(str(part) for part in item["loc"])
-        shown = "" if field == "api_key" else f" (got {item.get('input')!r})"
-        lines.append(f"{ENV_PREFIX}{field.upper()}: {item['msg']}{shown}")
-    return "; ".join(lines)
+def env_var(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
 
 
 def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
-        raise SettingsError(f"invalid settings: {describe_validation_error(error)}") from None
+        problems = describe_validation_error(error, name=env_var, shows_input=lambda field: field != "api_key")
+        raise SettingsError(f"invalid settings: {problems}") from None

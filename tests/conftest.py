@@ -9,33 +9,16 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from orchestrator.client import ChatClient
+from orchestrator.client import ChatClient, connect
 from orchestrator.devstack import DevStack, settings_on_free_ports
 from orchestrator.settings import Settings
 from orchestrator.visibility import register_search_attributes
-from orchestrator.worker import connect, run_workers
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def stack_env(settings: Settings) -> dict[str, str]:
-    """Environment for a subprocess (`python -m orchestrator …`) that talks to this stack."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_WORKER_")}
-    env.update(
-        CHAT_WORKER_TEMPORAL_ADDRESS=settings.temporal_address,
-        CHAT_WORKER_TEMPORAL_UI_PORT=str(settings.temporal_ui_port),
-        CHAT_WORKER_TEMPORAL_HTTP_PORT=str(settings.temporal_http_port),
-        CHAT_WORKER_TEMPORAL_METRICS_PORT=str(settings.temporal_metrics_port),
-        CHAT_WORKER_INFERENCE_BASE_URL=settings.inference_base_url,
-        CHAT_WORKER_STATE_DIR=str(settings.state_dir),
-    )
-    return env
+from tests.helpers import workers_running
 
 
 @pytest.fixture(scope="session")
@@ -56,14 +39,8 @@ async def client(stack: DevStack, settings: Settings) -> Client:
 
 @pytest.fixture(scope="session")
 async def worker(client: Client, settings: Settings) -> AsyncIterator[None]:
-    stop, ready = asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(run_workers(client, settings, stop, ready))
-    await asyncio.wait([running, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
-    if running.done():
-        running.result()  # the worker could not start: raise why
-    yield
-    stop.set()
-    await running
+    async with workers_running(client, settings):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -88,29 +65,6 @@ async def isolated_namespace(client: Client) -> str:
         except RPCError:
             await asyncio.sleep(0.2)
     raise AssertionError(f"namespace {name} did not become usable")
-
-
-async def worker_against(settings: Settings, namespace: str, base_url: str, **more: str) -> AsyncIterator[ChatClient]:
-    from orchestrator.worker import connect
-
-    wired = settings.model_copy(update={"temporal_namespace": namespace, "inference_base_url": base_url, **more})
-    for _ in range(50):  # a new namespace takes a moment to reach the frontend's cache
-        try:
-            wired_client = await connect(wired)
-            await wired_client.count_workflows()
-            break
-        except Exception:
-            await asyncio.sleep(0.2)
-    stop, ready = asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(run_workers(wired_client, wired, stop, ready))
-    await asyncio.wait([running, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
-    if running.done():
-        running.result()  # the worker could not start: raise why
-    try:
-        yield ChatClient(wired_client, wired)
-    finally:
-        stop.set()
-        await running
 
 
 _exit_status = 0

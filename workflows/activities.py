@@ -16,37 +16,40 @@ from datetime import timedelta
 from typing import Protocol
 
 from loguru import logger
-from pydantic import BaseModel
 from temporalio import activity
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError
 
-from characters import Character, UnknownCharacter, bundled_character
-from workflows.context import BuiltContext, ContextTooLarge, EngineLimits, TextsCounter, budgeted_context
+from characters import Character, UnknownCharacter, resolve
+from workflows.context import ContextTooLarge, TextsCounter, budgeted_context
 from workflows.models import (
     STREAM_TOPIC,
     ChatJob,
+    CheckRequest,
     DeltaEvent,
     EngineError,
+    EngineLimits,
     ErrorType,
     GenerateRequest,
     GenerateResult,
     JobLimits,
     JobMetrics,
     Message,
+    Prepared,
+    PrepareRequest,
     ResetEvent,
     ResolvedSampling,
+    Verdict,
     limit_problems,
 )
 from workflows.policy import Policy
-from workflows.validation import ReplySpec, Verdict, validate
+from workflows.validation import SHORT_CHARS, validate
 
 HEARTBEAT_EVERY_SECONDS = 1.0
 # Deltas reach subscribers in batches: one signal per interval, not one per token.
 STREAM_BATCH_INTERVAL = timedelta(milliseconds=200)
 OVERLOADED_RETRY_DELAY = timedelta(seconds=5)
 SLOW_SECONDS = 20.0
-SHORT_CHARS = 50
 
 
 class ChatEngine(Protocol):
@@ -57,26 +60,6 @@ class ChatEngine(Protocol):
         stop: list[str],
         on_text: Callable[[str], None] | None = None,
     ) -> GenerateResult: ...
-
-
-class PrepareRequest(BaseModel):
-    job: ChatJob
-    # 1.0 normally; smaller after the engine still answered "input too long".
-    budget_share: float = 1.0
-
-
-class Prepared(BaseModel):
-    context: BuiltContext
-    character: Character | None
-    max_attempts: int
-    deadline_seconds: float
-
-
-class CheckRequest(BaseModel):
-    reply: str
-    spec: ReplySpec
-    history: list[Message]
-    finish_reason: str
 
 
 def invalid_job(message: str) -> ApplicationError:
@@ -92,12 +75,10 @@ def forbidden_input(job: ChatJob, policy: Policy) -> list[str]:
 
 
 def resolved_character(job: ChatJob) -> Character | None:
-    if isinstance(job.character, str):
-        try:
-            return bundled_character(job.character)
-        except UnknownCharacter as error:
-            raise invalid_job(f"invalid job: job.character: {error}") from None
-    return job.character
+    try:
+        return resolve(job.character)
+    except UnknownCharacter as error:
+        raise invalid_job(f"invalid job: job.character: {error}") from None
 
 
 def quality_warnings(metrics: JobMetrics) -> list[str]:
@@ -196,8 +177,8 @@ class ChatActivities:
             streamed += 1
             events.publish(DeltaEvent(attempt=request.attempt, text=text))
 
-        heartbeats = asyncio.create_task(_heartbeat_forever(lambda: streamed))
         stream = WorkflowStreamClient.from_within_activity(batch_interval=STREAM_BATCH_INTERVAL)
+        heartbeats = asyncio.create_task(_heartbeat_forever(lambda: streamed))
         try:
             async with stream:  # leaving flushes what is buffered, also on cancellation
                 events = stream.topic(STREAM_TOPIC)

@@ -23,32 +23,36 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from workflows.activities import ChatActivities, CheckRequest, JobActivities, Prepared, PrepareRequest
+    from characters import describe_validation_error
+    from workflows.activities import ChatActivities, JobActivities
+    from workflows.context import char_name
     from workflows.models import (
         NON_RETRYABLE,
         STREAM_TOPIC,
         WORKFLOW_TYPE,
-        AttemptSummary,
         CancelledEvent,
         ChatJob,
         ChatResult,
+        CheckRequest,
         DoneEvent,
         ErrorType,
         FailedEvent,
         GenerateRequest,
         GenerateResult,
-        JobMetrics,
         JobStatus,
+        Prepared,
+        PrepareRequest,
+        ReplySpec,
         ResolvedSampling,
         Stage,
         Timings,
-        describe_validation_error,
+        Verdict,
         generate_task_queue,
     )
+    from workflows.results import Attempt, chat_result, job_metrics
     from workflows.sampling import escalated_sampling, first_sampling
     from workflows.search_attributes import ATTEMPTS, CHARACTER_NAME, JOB_TYPE, OUTCOME
     from workflows.summaries import row_summary
-    from workflows.validation import ReplySpec, Verdict
 
 GENERATE_TIMEOUT = timedelta(seconds=90)
 HEARTBEAT_TIMEOUT = timedelta(seconds=10)
@@ -95,20 +99,6 @@ def rank(verdict: Verdict) -> tuple[int, int]:
     policy or has no text; then fewer problems first."""
     returnable = "policy" not in verdict.reasons and bool(verdict.cleaned)
     return (int(returnable), -len(verdict.reasons))
-
-
-class Attempt:
-    def __init__(self, number: int, result: GenerateResult, verdict: Verdict) -> None:
-        self.number, self.result, self.verdict = number, result, verdict
-
-    def summary(self) -> AttemptSummary:
-        return AttemptSummary(
-            attempt=self.number,
-            valid=self.verdict.valid,
-            reasons=self.verdict.reasons,
-            finish_reason=self.result.finish_reason,
-            completion_tokens=self.result.completion_tokens,
-        )
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -192,7 +182,7 @@ class ChatWorkflow:
         sampling = first_sampling(job.job_type, job.sampling, seed=self._new_seed())
         spec = ReplySpec(
             job_type=job.job_type,
-            char_name=prepared.character.char_name if prepared.character else "Assistant",
+            char_name=char_name(prepared.character),
             user_name=job.user_name,
         )
         shrunk = False
@@ -215,7 +205,7 @@ class ChatWorkflow:
                 start_to_close_timeout=LOCAL_TIMEOUT,
                 summary=f"check reply · attempt {self._attempt}",
             )
-            attempt = Attempt(self._attempt, result, verdict)
+            attempt = Attempt(self._attempt, sampling, result, verdict)
             self._attempts.append(attempt)
             if verdict.valid:
                 return attempt
@@ -267,56 +257,22 @@ class ChatWorkflow:
 
     async def _finish(self, job: ChatJob, prepared: Prepared, chosen: Attempt, *, started: datetime) -> ChatResult:
         results = [a.result for a in self._attempts]
-        reasons = list(dict.fromkeys(r for a in self._attempts for r in a.verdict.reasons))
-        completion_tokens = sum(r.completion_tokens for r in results)
-        engine_ms = sum(r.engine_ms for r in results)
         timings = Timings(
             context_ms=self._context_ms,
             queue_ms=sum(r.queue_ms for r in results),
             first_token_ms=chosen.result.first_token_ms,
             generation_ms=self._generation_ms,
-            engine_ms=engine_ms,
+            engine_ms=sum(r.engine_ms for r in results),
             total_ms=(workflow.now() - started).total_seconds() * 1000,
         )
-        outcome = "ok" if chosen.verdict.valid else "flagged"
-        # The engine's usage when it reports one (TGI, vLLM); llama.cpp's stream does not, so our own count.
-        prompt_tokens = sum(r.prompt_tokens for r in results) or prepared.context.prompt_tokens * len(results)
-        requested = first_sampling(job.job_type, job.sampling, seed=0)
+        result = chat_result(job, self._attempts, chosen, timings, prepared.context.prompt_tokens)
         await workflow.execute_local_activity_method(
             JobActivities.record_metrics,
-            JobMetrics(
-                job_id=job.job_id,
-                job_type=job.job_type,
-                character=prepared.character.name if prepared.character else None,
-                conversation_length=len(job.messages),
-                response_length=len(chosen.verdict.cleaned),
-                temperature=requested.temperature,
-                max_tokens=requested.max_tokens,
-                attempts=self._attempt,
-                reasons=reasons,
-                finish_reason=chosen.result.finish_reason,
-                outcome=outcome,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                tokens_per_second=completion_tokens / (engine_ms / 1000) if engine_ms else 0.0,
-                timings=timings,
-            ),
+            job_metrics(job, prepared.character, self._attempts[0].sampling, result),
             start_to_close_timeout=LOCAL_TIMEOUT,
             summary="record metrics",
         )
-        return ChatResult(
-            job_id=job.job_id,
-            content=chosen.verdict.cleaned,
-            finish_reason=chosen.result.finish_reason,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            attempts=self._attempt,
-            returned_attempt=chosen.number,
-            reasons=reasons,
-            attempt_details=[a.summary() for a in self._attempts],
-            outcome=outcome,
-            timings=timings,
-        )
+        return result
 
     def _new_seed(self) -> int:
         return workflow.random().randint(0, 2**31 - 1)

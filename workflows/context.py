@@ -16,9 +16,9 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
-from characters import Character, fill_macros, scenario_text
+from characters import ASSISTANT_NAME, Character, fill_macros, scenario_text
 from workflows.lorebook import entry_label, triggered_entries
-from workflows.models import ChatJob, JobType, Message
+from workflows.models import BuiltContext, ChatJob, Dropped, EngineLimits, JobType, Message
 from workflows.prompts import system_prompt
 from workflows.sampling import max_tokens_for
 
@@ -87,23 +87,8 @@ class ContextPieces(BaseModel):
         ]
 
 
-class Dropped(BaseModel):
-    history_messages: int = 0
-    examples: int = 0
-    lorebook_entries: int = 0
-
-
-class BuiltContext(BaseModel):
-    messages: list[Message]
-    prompt_tokens: int
-    budget: int
-    lorebook: list[str]
-    dropped: Dropped
-    stop: list[str]
-
-
 def char_name(character: Character | None) -> str:
-    return character.char_name if character is not None else "Assistant"
+    return character.char_name if character is not None else ASSISTANT_NAME
 
 
 def split_examples(mes_example: str) -> list[str]:
@@ -268,12 +253,6 @@ def assemble(pieces: ContextPieces, *, user_name: str, budget: int, count: Token
         ),
         stop=stop_sequences(user_name),
     )
-
-
-class EngineLimits(BaseModel):
-    max_input_tokens: int
-    max_total_tokens: int
-    margin_tokens: int
 
 
 class TextsCounter(Protocol):

@@ -8,9 +8,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from characters import Character
+from characters import ASSISTANT_NAME, Character, StrictModel
 
 WORKFLOW_TYPE = "ChatWorkflow"
 
@@ -31,26 +31,22 @@ class JobType(StrEnum):
     unrestricted = "chat_unrestricted"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Message(_Strict):
+class Message(StrictModel):
     role: Literal["system", "user", "assistant"]
     content: str = Field(min_length=1)
 
 
-class Sampling(_Strict):
+class Sampling(StrictModel):
     """What the job asks for; None means the job type's default (see `sampling_defaults`)."""
 
     temperature: float | None = Field(default=None, ge=0.1, le=1.0)
     top_p: float | None = Field(default=None, ge=0.1, le=1.0)
-    # The worker's configured cap (default 2048) is checked against the job in `check_limits`.
+    # The worker's configured cap (default 2048) is checked against the job in `limit_problems`.
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
 
-class ResolvedSampling(_Strict):
+class ResolvedSampling(StrictModel):
     """Concrete values for one attempt; never None, so nothing null reaches the engine."""
 
     temperature: float
@@ -60,7 +56,7 @@ class ResolvedSampling(_Strict):
     frequency_penalty: float = 0.0
 
 
-class ChatJob(_Strict):
+class ChatJob(StrictModel):
     job_id: str = Field(pattern=JOB_ID_PATTERN)
     job_type: JobType = JobType.roleplay
     # reply: answer the user's last message. continue: the last message is the assistant's, cut short;
@@ -74,7 +70,7 @@ class ChatJob(_Strict):
     # A bundled character's name, or a whole profile inline.
     character: str | Character | None = None
     scenario: str | None = Field(default=None, max_length=4000)
-    # Default and cap come from the worker's settings (see `check_limits`).
+    # Default and cap come from the worker's settings (see `limit_problems`).
     deadline_seconds: float | None = Field(default=None, gt=0, le=3600)
 
     @field_validator("messages")
@@ -89,7 +85,7 @@ class ChatJob(_Strict):
         return messages
 
 
-class JobLimits(_Strict):
+class JobLimits(StrictModel):
     """The worker's caps on what a job may ask for."""
 
     max_tokens_cap: int = Field(default=2048, ge=1)
@@ -110,7 +106,7 @@ def limit_problems(job: ChatJob, limits: JobLimits) -> list[str]:
     return problems
 
 
-class Timings(_Strict):
+class Timings(StrictModel):
     context_ms: float = 0.0
     queue_ms: float = 0.0  # generation requests waiting for a free slot, summed over attempts
     first_token_ms: float | None = None  # of the returned reply's generation
@@ -119,7 +115,7 @@ class Timings(_Strict):
     total_ms: float = 0.0
 
 
-class AttemptSummary(_Strict):
+class AttemptSummary(StrictModel):
     attempt: int
     valid: bool
     reasons: list[str]
@@ -127,7 +123,7 @@ class AttemptSummary(_Strict):
     completion_tokens: int
 
 
-class ChatResult(_Strict):
+class ChatResult(StrictModel):
     job_id: str
     content: str
     finish_reason: str
@@ -144,7 +140,7 @@ class ChatResult(_Strict):
     timings: Timings = Timings()
 
 
-class GenerateRequest(_Strict):
+class GenerateRequest(StrictModel):
     job_id: str
     attempt: int
     messages: list[Message]
@@ -152,7 +148,7 @@ class GenerateRequest(_Strict):
     stop: list[str] = []
 
 
-class GenerateResult(_Strict):
+class GenerateResult(StrictModel):
     content: str
     finish_reason: str
     prompt_tokens: int
@@ -162,7 +158,63 @@ class GenerateResult(_Strict):
     queue_ms: float = 0.0
 
 
-class JobMetrics(_Strict):
+# What crosses the local activities (prepare, check_reply): their inputs and the markers they leave.
+class EngineLimits(StrictModel):
+    max_input_tokens: int
+    max_total_tokens: int
+    margin_tokens: int
+
+
+class Dropped(StrictModel):
+    history_messages: int = 0
+    examples: int = 0
+    lorebook_entries: int = 0
+
+
+class BuiltContext(StrictModel):
+    messages: list[Message]
+    prompt_tokens: int
+    budget: int
+    lorebook: list[str]
+    dropped: Dropped
+    stop: list[str]
+
+
+class PrepareRequest(StrictModel):
+    job: ChatJob
+    # 1.0 normally; smaller after the engine still answered "input too long".
+    budget_share: float = 1.0
+
+
+class Prepared(StrictModel):
+    context: BuiltContext
+    character: Character | None
+    max_attempts: int
+    deadline_seconds: float
+
+
+class ReplySpec(StrictModel):
+    """Who is speaking in the job whose reply is checked."""
+
+    job_type: JobType
+    char_name: str = ASSISTANT_NAME
+    user_name: str = "User"
+
+
+class Verdict(StrictModel):
+    valid: bool
+    reasons: list[str]
+    cleaned: str
+
+
+class CheckRequest(StrictModel):
+    reply: str
+    spec: ReplySpec
+    history: list[Message]
+    finish_reason: str
+
+
+class JobMetrics(StrictModel):
     """The one structured record per job that `record_metrics` logs: numbers and codes, never chat text."""
 
     job_id: str
@@ -183,11 +235,6 @@ class JobMetrics(_Strict):
     warnings: list[str] = []  # quality warnings, filled in by record_metrics
 
 
-def describe_validation_error(error: ValidationError, root: str) -> str:
-    """ "job.messages.0.role: Input should be 'system', 'user' or 'assistant'; …" for a client or a log."""
-    return "; ".join(f"{'.'.join([root, *map(str, item['loc'])])}: {item['msg']}" for item in error.errors())
-
-
 class ErrorType(StrEnum):
     """Temporal ApplicationError types. Retry policies name the non-retryable ones."""
 
@@ -199,7 +246,7 @@ class ErrorType(StrEnum):
     engine_auth = "EngineAuth"  # 401/403
     engine_misconfigured = "EngineMisconfigured"  # 404
     invalid_job = "InvalidJob"  # the job failed its own validation
-    no_valid_reply = "NoValidReply"  # every attempt was empty after cleaning
+    no_valid_reply = "NoValidReply"  # no attempt can be returned: each broke the policy or was empty after cleaning
     deadline = "Deadline"  # the job's deadline passed
     context_too_large = "ContextTooLarge"  # the parts that must go in exceed the token budget
 
@@ -229,31 +276,31 @@ class EngineError(Exception):
 STREAM_TOPIC = "events"
 
 
-class DeltaEvent(_Strict):
+class DeltaEvent(StrictModel):
     type: Literal["delta"] = "delta"
     attempt: int
     text: str
 
 
-class ResetEvent(_Strict):
+class ResetEvent(StrictModel):
     type: Literal["reset"] = "reset"
     attempt: int
     try_number: int = 1  # Temporal's try of this attempt; > 1 when a failed try is retried
     reason: Literal["regenerate", "retry"]
 
 
-class DoneEvent(_Strict):
+class DoneEvent(StrictModel):
     type: Literal["done"] = "done"
     result: ChatResult
 
 
-class FailedEvent(_Strict):
+class FailedEvent(StrictModel):
     type: Literal["failed"] = "failed"
     error_type: str
     message: str
 
 
-class CancelledEvent(_Strict):
+class CancelledEvent(StrictModel):
     type: Literal["cancelled"] = "cancelled"
 
 
@@ -262,7 +309,7 @@ StreamEvent = Annotated[DeltaEvent | ResetEvent | DoneEvent | FailedEvent | Canc
 Stage = Literal["queued", "building_context", "generating", "validating", "done", "failed", "cancelled"]
 
 
-class JobStatus(_Strict):
+class JobStatus(StrictModel):
     stage: Stage
     attempt: int
     tokens: int  # completion tokens of finished attempts, plus the running one's when known

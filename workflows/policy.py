@@ -8,14 +8,14 @@ from importlib.resources import files
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
+
+from characters import StrictModel, describe_validation_error
 
 DEFAULT_POLICY = files("workflows").joinpath("policy.yaml")
 
 
-class Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Rule(StrictModel, frozen=True):
     pattern: str = Field(min_length=1)
     why: str = ""
 
@@ -29,9 +29,7 @@ class Rule(BaseModel):
         return value
 
 
-class Policy(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Policy(StrictModel, frozen=True):
     patterns: list[Rule] = []
 
     @cached_property
@@ -57,5 +55,4 @@ def load_policy(path: Path | None = None) -> Policy:
     except yaml.YAMLError as error:
         raise PolicyFileError(f"policy file {source}: not valid YAML: {error}") from None
     except ValidationError as error:
-        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        raise PolicyFileError(f"policy file {source}: {where}") from None
+        raise PolicyFileError(f"policy file {source}: {describe_validation_error(error)}") from None

@@ -7,11 +7,10 @@ from characters import Character
 from workflows.models import ChatJob
 
 
-def row_summary(job: ChatJob, character: Character | str | None) -> str:
+def row_summary(job: ChatJob, character: Character | None) -> str:
     parts = [job.job_type.value.removeprefix("chat_")]
-    name = character.name if isinstance(character, Character) else character
-    if name:
-        parts.append(name)
+    if character is not None:
+        parts.append(character.name)
     turns = sum(1 for m in job.messages if m.role == "user")
     parts.append(f"{turns} turn" + ("" if turns == 1 else "s"))
     if job.mode == "continue":

@@ -12,9 +12,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from pydantic import BaseModel
-
-from workflows.models import JobType, Message
+from workflows.models import JobType, Message, ReplySpec, Verdict
 from workflows.policy import Policy
 
 MIN_CHARS = 10
@@ -53,20 +51,6 @@ REFUSAL = re.compile(
     r"|\b(?:it(?:'s| is) )?not appropriate for me to\b",
     re.IGNORECASE,
 )
-
-
-class ReplySpec(BaseModel):
-    """Who is speaking in the job whose reply is checked."""
-
-    job_type: JobType
-    char_name: str = "Assistant"
-    user_name: str = "User"
-
-
-class Verdict(BaseModel):
-    valid: bool
-    reasons: list[str]
-    cleaned: str
 
 
 def _speaker_label(*names: str) -> str:

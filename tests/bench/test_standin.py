@@ -2,9 +2,11 @@
 worker's InferenceClient uses, answers 404 elsewhere, and records what the benchmark counts."""
 
 import asyncio
+from pathlib import Path
 
 from bench.standin import STANDIN_REPLY, StandIn, job_marker
 from orchestrator.inference import InferenceClient
+from orchestrator.settings import Settings
 from orchestrator.tokens import token_counter
 from workflows.models import Message, ResolvedSampling
 
@@ -28,7 +30,9 @@ async def test_the_worker_client_reads_its_stream() -> None:
 
 async def test_tokenize_is_not_found_so_the_worker_falls_back() -> None:
     async with StandIn(0.01) as standin:
-        counter = await token_counter("auto", standin.base_url, "stand-in", None, None)
+        no_gguf = Path("/nonexistent.gguf")
+        settings = Settings(_env_file=None, inference_base_url=standin.base_url, local_model_path=no_gguf)  # type: ignore[call-arg]
+        counter = await token_counter(settings)
     assert counter.name == "estimate"
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from tests.conftest import SHARED
+from tests.helpers import SHARED
 
 REAL_CARDS = SHARED / "cards"  # <checkout>/../shared/cards: read in place, never copied into the repo
 

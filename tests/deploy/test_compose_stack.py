@@ -15,9 +15,8 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
-from orchestrator.client import ChatClient
+from orchestrator.client import ChatClient, connect
 from orchestrator.settings import Settings
-from orchestrator.worker import connect
 from tests.deploy.compose import COMPOSE_FILE
 from tests.deploy.preflight import unavailable_reason
 from workflows.models import ChatJob, JobType

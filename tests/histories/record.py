@@ -11,9 +11,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from orchestrator.client import ChatClient
+from orchestrator.client import ChatClient, connect
 from orchestrator.devstack import DevStack, settings_on_free_ports
-from orchestrator.worker import connect, run_workers
+from orchestrator.worker import run_workers
 from workflows.models import ChatJob
 
 HERE = Path(__file__).parent

@@ -13,47 +13,10 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
-from orchestrator.client import ChatClient
+from orchestrator.client import ChatClient, connect
 from orchestrator.devstack import DevStack, free_port, port_is_free, settings_on_free_ports
 from orchestrator.settings import Settings
-from orchestrator.worker import connect
-from tests.conftest import stack_env
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-async def started(*args: str, env: dict[str, str], stdout: int = subprocess.DEVNULL) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "orchestrator",
-        *args,
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=subprocess.PIPE,
-    )
-
-
-async def arun(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`run` without blocking the event loop, which the session's in-process worker shares."""
-    process = await started(*args, env=env, stdout=subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
-    assert process.returncode is not None
-    return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
+from tests.helpers import ROOT, arun, run, stack_env, started
 
 
 @pytest.mark.parametrize(
@@ -277,7 +240,7 @@ async def test_interactive_conversation_in_a_terminal(chat: object, settings: Se
 
 
 async def test_jobs_list_shows_recent_jobs_by_type(chat: ChatClient, settings: Settings) -> None:
-    from tests.workflows.test_chat_workflow import job
+    from tests.helpers import job
 
     marker = f"jobs-list-{os.getpid()}"
     await (await chat.submit(job(job_id=marker, sampling={"max_tokens": 16}))).result()

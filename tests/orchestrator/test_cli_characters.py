@@ -20,11 +20,9 @@ from orchestrator.cli_chat import job_from_args
 from orchestrator.errors import CliError
 from orchestrator.settings import Settings
 from tests.characters.cardfiles import REAL_CARDS, b64_json, json_card, png, png_card, v1, v2, v3
-from tests.conftest import stack_env
-from tests.orchestrator.test_cli import arun
+from tests.helpers import ROOT, arun, run, stack_env
 from workflows.models import JobType, Message
 
-ROOT = Path(__file__).resolve().parents[2]
 TEXT_KEYS = (
     "name",
     "description",
@@ -42,14 +40,7 @@ ENTRY_KEYS = ("keys", "secondary_keys", "content", "enabled", "insertion_order",
 
 
 def characters(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", "characters", *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    return run("characters", *args)
 
 
 def imported(path: Path) -> dict[str, object]:
@@ -186,13 +177,14 @@ def test_export_does_not_overwrite_without_force(tmp_path: Path) -> None:
 def test_export_into_an_avatar_and_by_default_name(tmp_path: Path) -> None:
     avatar = tmp_path / "avatar.png"
     avatar.write_bytes(png({}, size=(30, 40)))
-    done = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "characters", "export", "ilsa varga", "--image", str(avatar)],
+    done = run(
+        "characters",
+        "export",
+        "ilsa varga",
+        "--image",
+        avatar,
         cwd=tmp_path,
         env=os.environ | {"PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ilsa-varga.png"
@@ -226,13 +218,7 @@ def test_chat_card_puts_the_cards_profile_inline_in_the_job(tmp_path: Path) -> N
 
 
 def test_chat_takes_a_card_or_a_character_not_both() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "chat", "-m", "hi", "--character", "Mira", "--card", "x.png"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run("chat", "-m", "hi", "--character", "Mira", "--card", "x.png")
     assert done.returncode == 2 and "not allowed with argument" in done.stderr
 
 

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED
+from tests.helpers import ROOT, SHARED, run
 
-ROOT = Path(__file__).resolve().parents[2]
 SERAPHINA = SHARED / "cards" / "default_Seraphina.png"
-
-
-def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        cwd=ROOT,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def one_json_object(done: subprocess.CompletedProcess[str]) -> dict:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.devstack import DevStack, free_port
-from orchestrator.engine_check import EngineInfo, engine_info, engine_limit_problems, limit_problems
+from orchestrator.engine_check import EngineInfo, engine_info, engine_limit_problems, engine_mismatches
 from orchestrator.settings import Settings, SettingsError, load_settings
+from tests.helpers import ROOT, run
 
-ROOT = Path(__file__).resolve().parents[2]
 TGI_ENV = ROOT / "tgi.env"
 
 # TGI 3.3's GET /info (router/src/lib.rs, struct Info) for the settings in tgi.env.
@@ -131,12 +129,12 @@ def tgi_settings(**overrides: object) -> Settings:
 
 
 def test_info_that_matches_has_no_problems() -> None:
-    assert limit_problems(tgi_settings(), EngineInfo.model_validate(TGI_INFO)) == []
+    assert engine_mismatches(tgi_settings(), EngineInfo.model_validate(TGI_INFO)) == []
 
 
 def test_info_that_differs_names_each_problem() -> None:
     info = EngineInfo.model_validate(TGI_INFO | {"max_input_tokens": 4096, "max_concurrent_requests": 4})
-    problems = limit_problems(tgi_settings(), info)
+    problems = engine_mismatches(tgi_settings(), info)
     assert problems[0] == "CHAT_WORKER_MAX_INPUT_TOKENS=6144 but the engine's is 4096"
     assert "= 8 exceeds the engine's MAX_CONCURRENT_REQUESTS (4)" in problems[1]
     assert len(problems) == 2
@@ -182,9 +180,7 @@ def test_the_worker_refuses_to_run_against_a_disagreeing_tgi(tgi_info_server: st
         "CHAT_WORKER_INFERENCE_BASE_URL": tgi_info_server,
         "CHAT_WORKER_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",  # never reached: the check comes first
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "worker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
+    done = run("worker", env=env, timeout=60)
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1

@@ -10,8 +10,7 @@ from pathlib import Path
 from orchestrator.devstack import settings_on_free_ports
 from orchestrator.health import queues_without_local_poller
 from orchestrator.settings import Settings
-from tests.conftest import stack_env
-from tests.orchestrator.test_cli import arun, run
+from tests.helpers import arun, run, stack_env
 
 
 def test_a_queue_is_healthy_only_with_a_poller_from_this_host() -> None:

@@ -20,8 +20,7 @@ import pytest
 
 from orchestrator.devstack import free_port
 from orchestrator.models_pull import Pull, remove_partial_downloads
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT, run
 
 
 def hub_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -30,15 +29,7 @@ def hub_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def pull(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", "models", "pull", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    return run("models", "pull", *args, env=env)
 
 
 def error_lines(stderr: str) -> list[str]:

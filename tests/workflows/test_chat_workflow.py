@@ -18,27 +18,12 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from characters import Character, UnknownCharacter
-from orchestrator.client import ChatClient
+from characters import Character
+from orchestrator.client import ChatClient, InvalidJob
 from orchestrator.settings import Settings
-from tests.conftest import worker_against
 from tests.fake_engine import FakeEngine, Scripted, reply_stream
-from workflows.models import ChatJob, ChatResult, JobType
-
-USER_TEXT = "*pushes the door open* Evening, Mira. Any rooms left tonight?"
-
-
-def job(**overrides: object) -> ChatJob:
-    values: dict[str, object] = {
-        "job_id": f"test-{uuid.uuid4().hex[:10]}",
-        "job_type": JobType.roleplay,
-        "messages": [{"role": "user", "content": USER_TEXT}],
-        "user_name": "Tam",
-        "character": "Mira",
-        "sampling": {"max_tokens": 48, "seed": 11},
-    }
-    values.update(overrides)
-    return ChatJob.model_validate(values)
+from tests.helpers import USER_TEXT, job, worker_against
+from workflows.models import ChatResult, JobType
 
 
 async def generate_events(client: Client, workflow_id: str) -> tuple[list, list]:
@@ -136,7 +121,7 @@ async def test_inline_character_and_conversation_job(chat: ChatClient) -> None:
 
 async def test_unknown_character_is_refused_before_anything_starts(chat: ChatClient, client: Client) -> None:
     submitted = job(character="Nobody")
-    with pytest.raises(UnknownCharacter, match="Mira"):
+    with pytest.raises(InvalidJob, match="job.character: unknown character 'Nobody'.*Mira"):
         await chat.submit(submitted)
     assert [w async for w in client.list_workflows(f"WorkflowId = 'chat-{submitted.job_id}'")] == []
 

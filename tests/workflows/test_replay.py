@@ -9,7 +9,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from orchestrator.client import ChatClient
-from tests.workflows.test_chat_workflow import job
+from tests.helpers import job
 from workflows.chat import ChatWorkflow
 
 HISTORIES = {path.stem: path.read_text() for path in sorted((Path(__file__).parents[1] / "histories").glob("*.json"))}

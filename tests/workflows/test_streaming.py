@@ -15,9 +15,8 @@ from orchestrator.client import ChatClient
 from orchestrator.inference import InferenceClient
 from orchestrator.settings import Settings
 from orchestrator.visibility import recent_jobs
-from tests.conftest import worker_against
 from tests.fake_engine import FakeEngine, Scripted, reply_stream
-from tests.workflows.test_chat_workflow import job
+from tests.helpers import job, worker_against
 from workflows.models import JobType, Message, ResolvedSampling, StreamEvent
 from workflows.search_attributes import ATTEMPTS, CHARACTER_NAME, JOB_TYPE, OUTCOME
 from workflows.validation import ReplySpec, validate

@@ -1,0 +1,125 @@
+"""What several test modules share: where things are, the CLI as a subprocess, a worker wired to a given
+engine, and a typical roleplay job. Fixtures live in conftest.py; test modules import helpers only from here."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from temporalio.client import Client
+
+from orchestrator.client import ChatClient, connect
+from orchestrator.settings import Settings
+from orchestrator.worker import run_workers
+from workflows.models import ChatJob, JobType
+
+ROOT = Path(__file__).resolve().parents[1]
+# <checkout>/../shared: the real character cards, read in place, never copied into the repo.
+SHARED = ROOT.parent / "shared"
+
+USER_TEXT = "*pushes the door open* Evening, Mira. Any rooms left tonight?"
+
+
+def job(**overrides: object) -> ChatJob:
+    """A short roleplay job with Mira; any field can be overridden."""
+    values: dict[str, object] = {
+        "job_id": f"test-{uuid.uuid4().hex[:10]}",
+        "job_type": JobType.roleplay,
+        "messages": [{"role": "user", "content": USER_TEXT}],
+        "user_name": "Tam",
+        "character": "Mira",
+        "sampling": {"max_tokens": 48, "seed": 11},
+    }
+    values.update(overrides)
+    return ChatJob.model_validate(values)
+
+
+def stack_env(settings: Settings) -> dict[str, str]:
+    """Environment for a subprocess (`python -m orchestrator …`) that talks to this stack."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_WORKER_")}
+    env.update(
+        CHAT_WORKER_TEMPORAL_ADDRESS=settings.temporal_address,
+        CHAT_WORKER_TEMPORAL_UI_PORT=str(settings.temporal_ui_port),
+        CHAT_WORKER_TEMPORAL_HTTP_PORT=str(settings.temporal_http_port),
+        CHAT_WORKER_TEMPORAL_METRICS_PORT=str(settings.temporal_metrics_port),
+        CHAT_WORKER_INFERENCE_BASE_URL=settings.inference_base_url,
+        CHAT_WORKER_STATE_DIR=str(settings.state_dir),
+    )
+    return env
+
+
+def run(
+    *args: str | Path,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+    stdin: str | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m orchestrator ARGS` as a user runs it; stdin is empty unless given."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+async def started(*args: str, env: dict[str, str], stdout: int = subprocess.DEVNULL) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orchestrator",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def arun(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`run` without blocking the event loop, which the session's in-process worker shares."""
+    process = await started(*args, env=env, stdout=subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
+
+
+@asynccontextmanager
+async def workers_running(client: Client, settings: Settings) -> AsyncIterator[None]:
+    """The worker process's workers, polling until the block ends; raises why if they cannot start."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(run_workers(client, settings, stop, ready))
+    await asyncio.wait([running, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if running.done():
+        running.result()
+    try:
+        yield
+    finally:
+        stop.set()
+        await running
+
+
+async def worker_against(settings: Settings, namespace: str, base_url: str, **more: str) -> AsyncIterator[ChatClient]:
+    """A worker in `namespace` whose engine is `base_url` (e.g. a fault-injecting fake), for `async for`."""
+    wired = settings.model_copy(update={"temporal_namespace": namespace, "inference_base_url": base_url, **more})
+    for _ in range(50):  # a new namespace takes a moment to reach the frontend's cache
+        try:
+            wired_client = await connect(wired)
+            await wired_client.count_workflows()
+            break
+        except Exception:
+            await asyncio.sleep(0.2)
+    async with workers_running(wired_client, wired):
+        yield ChatClient(wired_client, wired)

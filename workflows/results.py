@@ -1,0 +1,81 @@
+"""What a finished job reports: the ChatResult the backend gets and the JobMetrics record that is logged.
+Pure functions of the job, its attempts and its timings, so they are tested without a workflow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from characters import Character
+from workflows.models import (
+    AttemptSummary,
+    ChatJob,
+    ChatResult,
+    GenerateResult,
+    JobMetrics,
+    ResolvedSampling,
+    Timings,
+    Verdict,
+)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One generation that reached validation: the sampling it used, the engine's reply, the verdict."""
+
+    number: int
+    sampling: ResolvedSampling
+    result: GenerateResult
+    verdict: Verdict
+
+    def summary(self) -> AttemptSummary:
+        return AttemptSummary(
+            attempt=self.number,
+            valid=self.verdict.valid,
+            reasons=self.verdict.reasons,
+            finish_reason=self.result.finish_reason,
+            completion_tokens=self.result.completion_tokens,
+        )
+
+
+def chat_result(
+    job: ChatJob, attempts: list[Attempt], chosen: Attempt, timings: Timings, counted_prompt: int
+) -> ChatResult:
+    """The job's result: the chosen attempt's reply, totals over every attempt. `counted_prompt` is the
+    context's own token count, used when the engine reports no usage (llama.cpp's stream does not)."""
+    results = [a.result for a in attempts]
+    return ChatResult(
+        job_id=job.job_id,
+        content=chosen.verdict.cleaned,
+        finish_reason=chosen.result.finish_reason,
+        prompt_tokens=sum(r.prompt_tokens for r in results) or counted_prompt * len(results),
+        completion_tokens=sum(r.completion_tokens for r in results),
+        attempts=len(attempts),
+        returned_attempt=chosen.number,
+        reasons=list(dict.fromkeys(r for a in attempts for r in a.verdict.reasons)),
+        attempt_details=[a.summary() for a in attempts],
+        outcome="ok" if chosen.verdict.valid else "flagged",
+        timings=timings,
+    )
+
+
+def job_metrics(job: ChatJob, character: Character | None, first: ResolvedSampling, result: ChatResult) -> JobMetrics:
+    """The one structured record per job: numbers and codes, never chat text. Sampling is the first
+    attempt's, as the job asked for it (later attempts escalate it)."""
+    engine_seconds = result.timings.engine_ms / 1000
+    return JobMetrics(
+        job_id=job.job_id,
+        job_type=job.job_type,
+        character=character.name if character else None,
+        conversation_length=len(job.messages),
+        response_length=len(result.content),
+        temperature=first.temperature,
+        max_tokens=first.max_tokens,
+        attempts=result.attempts,
+        reasons=result.reasons,
+        finish_reason=result.finish_reason,
+        outcome=result.outcome,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        tokens_per_second=result.completion_tokens / engine_seconds if engine_seconds else 0.0,
+        timings=result.timings,
+    )
