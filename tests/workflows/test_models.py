@@ -1,7 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from workflows.models import ChatJob, ChatResult, describe_validation_error
+from characters import describe_validation_error
+from workflows.models import ChatJob, ChatResult
 
 
 def test_job_round_trips_as_plain_json() -> None:
