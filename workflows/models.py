@@ -276,15 +276,17 @@ class EngineError(Exception):
 STREAM_TOPIC = "events"
 
 
-class DeltaEvent(StrictModel):
+class AttemptEvent(StrictModel):
+    attempt: int  # the job's generation this event belongs to (1 = first; later ones after a rejected reply)
+
+
+class DeltaEvent(AttemptEvent):
     type: Literal["delta"] = "delta"
-    attempt: int
     text: str
 
 
-class ResetEvent(StrictModel):
+class ResetEvent(AttemptEvent):
     type: Literal["reset"] = "reset"
-    attempt: int
     try_number: int = 1  # Temporal's try of this attempt; > 1 when a failed try is retried
     reason: Literal["regenerate", "retry"]
 
