@@ -5,6 +5,7 @@ to arrive through another package."""
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
@@ -60,3 +61,9 @@ def test_the_local_only_modules_come_from_the_local_extra() -> None:
     distributions = packages_distributions()
     for module in LOCAL_ONLY:
         assert {normalized(d) for d in distributions[module]} & declared("local")
+
+
+def test_the_production_worker_does_not_import_the_dev_stack() -> None:
+    probe = "import sys, orchestrator.worker, orchestrator.client; print('orchestrator.devstack' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
