@@ -10,11 +10,13 @@ from pydantic import TypeAdapter
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import RawValue, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
+from temporalio.converter import DataConverter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from characters import UnknownCharacter, resolve
+from orchestrator.codec import KeysFileError, data_converter, read_keys
+from orchestrator.errors import StartupError
 from orchestrator.settings import Settings
 from workflows.chat import ChatWorkflow
 from workflows.models import STREAM_TOPIC, ChatJob, ChatResult, ErrorType, JobStatus, StreamEvent, limit_problems
@@ -33,10 +35,29 @@ class InvalidJob(ValueError):
     type = ErrorType.invalid_job
 
 
+def payload_converter(settings: Settings, worker: bool = False) -> DataConverter:
+    """Jobs and results as JSON, encrypted when CHAT_WORKER_PAYLOAD_KEYS_FILE names a keys file. A worker's
+    converter hands on what it cannot decrypt (the workflow fails that job naming the key id); everyone
+    else's fails naming it."""
+    if settings.payload_keys_file is None:
+        if not settings.allow_plaintext:
+            raise StartupError(
+                "CHAT_WORKER_PAYLOAD_KEYS_FILE is not set: chat text would be stored unencrypted in Temporal. "
+                "Set it (python -m orchestrator keys new > FILE makes a key) or allow plaintext explicitly "
+                "with CHAT_WORKER_ALLOW_PLAINTEXT=1"
+            )
+        return data_converter(None)
+    try:
+        keys = read_keys(settings.payload_keys_file)
+    except KeysFileError as error:
+        raise StartupError(f"CHAT_WORKER_PAYLOAD_KEYS_FILE: {error}") from None
+    return data_converter(keys, keep_undecryptable=worker)
+
+
 async def connect(settings: Settings) -> Client:
-    """A Temporal client for this deployment: its address and namespace, jobs and results as plain JSON."""
+    """A Temporal client for this deployment: its address and namespace, its payload converter."""
     return await Client.connect(
-        settings.temporal_address, namespace=settings.temporal_namespace, data_converter=pydantic_data_converter
+        settings.temporal_address, namespace=settings.temporal_namespace, data_converter=payload_converter(settings)
     )
 
 
@@ -108,9 +129,8 @@ class ChatClient:
             if a.activity_type.name == "generate" and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
         ]
         if streaming and streaming[0].heartbeat_details.payloads:
-            running = self.temporal.data_converter.payload_converter.from_payloads(
-                list(streaming[0].heartbeat_details.payloads), [int]
-            )[0]
+            details = list(streaming[0].heartbeat_details.payloads)
+            running = (await self.temporal.data_converter.decode(details, [int]))[0]
             status = status.model_copy(update={"tokens": status.tokens + running})
         return status
 

@@ -36,8 +36,9 @@ from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
 
-ENCODING = b"binary/encrypted"
-KEY_ID_METADATA = "encryption-key-id"
+from workflows.models import ENCRYPTED_ENCODING as ENCODING
+from workflows.models import KEY_ID_METADATA
+
 KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -192,10 +193,15 @@ def is_encrypted(payload: Payload) -> bool:
 
 
 class EncryptionCodec(PayloadCodec):
-    """AES-256-GCM payload codec; the wire format is in this module's docstring."""
+    """AES-256-GCM payload codec; the wire format is in this module's docstring.
 
-    def __init__(self, keys: KeyRing) -> None:
+    `keep_undecryptable` is for workers: a payload this key ring cannot decrypt is handed on still encrypted
+    instead of failing the whole workflow task (which Temporal would retry forever), so the workflow can fail
+    the job with `InvalidJob` naming the key id."""
+
+    def __init__(self, keys: KeyRing, keep_undecryptable: bool = False) -> None:
         self.keys = keys
+        self.keep_undecryptable = keep_undecryptable
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.keys}
 
     def __repr__(self) -> str:
@@ -213,7 +219,15 @@ class EncryptionCodec(PayloadCodec):
         return [self._encrypted(payload, key_id, cipher) for payload in payloads]
 
     def decrypted(self, payloads: Iterable[Payload]) -> list[Payload]:
-        return [self._decrypted(payload) if is_encrypted(payload) else payload for payload in payloads]
+        return [self._decrypted_or_kept(payload) if is_encrypted(payload) else payload for payload in payloads]
+
+    def _decrypted_or_kept(self, payload: Payload) -> Payload:
+        try:
+            return self._decrypted(payload)
+        except DecryptionError:
+            if self.keep_undecryptable:
+                return payload
+            raise
 
     @staticmethod
     def _encrypted(payload: Payload, key_id: str, cipher: AESGCM) -> Payload:
@@ -246,7 +260,7 @@ class EncryptionCodec(PayloadCodec):
             raise DecryptionError(f"payload decrypted under key id {key_id!r} is not a Temporal Payload") from None
 
 
-def data_converter(keys: KeyRing | None = None) -> DataConverter:
+def data_converter(keys: KeyRing | None = None, keep_undecryptable: bool = False) -> DataConverter:
     """The converter for clients and workers: the project's pydantic JSON converter, and with keys, the same with
     every payload encrypted and failure messages and stack traces moved into an encrypted payload (what Temporal
     shows as the message is then "Encoded failure"; the error type stays visible)."""
@@ -254,6 +268,6 @@ def data_converter(keys: KeyRing | None = None) -> DataConverter:
         return pydantic_data_converter
     return dataclasses.replace(
         pydantic_data_converter,
-        payload_codec=EncryptionCodec(keys),
+        payload_codec=EncryptionCodec(keys, keep_undecryptable),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )

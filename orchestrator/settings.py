@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     # TGI's MAX_CONCURRENT_REQUESTS (more in flight is answered 429); None: unknown, not checked.
     engine_max_concurrent_requests: int | None = Field(default=None, ge=1)
 
+    # Privacy (README "Privacy"): with a keys file every payload Temporal stores is encrypted. Without one it is
+    # plain JSON, which the worker image refuses unless allowed (its CHAT_WORKER_ALLOW_PLAINTEXT is 0).
+    payload_keys_file: Path | None = None
+    allow_plaintext: bool = True
+
     # Worker
     generation_slots: int = Field(default=8, ge=1, le=256)
     # Worker processes sharing one engine (compose: WORKER_REPLICAS); their slots add up at the engine.
@@ -67,12 +72,16 @@ class Settings(BaseSettings):
     temporal_ui_port: Port = 8233
     temporal_http_port: Port = 7243
     temporal_metrics_port: Port = 7235
+    # The dev stack's codec server, for the local Web UI to show encrypted jobs (only with a keys file).
+    codec_port: Port = 8081
     local_model_path: Path | None = None
     local_threads: int = Field(default=2, ge=1)
 
-    # Logging never includes chat text. JSON lines carry each job's metrics record in `extra.metrics`.
+    # Logging includes no chat text unless log_chat_text is set (then DEBUG lines carry messages and replies).
+    # JSON lines carry each job's metrics record in `extra.metrics`.
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
+    log_chat_text: bool = False
 
     @field_validator("temporal_address")
     @classmethod

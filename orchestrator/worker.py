@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from characters import bundled_characters
+from orchestrator.client import payload_converter
 from orchestrator.inference import InferenceClient
 from orchestrator.settings import Settings
 from orchestrator.tokens import token_counter
@@ -54,11 +55,22 @@ async def job_activities(settings: Settings) -> JobActivities:
         ),
         counter,
         policy,
+        settings.log_chat_text,
+    )
+
+
+def worker_client(client: Client, settings: Settings) -> Client:
+    """The same connection with the worker's payload converter (see `payload_converter`)."""
+    return Client(
+        client.service_client,
+        namespace=client.namespace,
+        data_converter=payload_converter(settings, worker=True),
     )
 
 
 async def build_workers(client: Client, settings: Settings) -> list[Worker]:
     jobs = await job_activities(settings)
+    client = worker_client(client, settings)
     workflows = Worker(
         client,
         task_queue=settings.task_queue,
@@ -69,7 +81,7 @@ async def build_workers(client: Client, settings: Settings) -> list[Worker]:
     generation = Worker(
         client,
         task_queue=settings.generate_task_queue,
-        activities=[ChatActivities(engine_client(settings)).generate],
+        activities=[ChatActivities(engine_client(settings), settings.log_chat_text).generate],
         max_concurrent_activities=settings.generation_slots,
         max_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,

@@ -6,7 +6,7 @@
   limits, the engine's tokenizer, the policy file. Their results are markers in the history, so every
   attempt's verdict is there to read, and replay never re-runs them.
 
-Nothing here logs chat text: ids, counts, codes and timings only."""
+Nothing here logs chat text (ids, counts, codes and timings only) unless CHAT_WORKER_LOG_CHAT_TEXT is set."""
 
 from __future__ import annotations
 
@@ -96,15 +96,25 @@ def quality_warnings(metrics: JobMetrics) -> list[str]:
 class JobActivities:
     """Local activities, bound to the worker's limits, tokenizer and policy."""
 
-    def __init__(self, limits: JobLimits, engine_limits: EngineLimits, counter: TextsCounter, policy: Policy) -> None:
+    def __init__(
+        self,
+        limits: JobLimits,
+        engine_limits: EngineLimits,
+        counter: TextsCounter,
+        policy: Policy,
+        log_chat_text: bool = False,
+    ) -> None:
         self._limits = limits
         self._engine_limits = engine_limits
         self._counter = counter
         self._policy = policy
+        self._log_chat_text = log_chat_text
 
     @activity.defn(name="prepare")
     async def prepare(self, request: PrepareRequest) -> Prepared:
         job = request.job
+        if self._log_chat_text:
+            logger.debug("prepare job={} last message: {}", job.job_id, job.messages[-1].content)
         problems = limit_problems(job, self._limits) + forbidden_input(job, self._policy)
         if problems:
             raise invalid_job("invalid job: " + "; ".join(problems))
@@ -163,8 +173,9 @@ def queue_ms(info: activity.Info) -> float:
 
 
 class ChatActivities:
-    def __init__(self, engine: ChatEngine) -> None:
+    def __init__(self, engine: ChatEngine, log_chat_text: bool = False) -> None:
         self._engine = engine
+        self._log_chat_text = log_chat_text
 
     @activity.defn(name="generate")
     async def generate(self, request: GenerateRequest) -> GenerateResult:
@@ -210,4 +221,6 @@ class ChatActivities:
             result.completion_tokens,
             result.engine_ms,
         )
+        if self._log_chat_text:
+            logger.debug("reply job={} attempt={}: {}", request.job_id, request.attempt, result.content)
         return result

@@ -13,6 +13,10 @@ from pydantic import Field, ValidationInfo, field_validator
 from characters import ASSISTANT_NAME, Character, StrictModel
 
 WORKFLOW_TYPE = "ChatWorkflow"
+# An encrypted payload's metadata (orchestrator/codec.py has the wire format). A worker hands on a job input
+# it cannot decrypt as it is, so that the workflow fails the job naming the key id.
+ENCRYPTED_ENCODING = b"binary/encrypted"
+KEY_ID_METADATA = "encryption-key-id"
 
 
 def generate_task_queue(workflow_task_queue: str) -> str:
