@@ -25,9 +25,11 @@ RUN /opt/venv/bin/pip install --only-binary=:all: --no-binary=chat-worker . \
 FROM ${PYTHON_IMAGE}
 COPY --from=build /opt/venv /opt/venv
 RUN useradd --system --uid 10001 --user-group --create-home --shell /usr/sbin/nologin worker
+# Private by default: without CHAT_WORKER_PAYLOAD_KEYS_FILE the worker refuses to store chat text unencrypted.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    CHAT_WORKER_ALLOW_PLAINTEXT=0
 USER worker
 WORKDIR /home/worker
 

@@ -73,7 +73,9 @@ def exec_form(arguments: str) -> list[str]:
 
 def test_the_compose_file_parses_and_needs_no_env_file() -> None:
     model = load_compose()  # raises on a ${VAR} without a default
-    assert set(model) <= {"name", "services", "volumes", "networks"} | {k for k in model if k.startswith("x-")}
+    assert set(model) <= {"name", "services", "volumes", "networks", "secrets"} | {
+        k for k in model if k.startswith("x-")
+    }
     assert set(services()) == {
         "postgres",
         "temporal-schema",
@@ -83,6 +85,7 @@ def test_the_compose_file_parses_and_needs_no_env_file() -> None:
         "tgi",
         "vllm",
         "worker",
+        "codec-server",
         "models-pull",
     }
 
@@ -328,6 +331,32 @@ def test_models_pull_fills_the_volume_tgi_reads() -> None:
 
 
 # --- Dockerfile -------------------------------------------------------------------------------------------
+
+
+def test_keys_reach_the_worker_and_the_codec_server_as_a_secret_file_never_as_a_value() -> None:
+    model = load_compose()
+    assert model["secrets"]["payload_keys"] == {"file": "./secrets/payload-keys"}
+    for name in ("worker", "codec-server"):
+        service = model["services"][name]
+        assert service["secrets"] == ["payload_keys"]
+        assert environment(service)["CHAT_WORKER_PAYLOAD_KEYS_FILE"] == "/run/secrets/payload_keys"
+    assert environment(model["services"]["worker"])["CHAT_WORKER_ALLOW_PLAINTEXT"] == "0"
+    assert (
+        "secrets/" in (ROOT / ".gitignore").read_text().split() and "secrets/" in (ROOT / ".dockerignore").read_text()
+    )
+
+
+def test_the_ui_asks_the_codec_server_at_an_address_the_browser_reaches_and_only_the_ui_may_call_it() -> None:
+    ui, codec = services()["temporal-ui"], services()["codec-server"]
+    endpoint = environment(ui)["TEMPORAL_CODEC_ENDPOINT"]
+    assert endpoint == "http://127.0.0.1:8081" and codec["ports"] == ["127.0.0.1:8081:8081"]
+    ui_origin = "http://127.0.0.1:" + ui["ports"][0].split(":")[1]
+    assert f"--cors-origin={ui_origin}" in codec["command"] and codec["command"][0] == "codec-server"
+
+
+def test_the_image_is_private_by_default() -> None:
+    env = " ".join(a for kind, a in stages()[-1] if kind == "ENV")
+    assert "CHAT_WORKER_ALLOW_PLAINTEXT=0" in env
 
 
 def test_the_image_is_built_in_stages_from_a_pinned_slim_python() -> None:
