@@ -6,8 +6,10 @@ the reason, and the default test run deselects them (pyproject addopts), so a sk
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 from pytest_docker.plugin import Services
@@ -16,6 +18,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
 from orchestrator.client import ChatClient, connect
+from orchestrator.codec import new_key_line
 from orchestrator.settings import Settings
 from tests.deploy.compose import COMPOSE_FILE
 from tests.deploy.preflight import unavailable_reason
@@ -39,7 +42,21 @@ def docker_compose_project_name() -> str:
 
 
 @pytest.fixture(scope="session")
-def docker_setup() -> list[str]:
+def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh key for the stack's worker and codec server (a Docker secret) and for this test's client."""
+    path = tmp_path_factory.mktemp("secrets") / "payload-keys"
+    path.write_text(new_key_line("compose-test") + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def stack_settings(keys_file: Path) -> Settings:
+    return Settings(_env_file=None, temporal_address="127.0.0.1:7233", payload_keys_file=keys_file)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def docker_setup(keys_file: Path) -> list[str]:
+    os.environ["PAYLOAD_KEYS_FILE"] = str(keys_file)  # docker compose reads it for the payload_keys secret
     # The weights first (a quick check when the volume has them), then the stack in the background.
     return ["--profile tools run --rm --build models-pull", "up --build --detach"]
 
@@ -72,8 +89,8 @@ def compose_stack(request: pytest.FixtureRequest) -> Services:
 
 
 @pytest.fixture(scope="session")
-async def compose_client(compose_stack: Services) -> Client:
-    return await connect(Settings(_env_file=None, temporal_address="127.0.0.1:7233"))  # type: ignore[call-arg]
+async def compose_client(compose_stack: Services, stack_settings: Settings) -> Client:
+    return await connect(stack_settings)
 
 
 async def test_search_attributes_are_registered_in_the_default_namespace(compose_client: Client) -> None:
@@ -84,8 +101,8 @@ async def test_search_attributes_are_registered_in_the_default_namespace(compose
         assert listed.custom_attributes[key.name] == IndexedValueType.ValueType(key.indexed_value_type.value)
 
 
-async def test_a_roleplay_job_runs_through_the_stack_on_qwen(compose_client: Client) -> None:
-    settings = Settings(_env_file=None, temporal_address="127.0.0.1:7233")  # type: ignore[call-arg]
+async def test_a_roleplay_job_runs_through_the_stack_on_qwen(compose_client: Client, stack_settings: Settings) -> None:
+    settings = stack_settings
     job = ChatJob(
         job_id=f"compose-{uuid.uuid4().hex[:12]}",
         job_type=JobType.roleplay,
