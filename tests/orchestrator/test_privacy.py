@@ -1,0 +1,190 @@
+"""Private at rest, on the real dev server and the real model: with a keys file, a job's text is nowhere in
+Temporal's history, its SQLite file, the `temporal` CLI's output or the logs, yet the backend reads the result,
+the stream and the status, and ops read the job through the codec server. Keys rotate."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from loguru import logger
+from temporalio.client import WorkflowFailureError
+
+from orchestrator.client import ChatClient, connect
+from orchestrator.codec import new_key_line, read_keys
+from orchestrator.codec_server import codec_server_running
+from orchestrator.devstack import temporal_binary
+from orchestrator.settings import Settings
+from tests.helpers import job, worker_against
+from workflows.models import ChatJob
+
+
+def phrase() -> str:
+    return f"velvet-lantern-{uuid.uuid4().hex[:10]}"
+
+
+def keys_file(tmp_path: Path, *key_ids: str, lines: dict[str, str] | None = None) -> Path:
+    path = tmp_path / f"keys-{'-'.join(key_ids)}"
+    known = lines if lines is not None else {}
+    path.write_text("".join(known.get(key_id) or new_key_line(key_id) + "\n" for key_id in key_ids))
+    return path
+
+
+def private_job(secret: str, **overrides: object) -> ChatJob:
+    return job(
+        messages=[{"role": "user", "content": f"*whispers* the password is {secret}. Remember it?"}], **overrides
+    )
+
+
+async def show(settings: Settings, namespace: str, job_id: str, codec_endpoint: str | None = None) -> str:
+    """`temporal workflow show` as ops run it; async, so that an in-process codec server can answer it."""
+    command = ["workflow", "show", "--address", settings.temporal_address, "--namespace", namespace]
+    command += ["--workflow-id", f"chat-{job_id}", "--output", "json"]
+    if codec_endpoint:
+        command += ["--codec-endpoint", codec_endpoint]
+    process = await asyncio.create_subprocess_exec(
+        str(temporal_binary()), *command, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+def readable(node: object) -> bytes:
+    """All of a `temporal … --output json` document as bytes, each payload's base64 `data` decoded, so that
+    text inside a payload is found as it is."""
+    if isinstance(node, dict) and isinstance(node.get("metadata"), dict):  # a payload: all of it base64
+        parts = [node.get("data", ""), *node["metadata"].values()]
+        return b" ".join(base64.b64decode(part) for part in parts if isinstance(part, str))
+    if isinstance(node, dict):
+        return b"".join(readable(value) for value in node.values())
+    if isinstance(node, list):
+        return b"".join(readable(item) for item in node)
+    return str(node).encode()
+
+
+def stored_bytes(settings: Settings) -> bytes:
+    """Everything the dev server wrote to its SQLite database, write-ahead log included."""
+    return b"".join(path.read_bytes() for path in settings.state_dir.glob("temporal.db*"))
+
+
+@pytest.fixture
+def all_logs() -> Iterator[list[str]]:
+    """Every log line at DEBUG: the worker's (loguru, JSON) and the SDK's and libraries' (stdlib logging)."""
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), level="DEBUG", serialize=True)
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: lines.append(logging.Formatter().format(record))  # type: ignore[method-assign]
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield lines
+    root.removeHandler(handler)
+    root.setLevel(previous)
+    logger.remove(sink)
+
+
+@pytest.fixture
+async def encrypted(
+    settings: Settings, isolated_namespace: str, tmp_path: Path
+) -> AsyncIterator[tuple[ChatClient, Path]]:
+    keys = keys_file(tmp_path, "key-a")
+    async for chat in worker_against(settings, isolated_namespace, settings.inference_base_url, payload_keys_file=keys):
+        yield chat, keys
+
+
+async def test_a_private_job_completes_and_its_text_is_stored_only_encrypted(
+    encrypted: tuple[ChatClient, Path], settings: Settings, isolated_namespace: str, all_logs: list[str]
+) -> None:
+    chat, keys = encrypted
+    secret = phrase()
+    submitted = private_job(secret)
+    await chat.submit(submitted)
+    events = [event async for event in chat.stream(submitted.job_id)]
+    result = await chat.result(submitted.job_id)
+    status = await chat.status(submitted.job_id)
+
+    assert events[-1].type == "done" and events[-1].result == result
+    assert len(result.content) >= 10 and status.stage == "done"
+    reply = result.content[:24]
+    history = readable(json.loads(await show(settings, isolated_namespace, submitted.job_id)))
+    assert secret.encode() not in history and reply.encode() not in history
+    assert b"binary/encrypted" in history and b"key-a" in history
+    stored = stored_bytes(settings)
+    assert secret.encode() not in stored and reply.encode() not in stored
+    logged = "\n".join(all_logs)
+    assert submitted.job_id in logged  # the worker did log this job
+    assert secret not in logged and reply not in logged
+    # What stays plain: ids and search attributes, free of chat text.
+    description = await chat.handle(submitted.job_id).describe()
+    attributes = json.dumps({k: list(v) for k, v in description.search_attributes.items()}, default=str)
+    assert secret not in attributes and secret not in description.id
+    assert "Mira" in attributes
+
+    async with codec_server_running(read_keys(keys), port=0) as codec:
+        decoded = readable(json.loads(await show(settings, isolated_namespace, submitted.job_id, codec)))
+    assert secret.encode() in decoded and reply.encode() in decoded
+
+
+async def test_chat_text_is_logged_only_when_asked_for(
+    settings: Settings, isolated_namespace: str, all_logs: list[str]
+) -> None:
+    secret = phrase()
+    async for chat in worker_against(settings, isolated_namespace, settings.inference_base_url, log_chat_text=True):
+        submitted = private_job(secret)
+        result = await (await chat.submit(submitted)).result()
+    logged = "\n".join(all_logs)
+    assert secret in logged and result.content in logged
+
+
+async def test_rotation_keeps_old_jobs_readable_and_a_removed_key_is_named(
+    settings: Settings, isolated_namespace: str, tmp_path: Path
+) -> None:
+    a_line, b_line = new_key_line("key-a") + "\n", new_key_line("key-b") + "\n"
+    only_a, b_then_a, only_b = tmp_path / "a", tmp_path / "ba", tmp_path / "b"
+    only_a.write_text(a_line)
+    b_then_a.write_text(b_line + a_line)
+    only_b.write_text(b_line)
+    base = settings.inference_base_url
+    old = private_job(phrase())
+    async for chat in worker_against(settings, isolated_namespace, base, payload_keys_file=only_a):
+        await (await chat.submit(old)).result()
+
+    new = private_job(phrase())
+    async for chat in worker_against(settings, isolated_namespace, base, payload_keys_file=b_then_a):
+        new_result = await (await chat.submit(new)).result()
+        assert (await chat.result(old.job_id)).job_id == old.job_id
+        history = await chat.handle(new.job_id).fetch_history()
+        started = history.events[0].workflow_execution_started_event_attributes.input.payloads[0]
+        assert started.metadata["encryption-key-id"] == b"key-b"
+    assert new_result.content
+
+    async for chat in worker_against(settings, isolated_namespace, base, payload_keys_file=only_b):
+        assert (await chat.result(new.job_id)).job_id == new.job_id
+        with pytest.raises(Exception, match="key-a"):
+            await chat.result(old.job_id)
+
+
+async def test_a_job_the_worker_cannot_decrypt_fails_at_once_naming_the_key_id(
+    settings: Settings, isolated_namespace: str, tmp_path: Path
+) -> None:
+    only_a, only_b = keys_file(tmp_path, "key-a"), keys_file(tmp_path, "key-b")
+    async for worker_side in worker_against(
+        settings, isolated_namespace, settings.inference_base_url, payload_keys_file=only_b
+    ):
+        backend_settings = worker_side.settings.model_copy(update={"payload_keys_file": only_a})
+        backend = ChatClient(await connect(backend_settings), backend_settings)
+        submitted = private_job(phrase())
+        with pytest.raises(WorkflowFailureError) as failure:
+            await (await backend.submit(submitted)).result()
+        cause = failure.value.cause
+        assert getattr(cause, "type", None) == "InvalidJob"
+        assert "key-a" in str(getattr(cause, "message", cause))
