@@ -111,8 +111,11 @@ async def workers_running(client: Client, settings: Settings) -> AsyncIterator[N
         await running
 
 
-async def worker_against(settings: Settings, namespace: str, base_url: str, **more: str) -> AsyncIterator[ChatClient]:
-    """A worker in `namespace` whose engine is `base_url` (e.g. a fault-injecting fake), for `async for`."""
+@asynccontextmanager
+async def worker_against(
+    settings: Settings, namespace: str, base_url: str, **more: object
+) -> AsyncIterator[ChatClient]:
+    """A worker in `namespace` whose engine is `base_url` (e.g. a fault-injecting fake), and a client for it."""
     wired = settings.model_copy(update={"temporal_namespace": namespace, "inference_base_url": base_url, **more})
     for _ in range(50):  # a new namespace takes a moment to reach the frontend's cache
         try:

@@ -62,8 +62,9 @@ class ChatEngine(Protocol):
     ) -> GenerateResult: ...
 
 
-def invalid_job(message: str) -> ApplicationError:
-    return ApplicationError(message, type=ErrorType.invalid_job.value, non_retryable=True)
+def invalid_job(problem: str) -> ApplicationError:
+    """The job's own failure (never retried): `problem` names the field and why."""
+    return ApplicationError(f"invalid job: {problem}", type=ErrorType.invalid_job.value, non_retryable=True)
 
 
 def forbidden_input(job: ChatJob, policy: Policy) -> list[str]:
@@ -78,7 +79,7 @@ def resolved_character(job: ChatJob) -> Character | None:
     try:
         return resolve(job.character)
     except UnknownCharacter as error:
-        raise invalid_job(f"invalid job: job.character: {error}") from None
+        raise invalid_job(f"job.character: {error}") from None
 
 
 def quality_warnings(metrics: JobMetrics) -> list[str]:
@@ -117,7 +118,7 @@ class JobActivities:
             logger.debug("prepare job={} last message: {}", job.job_id, job.messages[-1].content)
         problems = limit_problems(job, self._limits) + forbidden_input(job, self._policy)
         if problems:
-            raise invalid_job("invalid job: " + "; ".join(problems))
+            raise invalid_job("; ".join(problems))
         character = resolved_character(job)
         try:
             context = await budgeted_context(job, character, self._engine_limits, self._counter, request.budget_share)

@@ -4,18 +4,18 @@ parse the job → prepare (local activity: limits, policy, character, token-budg
 attempt: generate (activity on `{task_queue}-generate`) → check the reply (local activity) →
 (rejected: again, with a new seed and adjusted sampling) → record metrics (local activity) → ChatResult.
 
-The input is taken as plain JSON and validated here, so a malformed job fails the workflow at once with a
-non-retryable `InvalidJob` naming the field (a pydantic-typed parameter that does not decode would leave
-the workflow retrying its first task forever)."""
+The input is taken as its raw payload and decoded here, so a job that does not decode (a key this worker
+lacks, bytes that are not JSON) or is malformed fails the workflow at once with a non-retryable `InvalidJob`
+naming the key id or the field (a typed parameter that does not decode would leave the workflow retrying its
+first task forever)."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 from temporalio.workflow import ActivityCancellationType
@@ -24,9 +24,11 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from characters import describe_validation_error
-    from workflows.activities import ChatActivities, JobActivities
+    from workflows.activities import ChatActivities, JobActivities, invalid_job
     from workflows.context import char_name
     from workflows.models import (
+        ENCRYPTED_ENCODING,
+        KEY_ID_METADATA,
         NON_RETRYABLE,
         STREAM_TOPIC,
         WORKFLOW_TYPE,
@@ -71,15 +73,20 @@ LOCAL_RETRY = RetryPolicy(
 )
 
 
-def parsed_job(raw: Any) -> ChatJob:
+def parsed_job(raw: RawValue) -> ChatJob:
+    """The job from its payload as stored. Every way it can fail (a key this worker lacks, bytes that are not
+    JSON, JSON that is not a job) is an `InvalidJob` naming why, never a workflow task retried forever.
+    Messages carry positions and field names only: the payload's text is never quoted."""
+    key_id = raw.payload.metadata.get(KEY_ID_METADATA)
+    if raw.payload.metadata.get("encoding") == ENCRYPTED_ENCODING:
+        name = (key_id or b"").decode("utf-8", errors="replace")
+        raise invalid_job(f"the input is encrypted under key id {name!r}, which this worker's keys file lacks")
     try:
-        return ChatJob.model_validate(raw)
+        return ChatJob.model_validate(workflow.payload_converter().from_payload(raw.payload))
     except ValidationError as error:
-        raise ApplicationError(
-            f"invalid job: {describe_validation_error(error, 'job')}",
-            type=ErrorType.invalid_job.value,
-            non_retryable=True,
-        ) from None
+        raise invalid_job(describe_validation_error(error, "job")) from None
+    except Exception as error:  # an encoding no converter knows, for one
+        raise invalid_job(f"the input cannot be decoded ({type(error).__name__})") from None
 
 
 def failure(error: ActivityError) -> ApplicationError:
@@ -104,7 +111,7 @@ def rank(verdict: Verdict) -> tuple[int, int]:
 @workflow.defn(name=WORKFLOW_TYPE)
 class ChatWorkflow:
     @workflow.init
-    def __init__(self, job: Any) -> None:
+    def __init__(self, job: RawValue) -> None:
         # The stream registers its handlers here, before the generate activity can publish to it.
         self.stream = WorkflowStream()
         self._events = self.stream.topic(STREAM_TOPIC)
@@ -125,7 +132,7 @@ class ChatWorkflow:
         )
 
     @workflow.run
-    async def run(self, job: Any) -> ChatResult:
+    async def run(self, job: RawValue) -> ChatResult:
         try:
             result = await self._run(job)
         except BaseException as error:
@@ -143,7 +150,7 @@ class ChatWorkflow:
         workflow.upsert_search_attributes([ATTEMPTS.value_set(self._attempt), OUTCOME.value_set(outcome)])
         self._events.publish(event)
 
-    async def _run(self, job: Any) -> ChatResult:
+    async def _run(self, job: RawValue) -> ChatResult:
         chat_job = parsed_job(job)
         started = workflow.now()
         workflow.upsert_search_attributes([JOB_TYPE.value_set(chat_job.job_type.value)])

@@ -18,7 +18,7 @@ from loguru import logger
 from temporalio.client import WorkflowFailureError
 
 from orchestrator.client import ChatClient, connect
-from orchestrator.codec import new_key_line, read_keys
+from orchestrator.codec import UnknownKeyId, new_key_line, read_keys
 from orchestrator.codec_server import codec_server_running
 from orchestrator.devstack import temporal_binary
 from orchestrator.settings import Settings
@@ -97,7 +97,9 @@ async def encrypted(
     settings: Settings, isolated_namespace: str, tmp_path: Path
 ) -> AsyncIterator[tuple[ChatClient, Path]]:
     keys = keys_file(tmp_path, "key-a")
-    async for chat in worker_against(settings, isolated_namespace, settings.inference_base_url, payload_keys_file=keys):
+    async with worker_against(
+        settings, isolated_namespace, settings.inference_base_url, payload_keys_file=keys
+    ) as chat:
         yield chat, keys
 
 
@@ -138,7 +140,7 @@ async def test_chat_text_is_logged_only_when_asked_for(
     settings: Settings, isolated_namespace: str, all_logs: list[str]
 ) -> None:
     secret = phrase()
-    async for chat in worker_against(settings, isolated_namespace, settings.inference_base_url, log_chat_text=True):
+    async with worker_against(settings, isolated_namespace, settings.inference_base_url, log_chat_text=True) as chat:
         submitted = private_job(secret)
         result = await (await chat.submit(submitted)).result()
     logged = "\n".join(all_logs)
@@ -155,11 +157,11 @@ async def test_rotation_keeps_old_jobs_readable_and_a_removed_key_is_named(
     only_b.write_text(b_line)
     base = settings.inference_base_url
     old = private_job(phrase())
-    async for chat in worker_against(settings, isolated_namespace, base, payload_keys_file=only_a):
+    async with worker_against(settings, isolated_namespace, base, payload_keys_file=only_a) as chat:
         await (await chat.submit(old)).result()
 
     new = private_job(phrase())
-    async for chat in worker_against(settings, isolated_namespace, base, payload_keys_file=b_then_a):
+    async with worker_against(settings, isolated_namespace, base, payload_keys_file=b_then_a) as chat:
         new_result = await (await chat.submit(new)).result()
         assert (await chat.result(old.job_id)).job_id == old.job_id
         history = await chat.handle(new.job_id).fetch_history()
@@ -167,7 +169,7 @@ async def test_rotation_keeps_old_jobs_readable_and_a_removed_key_is_named(
         assert started.metadata["encryption-key-id"] == b"key-b"
     assert new_result.content
 
-    async for chat in worker_against(settings, isolated_namespace, base, payload_keys_file=only_b):
+    async with worker_against(settings, isolated_namespace, base, payload_keys_file=only_b) as chat:
         assert (await chat.result(new.job_id)).job_id == new.job_id
         with pytest.raises(Exception, match="key-a"):
             await chat.result(old.job_id)
@@ -177,14 +179,18 @@ async def test_a_job_the_worker_cannot_decrypt_fails_at_once_naming_the_key_id(
     settings: Settings, isolated_namespace: str, tmp_path: Path
 ) -> None:
     only_a, only_b = keys_file(tmp_path, "key-a"), keys_file(tmp_path, "key-b")
-    async for worker_side in worker_against(
+    async with worker_against(
         settings, isolated_namespace, settings.inference_base_url, payload_keys_file=only_b
-    ):
+    ) as worker_side:
         backend_settings = worker_side.settings.model_copy(update={"payload_keys_file": only_a})
         backend = ChatClient(await connect(backend_settings), backend_settings)
         submitted = private_job(phrase())
+        await backend.submit(submitted)
+        # The backend holds only key A: it cannot read the worker's failure, encrypted under key B.
+        with pytest.raises(UnknownKeyId, match="key-b"):
+            await backend.result(submitted.job_id)
         with pytest.raises(WorkflowFailureError) as failure:
-            await (await backend.submit(submitted)).result()
+            await worker_side.result(submitted.job_id)
         cause = failure.value.cause
         assert getattr(cause, "type", None) == "InvalidJob"
         assert "key-a" in str(getattr(cause, "message", cause))

@@ -169,7 +169,7 @@ async def test_bad_raw_input_fails_the_workflow_at_once_naming_the_field(
 async def test_non_retryable_engine_error_fails_the_job_after_one_try(
     settings: Settings, isolated_namespace: str
 ) -> None:
-    async for chat in worker_against(settings, isolated_namespace, f"{settings.inference_base_url}/nope"):
+    async with worker_against(settings, isolated_namespace, f"{settings.inference_base_url}/nope") as chat:
         handle = await chat.submit(job())
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
@@ -186,7 +186,7 @@ async def test_engine_429_is_retried_by_temporal_within_one_attempt(
     overloaded = Scripted(status=429, body={"error": "Model is overloaded", "error_type": "overloaded"})
     reply = "The rain hammers the shutters while I pour you a drink. Sit down and warm up."
     async with FakeEngine([overloaded, reply_stream(reply)]) as engine:
-        async for chat in worker_against(settings, isolated_namespace, engine.base_url):
+        async with worker_against(settings, isolated_namespace, engine.base_url) as chat:
             handle = await chat.submit(job())
             result = await handle.result()
             _, started = await generate_events(chat.temporal, handle.id)
@@ -196,7 +196,7 @@ async def test_engine_429_is_retried_by_temporal_within_one_attempt(
 
 
 async def test_a_renamed_task_queue_keeps_generation_beside_it(settings: Settings, isolated_namespace: str) -> None:
-    async for chat in worker_against(settings, isolated_namespace, settings.inference_base_url, task_queue="rp"):
+    async with worker_against(settings, isolated_namespace, settings.inference_base_url, task_queue="rp") as chat:
         handle = await chat.submit(job(sampling={"max_tokens": 16, "seed": 2}))
         await handle.result()
         scheduled, _ = await generate_events(chat.temporal, handle.id)
@@ -323,7 +323,7 @@ async def test_a_rejected_reply_is_regenerated_and_the_result_says_why(
     bad = "As an AI language model, I cannot pretend to be a tavern keeper, but I can describe one."
     good = "The rain hammers the shutters while I pour you a drink. Sit down and warm up, love."
     async with FakeEngine([reply_stream(bad), reply_stream(good)]) as engine:
-        async for wired in worker_against(settings, isolated_namespace, engine.base_url):
+        async with worker_against(settings, isolated_namespace, engine.base_url) as wired:
             handle = await wired.submit(job(sampling={"temperature": 0.8, "seed": 5}))
             result = await handle.result()
             scheduled, _ = await generate_events(wired.temporal, handle.id)
@@ -346,7 +346,7 @@ async def test_every_attempt_rejected_by_policy_on_the_real_model_returns_nothin
     policy = tmp_path / "policy.yaml"
     # Forbids any text but the user's own "?", so every reply breaks it.
     policy.write_text(yaml.safe_dump({"patterns": [{"pattern": r"^(?!\?$)[\s\S]", "why": "forbid every reply"}]}))
-    async for wired in worker_against(settings, isolated_namespace, settings.inference_base_url, policy_file=policy):
+    async with worker_against(settings, isolated_namespace, settings.inference_base_url, policy_file=policy) as wired:
         handle = await wired.submit(job(messages=[{"role": "user", "content": "?"}], sampling={"max_tokens": 12}))
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
@@ -373,7 +373,7 @@ async def test_a_forbidden_user_message_is_rejected_before_generation(
 ) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text("patterns:\n  - pattern: 'forbidden\\s+topic'\n")
-    async for wired in worker_against(settings, isolated_namespace, settings.inference_base_url, policy_file=policy):
+    async with worker_against(settings, isolated_namespace, settings.inference_base_url, policy_file=policy) as wired:
         handle = await wired.submit(job(messages=[{"role": "user", "content": "Let's discuss the Forbidden Topic."}]))
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
@@ -405,7 +405,7 @@ async def test_input_too_long_at_the_engine_shrinks_the_context_and_tries_once_m
         for r in ("user", "assistant")
     ] + [{"role": "user", "content": "And now?"}]
     async with FakeEngine([too_long, reply_stream(reply)]) as engine:
-        async for wired in worker_against(settings, isolated_namespace, engine.base_url):
+        async with worker_against(settings, isolated_namespace, engine.base_url) as wired:
             result = await (await wired.submit(job(messages=history))).result()
     assert result.content == reply
     first, second = (len(r["messages"]) for r in engine.requests)

@@ -65,7 +65,7 @@ async def test_a_forced_regeneration_and_a_temporal_retry_each_emit_reset_first(
     bad = "As an AI language model, I cannot pretend to be a tavern keeper, but I can describe one."
     good = "The rain hammers the shutters while I pour you a drink. Sit down and warm up, love."
     async with FakeEngine([reply_stream(bad), overloaded, reply_stream(good)]) as engine:
-        async for wired in worker_against(settings, isolated_namespace, engine.base_url):
+        async with worker_against(settings, isolated_namespace, engine.base_url) as wired:
             submitted = job()
             await wired.submit(submitted)
             events = await events_of(wired, submitted.job_id)
