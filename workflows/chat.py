@@ -55,6 +55,8 @@ HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 LOCAL_TIMEOUT = timedelta(seconds=30)
 # After the engine still answers "input too long", the context is built once more with this share of the budget.
 SHRUNK_BUDGET_SHARE = 0.75
+# Patch ids (workflow.patched): runs begun before a change replay as they ran.
+SHRINK_IS_NOT_AN_ATTEMPT = "shrink-is-not-an-attempt"
 GENERATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -205,6 +207,8 @@ class ChatWorkflow:
                 if error.type != ErrorType.input_too_long.value or shrunk:
                     raise
                 shrunk = True
+                if workflow.patched(SHRINK_IS_NOT_AN_ATTEMPT):
+                    self._attempt -= 1  # the engine saw no reply: this attempt runs again on the smaller context
                 self._stage = "building_context"
                 prepared = await self._prepare(job, SHRUNK_BUDGET_SHARE)
                 continue

@@ -22,7 +22,7 @@ from typing import TypeVar
 import pytest
 from pydantic import TypeAdapter
 from temporalio import activity
-from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.enums.v1 import EventType, IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import RawValue
@@ -239,6 +239,7 @@ async def workers(client: Client, fakes: Fakes) -> AsyncIterator[str]:
 class Ended:
     """How a job ended, as its client sees it."""
 
+    workflow_id: str
     result: ChatResult | None
     error: BaseException | None  # the cause of the workflow's failure
     events: list[StreamEvent]  # everything the job's stream retained
@@ -294,7 +295,17 @@ async def run_job(
         # The stream is read through the workflow's query handler: while its worker still runs.
         events = await asyncio.wait_for(stream_events(env.client, handle.id), timeout=30)
     outcome = (await handle.describe()).typed_search_attributes.get(OUTCOME)
-    return Ended(result=result, error=error, events=events, outcome=outcome)
+    return Ended(workflow_id=handle.id, result=result, error=error, events=events, outcome=outcome)
+
+
+async def generation_summaries(client: Client, workflow_id: str) -> list[str]:
+    """What the UI shows for each generation the workflow scheduled."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return [
+        client.data_converter.payload_converter.from_payload(e.user_metadata.summary, str)
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
 
 
 async def test_one_attempt_with_a_valid_reply(env: WorkflowEnvironment) -> None:
@@ -371,3 +382,17 @@ async def test_a_cancelled_job_ends_cancelled(env: WorkflowEnvironment) -> None:
     assert isinstance(ended.error, CancelledError)
     assert ended.final_events == ended.events[-1:] and ended.events[-1] == CancelledEvent()
     assert ended.outcome == "cancelled"
+
+
+async def test_a_context_shrink_is_not_an_attempt(env: WorkflowEnvironment) -> None:
+    too_long = ApplicationError(
+        "inputs tokens + max_new_tokens must be <= 2048", type="InputTooLong", non_retryable=True
+    )
+    fakes = Fakes(max_attempts=1, replies=[too_long, reply()])
+    ended = await run_job(env, fakes)
+    result = ended.ok()
+    assert result.outcome == "ok" and result.content == GOOD
+    assert result.attempts == 1 == len(result.attempt_details) and result.returned_attempt == 1
+    assert fakes.budget_shares == [1.0, 0.75]  # the context was built again, smaller
+    assert [r.attempt for r in fakes.generated] == [1, 1]  # the same attempt, on the smaller context
+    assert await generation_summaries(env.client, ended.workflow_id) == ["roleplay · 1 turn · attempt 1"] * 2
