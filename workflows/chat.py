@@ -17,7 +17,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.contrib.workflow_streams import WorkflowStream
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, is_cancelled_exception
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -57,6 +57,7 @@ LOCAL_TIMEOUT = timedelta(seconds=30)
 SHRUNK_BUDGET_SHARE = 0.75
 # Patch ids (workflow.patched): runs begun before a change replay as they ran.
 SHRINK_IS_NOT_AN_ATTEMPT = "shrink-is-not-an-attempt"
+DEADLINE_IS_NOT_A_CANCEL = "deadline-is-not-a-cancel"
 GENERATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -86,6 +87,17 @@ def failure(error: ActivityError) -> ApplicationError:
     if isinstance(cause, ApplicationError) and cause.type:
         return ApplicationError(cause.message, type=cause.type, non_retryable=True)
     return ApplicationError(f"{error.message}: {cause}", type=ErrorType.generation_failed.value, non_retryable=True)
+
+
+def ended_by(error: FailureError) -> ApplicationError:
+    """The workflow's own non-retryable failure for a Temporal failure that no stage turned into one: an
+    activity's keeps the activity's error type (`failure`) or names its cause (TimeoutError, ...); anything
+    else is named by its class."""
+    if isinstance(error, ActivityError) and error.cause is not None:
+        if isinstance(error.cause, ApplicationError) and error.cause.type:
+            return failure(error)
+        return ApplicationError(f"{error.message}: {error.cause}", type=type(error.cause).__name__, non_retryable=True)
+    return ApplicationError(error.message, type=type(error).__name__, non_retryable=True)
 
 
 def deadline_passed() -> ApplicationError:
@@ -144,9 +156,13 @@ class ChatWorkflow:
             if is_cancelled_exception(error):
                 self._end("cancelled", CancelledEvent())
                 raise asyncio.CancelledError from error  # the workflow ends cancelled, not failed
-            if isinstance(error, ApplicationError):
-                self._end("failed", FailedEvent(error_type=error.type or "", message=error.message))
-            raise
+            if not isinstance(error, FailureError):
+                raise  # a bug: the workflow task fails and Temporal retries it; the job has not ended
+            failed = error if isinstance(error, ApplicationError) else ended_by(error)
+            self._end("failed", FailedEvent(error_type=failed.type or "", message=failed.message))
+            if failed is error:
+                raise
+            raise failed from error
         self._end(result.outcome, DoneEvent(result=result))
         return result
 
@@ -173,6 +189,17 @@ class ChatWorkflow:
             )
         except TimeoutError:
             raise deadline_passed() from None
+        except FailureError as error:
+            # The deadline's cancellation of a running local activity (check_reply) ends it with an ActivityError
+            # ("Local Activity cancelled"), which wait_for passes on instead of a TimeoutError and `run` would
+            # take for a cancelled job: it is the deadline.
+            if (
+                is_cancelled_exception(error)
+                and workflow.now() >= deadline
+                and workflow.patched(DEADLINE_IS_NOT_A_CANCEL)
+            ):
+                raise deadline_passed() from error
+            raise
         return await self._finish(chat_job, prepared, chosen, started=started)
 
     async def _prepare(self, job: ChatJob, budget_share: float = 1.0) -> Prepared:

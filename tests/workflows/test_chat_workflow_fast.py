@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from pydantic import TypeAdapter
@@ -28,14 +28,22 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import RawValue
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    FailureError,
+    ServerError,
+    TimeoutType,
+)
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from orchestrator.devstack import temporal_binary
 from orchestrator.worker import MAX_HEARTBEAT_THROTTLE
 from workflows.activities import CheckRequest, Prepared, PrepareRequest
-from workflows.chat import ChatWorkflow
+from workflows.chat import ChatWorkflow, ended_by
 from workflows.context import BuiltContext, Dropped
 from workflows.models import (
     STREAM_TOPIC,
@@ -396,3 +404,87 @@ async def test_a_context_shrink_is_not_an_attempt(env: WorkflowEnvironment) -> N
     assert fakes.budget_shares == [1.0, 0.75]  # the context was built again, smaller
     assert [r.attempt for r in fakes.generated] == [1, 1]  # the same attempt, on the smaller context
     assert await generation_summaries(env.client, ended.workflow_id) == ["roleplay · 1 turn · attempt 1"] * 2
+
+
+@pytest.mark.parametrize("failing", ["check_reply", "record_metrics"])
+async def test_a_local_activity_that_keeps_failing_ends_the_job_failed(env: WorkflowEnvironment, failing: str) -> None:
+    broken = ApplicationError("the policy file cannot be read", type="PolicyUnavailable", non_retryable=True)
+    fakes = Fakes(verdicts=[broken]) if failing == "check_reply" else Fakes(metrics_error=broken)
+    # temporalio 1.35 hands a local activity's ApplicationError to the workflow as it was raised, not wrapped
+    # in an ActivityError.
+    ended = await run_job(env, fakes)
+    assert [e.type for e in ended.final_events] == ["failed"] and ended.events[-1].type == "failed"
+    assert ended.events[-1].error_type == "PolicyUnavailable"
+    assert ended.outcome == "failed"
+    # The workflow's own failure: a non-retryable ApplicationError keeping the activity's error type.
+    error = ended.failed()
+    assert error.type == "PolicyUnavailable" and error.non_retryable and error.message == broken.message
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        {"verdicts": [ApplicationError("the policy file cannot be read", type="PolicyUnavailable")]},
+        {"check_sleeps": 3600.0},
+    ],
+    ids=["keeps-failing", "runs-past-the-deadline"],
+)
+async def test_the_deadline_while_checking_the_reply_ends_the_job_failed(
+    env: WorkflowEnvironment, check: dict[str, Any]
+) -> None:
+    # check_reply (a local activity without a retry limit) is retried or runs until the deadline cancels it, in
+    # real time: a local activity holds the workflow task open, and no time is skipped meanwhile. A short
+    # workflow task timeout makes the worker report the deadline's timer sooner (it heartbeats the task at 80%
+    # of its timeout).
+    fakes = Fakes(deadline_seconds=1.0, **check)
+    ended = await run_job(env, fakes, task_timeout=timedelta(seconds=1))
+    assert not isinstance(ended.error, CancelledError), "nobody cancelled the job: its deadline passed"
+    assert ended.failed().type == ErrorType.deadline.value
+    assert [e.type for e in ended.final_events] == ["failed"] and ended.events[-1].type == "failed"
+    assert ended.events[-1].error_type == ErrorType.deadline.value
+    assert ended.outcome == "failed"
+    assert len(fakes.generated) == 1 and len(fakes.checked) >= 1 and fakes.metrics == []
+
+
+def local_activity_error(cause: BaseException) -> ActivityError:
+    error = ActivityError(
+        "Local Activity timed out",
+        scheduled_event_id=0,
+        started_event_id=0,
+        identity="",
+        activity_type="record_metrics",
+        activity_id="3",
+        retry_state=None,
+    )
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "error_type", "message"),
+    [
+        (
+            local_activity_error(
+                TemporalTimeoutError("Activity timed out", type=TimeoutType.START_TO_CLOSE, last_heartbeat_details=[])
+            ),
+            "TimeoutError",
+            "Local Activity timed out: Activity timed out",
+        ),
+        (
+            local_activity_error(ApplicationError("the policy file cannot be read", type="PolicyUnavailable")),
+            "PolicyUnavailable",
+            "the policy file cannot be read",
+        ),
+        (ServerError("history service unavailable", non_retryable=False), "ServerError", "history service unavailable"),
+    ],
+    ids=["activity-timeout", "activity-error", "other"],
+)
+def test_a_temporal_failure_no_stage_handled_ends_the_job_with_a_named_failure(
+    error: FailureError, error_type: str, message: str
+) -> None:
+    # What `run` fails the workflow with, and puts in the `failed` event, for a Temporal failure other than the
+    # workflow's own ApplicationError. No fake can end a job this way today: temporalio 1.35 hands a local
+    # activity's ApplicationError over unwrapped, the stages convert their activities' failures, and
+    # check_reply and record_metrics retry a timeout without limit.
+    ended = ended_by(error)
+    assert (ended.type, ended.message, ended.non_retryable) == (error_type, message, True)
