@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.contrib.workflow_streams import WorkflowStream
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, is_cancelled_exception
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -61,6 +61,9 @@ HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 LOCAL_TIMEOUT = timedelta(seconds=30)
 # After the engine still answers "input too long", the context is built once more with this share of the budget.
 SHRUNK_BUDGET_SHARE = 0.75
+# Patch ids (workflow.patched): runs begun before a change replay as they ran.
+SHRINK_IS_NOT_AN_ATTEMPT = "shrink-is-not-an-attempt"
+DEADLINE_IS_NOT_A_CANCEL = "deadline-is-not-a-cancel"
 GENERATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -95,6 +98,17 @@ def failure(error: ActivityError) -> ApplicationError:
     if isinstance(cause, ApplicationError) and cause.type:
         return ApplicationError(cause.message, type=cause.type, non_retryable=True)
     return ApplicationError(f"{error.message}: {cause}", type=ErrorType.generation_failed.value, non_retryable=True)
+
+
+def ended_by(error: FailureError) -> ApplicationError:
+    """The workflow's own non-retryable failure for a Temporal failure that no stage turned into one: an
+    activity's keeps the activity's error type (`failure`) or names its cause (TimeoutError, ...); anything
+    else is named by its class."""
+    if isinstance(error, ActivityError) and error.cause is not None:
+        if isinstance(error.cause, ApplicationError) and error.cause.type:
+            return failure(error)
+        return ApplicationError(f"{error.message}: {error.cause}", type=type(error.cause).__name__, non_retryable=True)
+    return ApplicationError(error.message, type=type(error).__name__, non_retryable=True)
 
 
 def deadline_passed() -> ApplicationError:
@@ -139,9 +153,13 @@ class ChatWorkflow:
             if is_cancelled_exception(error):
                 self._end("cancelled", CancelledEvent())
                 raise asyncio.CancelledError from error  # the workflow ends cancelled, not failed
-            if isinstance(error, ApplicationError):
-                self._end("failed", FailedEvent(error_type=error.type or "", message=error.message))
-            raise
+            if not isinstance(error, FailureError):
+                raise  # a bug: the workflow task fails and Temporal retries it; the job has not ended
+            failed = error if isinstance(error, ApplicationError) else ended_by(error)
+            self._end("failed", FailedEvent(error_type=failed.type or "", message=failed.message))
+            if failed is error:
+                raise
+            raise failed from error
         self._end(result.outcome, DoneEvent(result=result))
         return result
 
@@ -168,6 +186,17 @@ class ChatWorkflow:
             )
         except TimeoutError:
             raise deadline_passed() from None
+        except FailureError as error:
+            # The deadline's cancellation of a running local activity (check_reply) ends it with an ActivityError
+            # ("Local Activity cancelled"), which wait_for passes on instead of a TimeoutError and `run` would
+            # take for a cancelled job: it is the deadline.
+            if (
+                is_cancelled_exception(error)
+                and workflow.now() >= deadline
+                and workflow.patched(DEADLINE_IS_NOT_A_CANCEL)
+            ):
+                raise deadline_passed() from error
+            raise
         return await self._finish(chat_job, prepared, chosen, started=started)
 
     async def _prepare(self, job: ChatJob, budget_share: float = 1.0) -> Prepared:
@@ -202,6 +231,8 @@ class ChatWorkflow:
                 if error.type != ErrorType.input_too_long.value or shrunk:
                     raise
                 shrunk = True
+                if workflow.patched(SHRINK_IS_NOT_AN_ATTEMPT):
+                    self._attempt -= 1  # the engine saw no reply: this attempt runs again on the smaller context
                 self._stage = "building_context"
                 prepared = await self._prepare(job, SHRUNK_BUDGET_SHARE)
                 continue

