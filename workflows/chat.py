@@ -241,6 +241,7 @@ class ChatWorkflow:
                 JobActivities.check_reply,
                 CheckRequest(reply=result.content, spec=spec, history=job.messages, finish_reason=result.finish_reason),
                 start_to_close_timeout=LOCAL_TIMEOUT,
+                retry_policy=LOCAL_RETRY,
                 summary=f"check reply · attempt {self._attempt}",
             )
             attempt = Attempt(self._attempt, sampling, result, verdict)
@@ -304,12 +305,18 @@ class ChatWorkflow:
             total_ms=(workflow.now() - started).total_seconds() * 1000,
         )
         result = chat_result(job, self._attempts, chosen, timings, prepared.context.prompt_tokens)
-        await workflow.execute_local_activity_method(
-            JobActivities.record_metrics,
-            job_metrics(job, prepared.character, self._attempts[0].sampling, result),
-            start_to_close_timeout=LOCAL_TIMEOUT,
-            summary="record metrics",
-        )
+        try:
+            await workflow.execute_local_activity_method(
+                JobActivities.record_metrics,
+                job_metrics(job, prepared.character, self._attempts[0].sampling, result),
+                start_to_close_timeout=LOCAL_TIMEOUT,
+                retry_policy=LOCAL_RETRY,
+                summary="record metrics",
+            )
+        except FailureError as error:  # the reply is the job's point: it is returned all the same
+            if is_cancelled_exception(error):
+                raise
+            workflow.logger.warning("metrics not recorded for job %s: %s", job.job_id, type(error).__name__)
         return result
 
     def _new_seed(self) -> int:

@@ -406,10 +406,17 @@ async def test_a_context_shrink_is_not_an_attempt(env: WorkflowEnvironment) -> N
     assert await generation_summaries(env.client, ended.workflow_id) == ["roleplay · 1 turn · attempt 1"] * 2
 
 
-@pytest.mark.parametrize("failing", ["check_reply", "record_metrics"])
-async def test_a_local_activity_that_keeps_failing_ends_the_job_failed(env: WorkflowEnvironment, failing: str) -> None:
+async def test_metrics_that_cannot_be_recorded_do_not_cost_the_reply(env: WorkflowEnvironment) -> None:
+    fakes = Fakes(metrics_error=ApplicationError("the log sink is gone", type="LogSinkDown"))
+    ended = await run_job(env, fakes)
+    assert ended.ok().outcome == "ok" and ended.ok().content == GOOD
+    assert [e.type for e in ended.final_events] == ["done"] and ended.outcome == "ok"
+    assert len(fakes.metrics) == 3  # LOCAL_RETRY's attempts, then the result is returned all the same
+
+
+async def test_a_check_that_keeps_failing_ends_the_job_failed(env: WorkflowEnvironment) -> None:
     broken = ApplicationError("the policy file cannot be read", type="PolicyUnavailable", non_retryable=True)
-    fakes = Fakes(verdicts=[broken]) if failing == "check_reply" else Fakes(metrics_error=broken)
+    fakes = Fakes(verdicts=[broken])
     # temporalio 1.35 hands a local activity's ApplicationError to the workflow as it was raised, not wrapped
     # in an ActivityError.
     ended = await run_job(env, fakes)
@@ -432,7 +439,7 @@ async def test_a_local_activity_that_keeps_failing_ends_the_job_failed(env: Work
 async def test_the_deadline_while_checking_the_reply_ends_the_job_failed(
     env: WorkflowEnvironment, check: dict[str, Any]
 ) -> None:
-    # check_reply (a local activity without a retry limit) is retried or runs until the deadline cancels it, in
+    # check_reply (a local activity) is retried or runs until the deadline cancels it, in
     # real time: a local activity holds the workflow task open, and no time is skipped meanwhile. A short
     # workflow task timeout makes the worker report the deadline's timer sooner (it heartbeats the task at 80%
     # of its timeout).
@@ -483,8 +490,7 @@ def test_a_temporal_failure_no_stage_handled_ends_the_job_with_a_named_failure(
     error: FailureError, error_type: str, message: str
 ) -> None:
     # What `run` fails the workflow with, and puts in the `failed` event, for a Temporal failure other than the
-    # workflow's own ApplicationError. No fake can end a job this way today: temporalio 1.35 hands a local
-    # activity's ApplicationError over unwrapped, the stages convert their activities' failures, and
-    # check_reply and record_metrics retry a timeout without limit.
+    # workflow's own ApplicationError. No fake ends a job this way today: temporalio 1.35 hands a local
+    # activity's ApplicationError over unwrapped, and the stages convert their activities' failures.
     ended = ended_by(error)
     assert (ended.type, ended.message, ended.non_retryable) == (error_type, message, True)
