@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import sys
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -15,17 +14,15 @@ from pydantic import ValidationError
 from characters import (
     ASSISTANT_NAME,
     SCENARIO_TYPES,
-    CardError,
     Character,
     NoSuchGreeting,
     UnknownCharacter,
     bundled_characters,
     describe_validation_error,
     greeting,
-    read_card,
     resolve,
 )
-from orchestrator.cli.command import Argument, Command, OneOf, connected
+from orchestrator.cli.command import Argument, CardFile, Command, OneOf, connected
 from orchestrator.errors import AsCliError, CliError
 from orchestrator.settings import Settings
 from workflows.models import ChatJob, ChatResult, JobType, Message
@@ -38,10 +35,7 @@ HELP = "commands: /regenerate (a new reply to your last message), /continue (ext
 
 def character_from_args(args: argparse.Namespace) -> str | Character | None:
     """A bundled character's name, or the profile of a card file (carried in the job inline)."""
-    if args.card is None:
-        return args.character
-    with AsCliError(CardError, code=2, prefix="--card "):
-        return read_card(args.card).character
+    return args.character if args.card is None else args.card.character
 
 
 def profile(character: str | Character | None) -> Character | None:
@@ -236,7 +230,7 @@ CHAT = Command(
             ),
             Argument(
                 "--card",
-                type=Path,
+                type=CardFile,
                 metavar="PATH",
                 help="a Character Card file (PNG or JSON, V1/V2/V3) to roleplay with, sent inline in the job",
             ),

@@ -1,5 +1,5 @@
-"""What every command module declares its commands with, and what several of them share: the connection
-to Temporal.
+"""What every command module declares its commands with, and what several of them share: the `--card`
+argument and the connection to Temporal.
 
 A command is data: a `Command` (name, help, description, a table of its arguments, the settings fields it
 reads, and `run`, an `async (args, settings) -> int` coroutine giving the exit code) or a `Group` of them
@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import CliError
+from characters import CardError, Character, read_card
+from orchestrator.errors import AsCliError, CliError
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
@@ -93,6 +96,19 @@ class Group:
         actions = parser.add_subparsers(dest=f"{self.name}_command", required=True, metavar=self.metavar)
         for action in self.actions:
             action.add_to(actions)
+
+
+class CardFile:
+    """`--card PATH`: a Character Card file, read when a job first needs its profile and then kept, so a
+    command that sends many jobs (a conversation) reads it once. An unreadable card is bad input (exit 2)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    @cached_property
+    def character(self) -> Character:
+        with AsCliError(CardError, code=2, prefix="--card "):
+            return read_card(self.path).character
 
 
 async def connected(settings: Settings) -> Client:

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from characters import ASSISTANT_NAME, CardError, UnknownCharacter, describe_validation_error, read_card, resolve
-from orchestrator.cli.command import NO_SETTINGS, Argument, Command
+from characters import ASSISTANT_NAME, UnknownCharacter, describe_validation_error, resolve
+from orchestrator.cli.command import NO_SETTINGS, Argument, CardFile, Command
 from orchestrator.errors import AsCliError, CliError
 from orchestrator.settings import ENGINE_LIMITS, Settings
 from orchestrator.tokens import offline_counter
@@ -71,8 +71,7 @@ async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_context(args: argparse.Namespace, settings: Settings) -> int:
     job = from_json_file(args.job_file, "job file", TypeAdapter(ChatJob), "job")
     if args.card is not None:
-        with AsCliError(CardError, code=2, prefix="--card "):
-            job = job.model_copy(update={"character": read_card(Path(args.card)).character})
+        job = job.model_copy(update={"character": args.card.character})
     max_input = args.max_input_tokens or settings.max_input_tokens
     max_total = args.max_total_tokens or settings.max_total_tokens
     if max_input >= max_total:
@@ -135,7 +134,9 @@ CONTEXT = Command(
     "Tokens are counted with the local GGUF's tokenizer when installed, else estimated (3.5 chars/token).",
     arguments=(
         Argument("--job-file", required=True, metavar="JOB.json", help="a ChatJob as in `schema`"),
-        Argument("--card", metavar="PATH", help="a PNG or JSON character card, inlined as the job's character"),
+        Argument(
+            "--card", type=CardFile, metavar="PATH", help="a PNG or JSON character card, inlined as the job's character"
+        ),
         Argument("--max-input-tokens", type=int, metavar="N", help="the engine's input limit"),
         Argument("--max-total-tokens", type=int, metavar="N", help="the engine's input+output limit"),
     ),
