@@ -51,6 +51,8 @@ def typed(lines: list[str]) -> Iterator[str]:
     raise EOFError
 
 
+# Its own event loop: nothing else (the session's in-process worker) runs between the scripted turns.
+@pytest.mark.asyncio(loop_scope="function")
 async def test_a_conversation_with_a_card_reads_the_card_once(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
