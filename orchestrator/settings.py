@@ -4,6 +4,7 @@ engine's limits from TGI's own env file (`CHAT_WORKER_ENGINE_ENV_FILE=tgi.env`).
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -12,7 +13,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from characters import describe_validation_error
-from orchestrator.engine_env import merged_with_engine_env, read_engine_env, slots_over_cap
+from orchestrator.engine_env import ENGINE_ENV_SETTINGS, merged_with_engine_env, read_engine_env, slots_over_cap
 from workflows.models import JobLimits, generate_task_queue
 
 ENV_PREFIX = "CHAT_WORKER_"
@@ -166,9 +167,30 @@ def env_var(field: str) -> str:
     return f"{ENV_PREFIX}{field.upper()}"
 
 
-def load_settings(**overrides: object) -> Settings:
+# The engine's env file and the settings it sets, which it is checked against: who reads one reads them all.
+ENGINE_LIMITS = frozenset({"engine_env_file", *ENGINE_ENV_SETTINGS.values()})
+
+
+def load_settings(*, reads: Collection[str] | None = None, **overrides: object) -> Settings:
+    """Settings from the environment and .env. `reads` names the fields the caller uses (None: all): when a
+    variable is invalid, every field outside `reads` takes its default instead, so only an invalid variable
+    the caller reads stops it."""
+    unknown = set(reads or ()) - Settings.model_fields.keys()
+    if unknown:
+        raise ValueError(f"not settings: {', '.join(sorted(unknown))}")
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return validated(overrides)
+    except SettingsError:
+        if reads is None:
+            raise
+    unread = {name: field.default for name, field in Settings.model_fields.items() if name not in reads}
+    return validated(unread | overrides)
+
+
+def validated(values: Mapping[str, object]) -> Settings:
+    """Settings with these values over the environment's."""
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
     except ValidationError as error:
         problems = describe_validation_error(error, name=env_var, shows_input=lambda field: field != "api_key")
         raise SettingsError(f"invalid settings: {problems}") from None

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.__main__ import parser
+from orchestrator.cli import parser
 from orchestrator.models_pull import DEFAULT_MODEL
 from orchestrator.settings import Settings, SettingsError, load_settings
 from tests.deploy.compose import (

@@ -37,7 +37,7 @@ def test_help_explains_each_command(command: str, says: list[str]) -> None:
 
 
 def test_commands_that_need_no_server_do_not_load_temporal() -> None:
-    probe = "import sys, orchestrator.__main__ as cli; cli.parser(); print('temporalio' in sys.modules)"
+    probe = "import sys, orchestrator.cli as cli; cli.parser(); print('temporalio' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
     assert done.stdout.strip() == "False"
 

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from characters import Character, bundled_character, bundled_characters
-from orchestrator.__main__ import parser
-from orchestrator.cli_chat import job_from_args
+from orchestrator.cli import parser
+from orchestrator.cli.chat import job_from_args
 from orchestrator.errors import CliError
 from orchestrator.settings import Settings
 from tests.characters.cardfiles import REAL_CARDS, b64_json, json_card, png, png_card, v1, v2, v3
@@ -195,7 +195,7 @@ def test_export_into_an_avatar_and_by_default_name(tmp_path: Path) -> None:
 def test_characters_commands_do_not_load_temporal() -> None:
     card = REAL_CARDS / "default_Seraphina.png"
     probe = (
-        "import sys\nfrom orchestrator.__main__ import main\n"
+        "import sys\nfrom orchestrator.cli import main\n"
         f"codes = [main(['characters', 'list']), main(['characters', 'import', {str(card)!r}, '--json'])]\n"
         "print(codes, 'temporalio' in sys.modules, file=sys.stderr)"
     )

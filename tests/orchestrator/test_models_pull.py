@@ -203,7 +203,7 @@ def test_an_interrupted_pull_removes_only_its_own_unfinished_files(tmp_path: Pat
 
 def test_pulling_does_not_load_temporal(tmp_path: Path) -> None:
     probe = (
-        "import sys; from orchestrator.__main__ import main; "
+        "import sys; from orchestrator.cli import main; "
         f"code = main(['models', 'pull', '--cache-dir', {str(tmp_path / 'c')!r}]); "
         "print(code, 'temporalio' in sys.modules)"
     )

@@ -69,3 +69,27 @@ def test_settings_are_immutable() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     with pytest.raises(ValueError):
         settings.generation_slots = 3  # type: ignore[misc]
+
+
+def test_an_invalid_variable_the_caller_does_not_read_takes_the_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHAT_WORKER_TEMPORAL_ADDRESS", "nonsense")
+    monkeypatch.setenv("CHAT_WORKER_POLICY_FILE", "policy.yaml")
+    settings = load_settings(reads={"policy_file"})
+    assert settings.policy_file == Path("policy.yaml") and settings.temporal_address == "127.0.0.1:7233"
+    for reads in (None, {"policy_file", "temporal_address"}):
+        with pytest.raises(SettingsError, match="CHAT_WORKER_TEMPORAL_ADDRESS"):
+            load_settings(reads=reads)
+
+
+def test_valid_variables_hold_whatever_the_caller_reads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHAT_WORKER_GENERATION_SLOTS", "4")
+    assert load_settings(reads=set()).generation_slots == 4
+
+
+def test_reads_names_settings() -> None:
+    with pytest.raises(ValueError, match="not settings: temporal_adress"):
+        load_settings(reads={"temporal_adress"})

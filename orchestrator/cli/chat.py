@@ -13,22 +13,21 @@ from pydantic import ValidationError
 
 from characters import (
     ASSISTANT_NAME,
-    CardError,
+    SCENARIO_TYPES,
     Character,
     NoSuchGreeting,
     UnknownCharacter,
+    bundled_characters,
     describe_validation_error,
     greeting,
-    read_card,
     resolve,
 )
-from orchestrator.errors import CliError
+from orchestrator.cli.command import Argument, CardFile, Command, OneOf, connected
+from orchestrator.errors import AsCliError, CliError
 from orchestrator.settings import Settings
 from workflows.models import ChatJob, ChatResult, JobType, Message
 
 if TYPE_CHECKING:
-    from temporalio.client import Client
-
     from orchestrator.client import ChatClient
 
 HELP = "commands: /regenerate (a new reply to your last message), /continue (extend the last reply), /quit"
@@ -36,19 +35,12 @@ HELP = "commands: /regenerate (a new reply to your last message), /continue (ext
 
 def character_from_args(args: argparse.Namespace) -> str | Character | None:
     """A bundled character's name, or the profile of a card file (carried in the job inline)."""
-    if args.card is None:
-        return args.character
-    try:
-        return read_card(args.card).character
-    except CardError as error:
-        raise CliError(f"--card {error}", code=2) from None
+    return args.character if args.card is None else args.card.character
 
 
 def profile(character: str | Character | None) -> Character | None:
-    try:
+    with AsCliError(UnknownCharacter, code=2):
         return resolve(character)
-    except UnknownCharacter as error:
-        raise CliError(str(error), code=2) from None
 
 
 def job_from_args(args: argparse.Namespace, messages: list[Message], mode: str = "reply") -> ChatJob:
@@ -79,17 +71,6 @@ def job_from_args(args: argparse.Namespace, messages: list[Message], mode: str =
         raise CliError(f"invalid job: {describe_validation_error(error, 'job')}", code=2) from None
 
 
-async def connected(settings: Settings) -> Client:
-    from orchestrator.client import connect
-
-    try:
-        return await connect(settings)
-    except RuntimeError as error:
-        raise CliError(
-            f"cannot reach Temporal at {settings.temporal_address} ({error}); is `make dev` running?"
-        ) from None
-
-
 def failure_message(job: ChatJob, error: BaseException) -> str:
     cause = getattr(error, "cause", None) or error
     detail = getattr(cause, "cause", None) or cause
@@ -100,10 +81,8 @@ def failure_message(job: ChatJob, error: BaseException) -> str:
 async def submitted(chat: ChatClient, job: ChatJob) -> None:
     from orchestrator.client import InvalidJob
 
-    try:
+    with AsCliError(InvalidJob, code=2):
         handle = await chat.submit(job)
-    except InvalidJob as error:
-        raise CliError(str(error), code=2) from None
     print(f"job {job.job_id} started (workflow {handle.id})", file=sys.stderr)
 
 
@@ -203,7 +182,7 @@ async def conversation(chat: ChatClient, args: argparse.Namespace, character: Ch
         try:
             result = await streamed_reply_of(chat, job, speaker)
         except CliError as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(error.line, file=sys.stderr)
             if job.mode == "reply" and messages[-1].role == "user" and line != "/regenerate":
                 messages.pop()  # the turn did not happen; the user may try again
             continue
@@ -227,3 +206,54 @@ async def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     else:
         await conversation(chat, args, character, speaker)
     return 0
+
+
+CHAT = Command(
+    "chat",
+    help="one chat job and its reply, or an interactive conversation",
+    description="Submit a chat job to a running stack (`make dev` or a worker). With --message: print the "
+    "reply on stdout (as it is written, with --stream); progress and a summary line go to stderr. Without "
+    "--message: an interactive conversation that shows the character's greeting, streams each reply and "
+    "keeps the history between turns; type /regenerate, /continue or /quit.",
+    epilog="examples: python -m orchestrator chat --character Mira --message 'Evening, Mira.' --stream\n"
+    "          python -m orchestrator chat --character Mira",
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    arguments=(
+        Argument("-m", "--message", help="the user's message (omit it for an interactive conversation)"),
+        Argument("--stream", action="store_true", help="print the reply as it is generated"),
+        OneOf(
+            Argument(
+                "-c",
+                "--character",
+                help="a bundled character to roleplay with "
+                f"({', '.join(c.name for c in bundled_characters().values())}); implies --job-type chat_roleplay",
+            ),
+            Argument(
+                "--card",
+                type=CardFile,
+                metavar="PATH",
+                help="a Character Card file (PNG or JSON, V1/V2/V3) to roleplay with, sent inline in the job",
+            ),
+        ),
+        Argument(
+            "-s",
+            "--scenario",
+            help=f"the scene: a type ({', '.join(SCENARIO_TYPES)}), woven with the character's details, or free "
+            "text (default: the character's own)",
+        ),
+        Argument("-u", "--user-name", default="User", help="the user's name in the story (default: User)"),
+        Argument(
+            "--job-type",
+            choices=[t.value for t in JobType],
+            metavar="TYPE",
+            help=f"one of {', '.join(t.value for t in JobType)} (default: chat_roleplay with --character, "
+            "else chat_conversation)",
+        ),
+        Argument("--max-tokens", type=int, help="reply length cap, 1-2048 (default: per job type)"),
+        Argument("--temperature", type=float, help="0.1-1.0 (default: per job type)"),
+        Argument("--top-p", type=float, help="0.1-1.0 (default: 0.9)"),
+        Argument("--seed", type=int, help="sampling seed, for a reproducible first attempt"),
+        Argument("--job-id", help="job id (default: random); the same id never runs twice"),
+    ),
+    run=cmd_chat,
+)

@@ -1,0 +1,38 @@
+"""`python -m orchestrator health`: the worker container's health probe (the Dockerfile's HEALTHCHECK)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+from orchestrator.cli.command import Command
+from orchestrator.health import poller_identities, queues_without_local_poller
+from orchestrator.settings import Settings
+
+
+async def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
+    from temporalio.service import RPCError
+
+    try:
+        pollers = await poller_identities(settings)
+    except (RuntimeError, RPCError) as error:  # cannot connect, or the server refused the call
+        print(f"unhealthy: Temporal at {settings.temporal_address}: {error}", file=sys.stderr)
+        return 1
+    hostname = socket.gethostname()
+    missing = queues_without_local_poller(pollers, hostname)
+    if missing:
+        print(f"unhealthy: no worker on {hostname} polls {' and '.join(missing)}", file=sys.stderr)
+        return 1
+    print(f"healthy: a worker on {hostname} polls {' and '.join(pollers)}", file=sys.stderr)
+    return 0
+
+
+HEALTH = Command(
+    "health",
+    help="exit 0 when this host's worker polls both task queues (the container's health probe)",
+    description="Ask Temporal (CHAT_WORKER_TEMPORAL_ADDRESS) for the pollers of the task queues 'chat' "
+    "and 'chat-generate' and exit 0 when a worker on this host is among them, else exit 1 with one "
+    "line saying why. The worker image's HEALTHCHECK runs it.",
+    run=cmd_health,
+)

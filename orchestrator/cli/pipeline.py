@@ -1,0 +1,154 @@
+"""The pipeline's pure stages from the command line, with no server: `validate`, `context`, `schema`.
+Each prints ONE JSON object on stdout (scripts outside the test suite rely on that)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+
+from characters import ASSISTANT_NAME, UnknownCharacter, describe_validation_error, resolve
+from orchestrator.cli.command import NO_SETTINGS, Argument, CardFile, Command
+from orchestrator.errors import AsCliError, CliError
+from orchestrator.settings import ENGINE_LIMITS, Settings
+from orchestrator.tokens import offline_counter
+from workflows.context import ContextTooLarge, budgeted_context
+from workflows.models import (
+    ChatJob,
+    ChatResult,
+    EngineLimits,
+    JobStatus,
+    JobType,
+    Message,
+    StreamEvent,
+)
+from workflows.policy import load_policy
+from workflows.validation import ReplySpec, validate
+
+T = TypeVar("T")
+
+
+def read_text(path: str, what: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise CliError(f"{what} {path}: cannot read: {getattr(error, 'strerror', None) or error}", code=2) from None
+
+
+def from_json_file(path: str, what: str, shape: TypeAdapter[T], root: str) -> T:
+    """The file's JSON as `shape`; an error names the file and, for a bad value, its field under `root`."""
+    try:
+        return shape.validate_python(json.loads(read_text(path, what)))
+    except json.JSONDecodeError as error:
+        raise CliError(f"{what} {path}: not valid JSON: {error}", code=2) from None
+    except ValidationError as error:
+        raise CliError(f"{what} {path}: {describe_validation_error(error, root)}", code=2) from None
+
+
+def history_from(path: str | None) -> list[Message]:
+    return [] if path is None else from_json_file(path, "history file", TypeAdapter(list[Message]), "history")
+
+
+def emit(payload: Any) -> int:
+    print(json.dumps(payload, ensure_ascii=False))
+    return 0
+
+
+async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    reply = read_text(args.reply_file, "reply file")
+    history = history_from(args.history_file)
+    spec = ReplySpec(job_type=JobType(args.job_type), char_name=args.char_name, user_name=args.user_name)
+    verdict = validate(reply, spec, history, args.finish_reason, load_policy(settings.policy_file))
+    return emit(verdict.model_dump())
+
+
+async def cmd_context(args: argparse.Namespace, settings: Settings) -> int:
+    job = from_json_file(args.job_file, "job file", TypeAdapter(ChatJob), "job")
+    if args.card is not None:
+        job = job.model_copy(update={"character": args.card.character})
+    max_input = args.max_input_tokens or settings.max_input_tokens
+    max_total = args.max_total_tokens or settings.max_total_tokens
+    if max_input >= max_total:
+        raise CliError(
+            f"--max-input-tokens ({max_input}) must be smaller than --max-total-tokens ({max_total})", code=2
+        )
+    with AsCliError(UnknownCharacter, code=2, prefix="job.character: "):
+        character = resolve(job.character)
+    counter = offline_counter(settings)
+    limits = EngineLimits(
+        max_input_tokens=max_input, max_total_tokens=max_total, margin_tokens=settings.context_margin_tokens
+    )
+    with AsCliError(ContextTooLarge, code=2):
+        built = await budgeted_context(job, character, limits, counter)
+    return emit({**built.model_dump(), "tokenizer": counter.name})
+
+
+async def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    return emit(
+        {
+            "ChatJob": ChatJob.model_json_schema(),
+            "ChatResult": ChatResult.model_json_schema(),
+            "StreamEvent": TypeAdapter(StreamEvent).json_schema(),
+            "JobStatus": JobStatus.model_json_schema(),
+        }
+    )
+
+
+VALIDATE = Command(
+    "validate",
+    help="check a reply as the workflow does and print {valid, reasons, cleaned}",
+    description="Run reply validation on a file, no server needed. Prints ONE JSON object "
+    '{"valid": bool, "reasons": [codes], "cleaned": str} and exits 0 whatever the verdict; exits 2 with '
+    "one error line for bad arguments or unreadable files. Reason codes: empty, too_short, short (warning), "
+    "repetitive, echoes_history, out_of_character, refusal, speaks_for_user, cut_off, policy.",
+    arguments=(
+        Argument("--job-type", required=True, choices=[t.value for t in JobType]),
+        Argument("--reply-file", required=True, metavar="PATH", help="the reply; - reads stdin"),
+        Argument("--char-name", default=ASSISTANT_NAME, help=f"the character's name (default: {ASSISTANT_NAME})"),
+        Argument("--user-name", default="User", help="the user's name (default: User)"),
+        Argument(
+            "--history-file",
+            metavar="PATH",
+            help='JSON list of {"role", "content"}, oldest first, ending with the message the reply answers',
+        ),
+        Argument(
+            "--finish-reason", choices=["stop", "length"], default="stop", help="why the engine stopped (default: stop)"
+        ),
+    ),
+    reads=frozenset({"policy_file"}),
+    run=cmd_validate,
+)
+
+CONTEXT = Command(
+    "context",
+    help="print the messages a job would send, within the token budget",
+    description="Build a job's context offline and print ONE JSON object: messages, prompt_tokens, budget, "
+    "lorebook (entries inserted), dropped ({history_messages, examples, lorebook_entries}), stop, tokenizer. "
+    "Engine limits come from settings (CHAT_WORKER_MAX_INPUT_TOKENS / _MAX_TOTAL_TOKENS) unless given. "
+    "Tokens are counted with the local GGUF's tokenizer when installed, else estimated (3.5 chars/token).",
+    arguments=(
+        Argument("--job-file", required=True, metavar="JOB.json", help="a ChatJob as in `schema`"),
+        Argument(
+            "--card", type=CardFile, metavar="PATH", help="a PNG or JSON character card, inlined as the job's character"
+        ),
+        Argument("--max-input-tokens", type=int, metavar="N", help="the engine's input limit"),
+        Argument("--max-total-tokens", type=int, metavar="N", help="the engine's input+output limit"),
+    ),
+    reads=ENGINE_LIMITS | {"context_margin_tokens", "tokenizer", "local_model_path"},
+    run=cmd_context,
+)
+
+SCHEMA = Command(
+    "schema",
+    help="print the JSON Schemas of ChatJob, ChatResult and the stream's events",
+    description='Print ONE JSON object {"ChatJob": <JSON Schema>, "ChatResult": <JSON Schema>, "StreamEvent": '
+    '<JSON Schema>, "JobStatus": <JSON Schema>} for backends in other languages.',
+    reads=NO_SETTINGS,
+    run=cmd_schema,
+)

@@ -1,0 +1,113 @@
+"""`python -m orchestrator dev | worker | demo`: the embedded stack, a worker, and the demo exchange."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import uuid
+
+from characters import bundled_character
+from orchestrator.cli.chat import reply_of, summary_line
+from orchestrator.cli.command import Argument, Command, connected
+from orchestrator.errors import CliError
+from orchestrator.settings import Settings
+from workflows.models import ChatJob, JobType
+
+DEMO_MESSAGE = "*shakes the rain off my coat* Evening, Mira. Quiet night?"
+
+
+async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.engine_check import engine_limit_problems
+    from orchestrator.worker import run_workers, stop_on_signals
+
+    problems = await engine_limit_problems(settings)
+    if problems:
+        raise CliError(
+            f"the engine at {settings.inference_base_url} disagrees with this worker: " + "; ".join(problems)
+        )
+    client = await connected(settings)
+    await run_workers(client, settings, stop_on_signals())
+    return 0
+
+
+async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.devstack import DevStack
+    from orchestrator.worker import run_workers, stop_on_signals
+
+    with DevStack(settings):
+        stop = stop_on_signals()
+        client = await connected(settings)
+        print(f"dev stack up. Temporal Web UI: {settings.ui_url}  (Ctrl-C stops everything)", file=sys.stderr)
+        print("try: python -m orchestrator chat --character Mira --message 'Hello there'", file=sys.stderr)
+        await run_workers(client, settings, stop)
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.client import ChatClient
+    from orchestrator.devstack import DevStack
+    from orchestrator.worker import run_workers
+
+    job = ChatJob(
+        job_id=f"demo-{uuid.uuid4().hex[:12]}",
+        job_type=JobType.roleplay,
+        messages=[{"role": "user", "content": args.message}],
+        character=args.character,
+        user_name=args.user_name,
+    )
+    with DevStack(settings):
+        client = await connected(settings)
+        stop, ready = asyncio.Event(), asyncio.Event()
+        workers = asyncio.create_task(run_workers(client, settings, stop, ready))
+        try:
+            await ready.wait()
+            print(f"{args.user_name}: {args.message}")
+            result = await reply_of(ChatClient(client, settings), job)
+        finally:
+            stop.set()
+            await workers
+    print(f"{bundled_character(args.character).name}: {result.content}")
+    print(summary_line(result), file=sys.stderr)
+    print(
+        f"job {job.job_id} is saved in {settings.state_dir / 'temporal.db'}; see it in the Temporal Web UI at "
+        f"{settings.ui_url}/namespaces/{settings.temporal_namespace}/workflows while `make dev` runs.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+DEV = Command(
+    "dev",
+    help="run the embedded stack (Temporal dev server + llama.cpp + worker) until Ctrl-C",
+    description="Start the Temporal dev server (SQLite under CHAT_WORKER_STATE_DIR, default .state/, Web UI "
+    "on CHAT_WORKER_TEMPORAL_UI_PORT, default 8233), the llama.cpp server with SmolLM2-135M on "
+    "CHAT_WORKER_INFERENCE_BASE_URL (default http://127.0.0.1:8088) and a worker, and keep them "
+    "running until Ctrl-C or SIGTERM, which stops all three. Logs of the servers go to .state/logs/. "
+    "Submit jobs from another terminal with `python -m orchestrator chat`.",
+    run=cmd_dev,
+)
+
+WORKER = Command(
+    "worker",
+    help="run a worker against an existing Temporal server and inference engine",
+    description="Poll task queues 'chat' (workflows) and 'chat-generate' (generation, at most "
+    "CHAT_WORKER_GENERATION_SLOTS at once, default 8) until SIGTERM or Ctrl-C, which lets in-flight "
+    "generations finish first. At start, a TGI engine's GET /info must match the worker's token limits "
+    "and cover its slots, or the worker refuses to run (engines without /info are not checked).",
+    run=cmd_worker,
+)
+
+DEMO = Command(
+    "demo",
+    help="start the embedded stack, run one roleplay exchange, print the reply, stop",
+    description="What `make demo` runs: the dev stack and a worker start, one roleplay job runs through "
+    "Temporal against the real local model, the reply is printed, everything stops. The job stays "
+    "in the dev server's history under .state/.",
+    arguments=(
+        Argument("--character", default="Mira", help="bundled character (default: Mira)"),
+        Argument("--message", default=DEMO_MESSAGE, help="the user's message"),
+        Argument("--user-name", default="Traveller", help="the user's name (default: Traveller)"),
+    ),
+    run=cmd_demo,
+)

@@ -1,0 +1,77 @@
+"""`chat`'s interactive conversation driven in-process: scripted input lines, and a stand-in for ChatClient
+that answers every job at once (the real stack's conversation runs in test_cli.py, in a terminal)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+import orchestrator.client
+from characters import Character, export_card
+from orchestrator.cli import chat, parser
+from orchestrator.settings import Settings
+from workflows.models import ChatJob, ChatResult, DeltaEvent, DoneEvent, StreamEvent
+
+ORRIN = Character(name="Orrin", description="{{char}} keeps a lighthouse.", first_mes="Evening, traveller.")
+
+
+class StandInChat:
+    """Takes the place of ChatClient: records each job and streams the same short reply to it. After the first
+    job it deletes the card file, so a command that read the card again would fail."""
+
+    def __init__(self, card: Path) -> None:
+        self.card = card
+        self.jobs: list[ChatJob] = []
+
+    async def submit(self, job: ChatJob) -> SimpleNamespace:
+        self.jobs.append(job)
+        self.card.unlink(missing_ok=True)
+        return SimpleNamespace(id=f"chat-{job.job_id}")
+
+    async def stream(self, job_id: str) -> AsyncIterator[StreamEvent]:
+        yield DeltaEvent(attempt=1, text="Aye.")
+        result = ChatResult(
+            job_id=job_id,
+            content="Aye.",
+            finish_reason="stop",
+            prompt_tokens=10,
+            completion_tokens=2,
+            attempts=1,
+            returned_attempt=1,
+        )
+        yield DoneEvent(result=result)
+
+
+def typed(lines: list[str]) -> Iterator[str]:
+    yield from lines
+    raise EOFError
+
+
+# Its own event loop: nothing else (the session's in-process worker) runs between the scripted turns.
+@pytest.mark.asyncio(loop_scope="function")
+async def test_a_conversation_with_a_card_reads_the_card_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    card = tmp_path / "orrin.json"
+    card.write_bytes(export_card(ORRIN, "v2-json", None))
+    stand_in = StandInChat(card)
+    lines = typed(["Is the lamp lit?", "/regenerate", "/continue", "And the storm?", "/quit"])
+
+    async def no_temporal(settings: Settings) -> None:
+        return None
+
+    monkeypatch.setattr(chat, "connected", no_temporal)
+    monkeypatch.setattr(orchestrator.client, "ChatClient", lambda client, settings: stand_in)
+    monkeypatch.setattr("builtins.input", lambda prompt: next(lines))
+    args: argparse.Namespace = parser().parse_args(["chat", "--card", str(card), "--user-name", "Tam"])
+
+    assert await chat.cmd_chat(args, Settings(_env_file=None)) == 0  # type: ignore[call-arg]
+
+    assert [job.mode for job in stand_in.jobs] == ["reply", "reply", "continue", "reply"]
+    assert all(job.character == ORRIN for job in stand_in.jobs)
+    out = capsys.readouterr().out
+    assert out.startswith("Orrin: Evening, traveller.\n") and out.count("Orrin: Aye.") == 4
