@@ -72,6 +72,7 @@ def settings_on_free_ports(state_dir: Path, **overrides: object) -> Settings:
         "temporal_ui_port": free_port(),
         "temporal_http_port": free_port(),
         "temporal_metrics_port": free_port(),
+        "codec_port": free_port(),
         "inference_base_url": f"http://127.0.0.1:{free_port()}",
         "state_dir": state_dir,
     }
@@ -115,6 +116,15 @@ def ports_in_use(settings: Settings) -> list[str]:
     ]
 
 
+def codec_endpoint(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.codec_port}"
+
+
+def codec_flags(settings: Settings) -> list[str]:
+    """With payload encryption on, the dev server's Web UI decrypts through the dev codec server."""
+    return [] if settings.payload_keys_file is None else ["--ui-codec-endpoint", codec_endpoint(settings)]
+
+
 def services(settings: Settings) -> list[Service]:
     from orchestrator.visibility import dev_server_flags  # imports temporalio: only when a stack starts
 
@@ -143,6 +153,7 @@ def services(settings: Settings) -> list[Service]:
             "--log-level",
             "warn",
             *dev_server_flags(),
+            *codec_flags(settings),
         ],
         ready_url=(
             f"http://{settings.temporal_host}:{settings.temporal_http_port}"

@@ -14,7 +14,7 @@ from typing import NoReturn
 
 from loguru import logger
 
-from orchestrator.cli import characters, chat, health, jobs, models, pipeline, stack
+from orchestrator.cli import characters, chat, health, jobs, models, pipeline, privacy, stack
 from orchestrator.cli.command import Command, Group
 from orchestrator.errors import AsCliError, CliError, StartupError
 from orchestrator.settings import Settings, SettingsError, load_settings
@@ -32,6 +32,8 @@ COMMANDS: tuple[Command | Group, ...] = (
     characters.CHARACTERS,
     health.HEALTH,
     models.MODELS,
+    privacy.KEYS,
+    privacy.CODEC_SERVER,
 )
 
 

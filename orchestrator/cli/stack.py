@@ -40,8 +40,21 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         client = await connected(settings)
         print(f"dev stack up. Temporal Web UI: {settings.ui_url}  (Ctrl-C stops everything)", file=sys.stderr)
         print("try: python -m orchestrator chat --character Mira --message 'Hello there'", file=sys.stderr)
-        await run_workers(client, settings, stop)
+        async with asyncio.TaskGroup() as running:
+            running.create_task(run_workers(client, settings, stop))
+            if settings.payload_keys_file is not None:
+                running.create_task(dev_codec_server(settings, stop))
     return 0
+
+
+async def dev_codec_server(settings: Settings, stop: asyncio.Event) -> None:
+    """With a keys file, the local Web UI reads jobs through a codec server (no token: it is on loopback)."""
+    from orchestrator.codec import read_keys
+    from orchestrator.codec_server import serve_codec
+
+    assert settings.payload_keys_file is not None
+    keys = read_keys(settings.payload_keys_file)
+    await serve_codec(keys, "127.0.0.1", settings.codec_port, [settings.ui_url], stop=stop)
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -84,6 +97,8 @@ DEV = Command(
     "on CHAT_WORKER_TEMPORAL_UI_PORT, default 8233), the llama.cpp server with SmolLM2-135M on "
     "CHAT_WORKER_INFERENCE_BASE_URL (default http://127.0.0.1:8088) and a worker, and keep them "
     "running until Ctrl-C or SIGTERM, which stops all three. Logs of the servers go to .state/logs/. "
+    "With CHAT_WORKER_PAYLOAD_KEYS_FILE, payloads are encrypted and a codec server on 127.0.0.1:"
+    "CHAT_WORKER_CODEC_PORT (default 8081) lets the Web UI show them. "
     "Submit jobs from another terminal with `python -m orchestrator chat`.",
     run=cmd_dev,
 )
