@@ -9,12 +9,10 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from loguru import logger
-from temporalio.client import Client
 
 from bench.capacity import CapacityResult, measure_capacity
 from bench.context_build import measure_context
@@ -23,10 +21,11 @@ from bench.overhead import OverheadResult, measure_overhead
 from bench.report import BenchConfig, BenchRun, checked, previous_run, table, write_run
 from bench.standin import StandInProcess
 from orchestrator.client import ChatClient, connect
+from orchestrator.codec import new_key_line
 from orchestrator.devstack import TEMPORAL_DEV_SERVER, DevStack, settings_on_free_ports
 from orchestrator.settings import Settings
 from orchestrator.tokens import installed_gguf
-from orchestrator.worker import engine_client, job_activities, run_workers
+from orchestrator.worker import engine_client, job_activities, workers_running
 
 RESULTS = ROOT / "bench" / "results"
 FULL = {"pairs": 20, "jobs": 1000, "context_repeats": 20}
@@ -59,6 +58,11 @@ def parser() -> argparse.ArgumentParser:
         "--context-repeats", type=int, help=f"repeats of the context benchmark (default {FULL['context_repeats']})"
     )
     root.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="encrypt every payload with a throwaway key (CHAT_WORKER_PAYLOAD_KEYS_FILE), to measure the codec's cost",
+    )
+    root.add_argument(
         "--results-dir", type=Path, default=RESULTS, help="where runs are saved and the previous one is read"
     )
     return root
@@ -77,6 +81,7 @@ def config_from(args: argparse.Namespace, root: argparse.ArgumentParser) -> Benc
         slots=args.slots,
         delay_ms=args.delay_ms,
         context_turns=args.context_turns,
+        encrypted=args.encrypt,
         **counts,
     )
 
@@ -90,22 +95,6 @@ def progress_printer() -> Callable[[str], None]:
     return progress
 
 
-@asynccontextmanager
-async def running_worker(client: Client, settings: Settings) -> AsyncIterator[None]:
-    """The real worker (`run_workers`) in this process, polling until the block ends."""
-    stop, ready = asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(run_workers(client, settings, stop, ready))
-    waiting = asyncio.create_task(ready.wait())
-    await asyncio.wait([running, waiting], return_when=asyncio.FIRST_COMPLETED)
-    if running.done():
-        running.result()  # raises why the worker did not start
-    try:
-        yield
-    finally:
-        stop.set()
-        await running
-
-
 async def stack_benchmarks(
     stack: DevStack, settings: Settings, config: BenchConfig, progress: Callable[[str], None]
 ) -> tuple[OverheadResult, CapacityResult]:
@@ -114,7 +103,7 @@ async def stack_benchmarks(
 
     # One attempt per job: validation retries off, so both paths make exactly one generation.
     model = settings.model_copy(update={"task_queue": "bench-model", "max_attempts": 1})
-    async with running_worker(client, model):
+    async with workers_running(client, model):
         overhead = await measure_overhead(
             ChatClient(client, model),
             await job_activities(model),
@@ -134,7 +123,7 @@ async def stack_benchmarks(
                 "inference_base_url": standin.base_url,
             }
         )
-        async with running_worker(client, bursting):
+        async with workers_running(client, bursting):
             capacity = await measure_capacity(
                 ChatClient(client, bursting),
                 standin,
@@ -147,6 +136,14 @@ async def stack_benchmarks(
     return overhead, capacity
 
 
+def keys_file(state: Path, config: BenchConfig) -> Path | None:
+    if not config.encrypted:
+        return None
+    path = state / "payload-keys"
+    path.write_text(new_key_line("bench") + "\n")
+    return path
+
+
 def run(config: BenchConfig, results: Path) -> BenchRun:
     progress = progress_printer()
     machine = this_machine()
@@ -154,7 +151,9 @@ def run(config: BenchConfig, results: Path) -> BenchRun:
     with tempfile.TemporaryDirectory(prefix="chat-worker-bench-") as state:
         # One llama.cpp thread: on 2 cores shared with Temporal and the worker, two threads spin-wait on each
         # other and the same 100-token generation took anywhere from 1 to 28 s; one thread takes a steady ~1.4 s.
-        settings = settings_on_free_ports(Path(state), local_threads=1)
+        settings = settings_on_free_ports(
+            Path(state), local_threads=1, payload_keys_file=keys_file(Path(state), config)
+        )
         # The worker's per-job log lines go to a file beside the results, not between the progress lines.
         results.mkdir(parents=True, exist_ok=True)
         log_file = results / "last-run-worker.log"

@@ -26,6 +26,7 @@ class BenchConfig(BaseModel):
     delay_ms: float
     context_turns: int
     context_repeats: int
+    encrypted: bool = False  # payloads through the AES-GCM codec (--encrypt)
 
 
 class TargetCheck(BaseModel):
@@ -231,9 +232,11 @@ def format_table(title: str, body: list[Section]) -> str:
 def title(run: BenchRun, previous: dict[str, Any] | None, previous_name: str | None) -> str:
     load = " ".join(f"{value:.2f}" for value in run.load_average_end)
     quick = " (--quick)" if value_at(previous, "config.quick") else ""
+    before = " (encrypted)" if value_at(previous, "config.encrypted") else ""
+    now = " · payloads encrypted" if run.config.encrypted else ""
     return (
-        f"chat-worker benchmark · {run.machine.describe()} · load average at the end {load}\n"
-        f"previous: {previous_name or 'none'}{quick}"
+        f"chat-worker benchmark{now} · {run.machine.describe()} · load average at the end {load}\n"
+        f"previous: {previous_name or 'none'}{quick}{before}"
     )
 
 

@@ -200,22 +200,7 @@ async def codec_server_running(
                 serving.result()
                 raise CodecServerError("codec server stopped while starting")
             await asyncio.sleep(0.01)
-        yield base_url(host, sock.getsockname()[1])
-    finally:
-        server.should_exit = True
-        await serving
-
-
-async def serve_codec(
-    keys: KeyRing,
-    host: str = DEFAULT_HOST,
-    port: int = DEFAULT_PORT,
-    cors_origins: Sequence[str] = (),
-    token: str | SecretStr | None = None,
-    stop: asyncio.Event | None = None,
-) -> None:
-    """Serve until `stop` is set or this task is cancelled, then shut down cleanly."""
-    async with codec_server_running(keys, host, port, cors_origins, token) as url:
+        url = base_url(host, sock.getsockname()[1])
         logger.info(
             "codec server on {} (keys {}, CORS for {}, {})",
             url,
@@ -223,5 +208,8 @@ async def serve_codec(
             ", ".join(cors_origins) or "no origin",
             "bearer token required" if token is not None else "no token",
         )
-        await (stop or asyncio.Event()).wait()
-        logger.info("codec server stopping")
+        yield url
+    finally:
+        server.should_exit = True
+        await serving
+        logger.info("codec server stopped")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
 from loguru import logger
@@ -108,6 +109,21 @@ async def run_workers(
         )
         await stop.wait()
         logger.info("shutting down workers")
+
+
+@asynccontextmanager
+async def workers_running(client: Client, settings: Settings) -> AsyncIterator[None]:
+    """The workers, polling until the block ends; raises why when they cannot start."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(run_workers(client, settings, stop, ready))
+    await asyncio.wait([running, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if running.done():
+        running.result()
+    try:
+        yield
+    finally:
+        stop.set()
+        await running
 
 
 def stop_on_signals() -> asyncio.Event:

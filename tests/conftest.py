@@ -18,7 +18,7 @@ from orchestrator.client import ChatClient, connect
 from orchestrator.devstack import DevStack, settings_on_free_ports
 from orchestrator.settings import Settings
 from orchestrator.visibility import register_search_attributes
-from tests.helpers import workers_running
+from orchestrator.worker import workers_running
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from temporalio.client import Client
-
 from orchestrator.client import ChatClient, connect
 from orchestrator.settings import Settings
-from orchestrator.worker import run_workers
+from orchestrator.worker import workers_running
 from workflows.models import ChatJob, JobType
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,21 +92,6 @@ async def arun(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
     out, err = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode is not None
     return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
-
-
-@asynccontextmanager
-async def workers_running(client: Client, settings: Settings) -> AsyncIterator[None]:
-    """The worker process's workers, polling until the block ends; raises why if they cannot start."""
-    stop, ready = asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(run_workers(client, settings, stop, ready))
-    await asyncio.wait([running, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
-    if running.done():
-        running.result()
-    try:
-        yield
-    finally:
-        stop.set()
-        await running
 
 
 @asynccontextmanager

@@ -11,6 +11,7 @@ from orchestrator.errors import AsCliError, CliError
 from orchestrator.settings import Settings
 
 KEYS_FILE_READ = frozenset({"payload_keys_file"})
+CORS_ORIGIN_HELP = "an origin whose pages may call it, e.g. the UI's http://127.0.0.1:8233 (repeatable)"
 
 
 def key_id(value: str) -> str:
@@ -38,7 +39,7 @@ def bearer_token(path: Path) -> str:
 
 async def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.codec import KeysFileError, read_keys
-    from orchestrator.codec_server import CodecServerError, serve_codec
+    from orchestrator.codec_server import CodecServerError, codec_server_running
     from orchestrator.worker import stop_on_signals
 
     if settings.payload_keys_file is None:
@@ -46,8 +47,10 @@ async def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> int:
     with AsCliError(KeysFileError, code=1, prefix="CHAT_WORKER_PAYLOAD_KEYS_FILE: "):
         keys = read_keys(settings.payload_keys_file)
     token = bearer_token(args.token_file) if args.token_file else None
+    stop = stop_on_signals()
     with AsCliError(CodecServerError, code=1):
-        await serve_codec(keys, args.host, args.port, args.cors_origin, token, stop=stop_on_signals())
+        async with codec_server_running(keys, args.host, args.port, args.cors_origin, token):
+            await stop.wait()
     return 0
 
 
@@ -71,25 +74,23 @@ KEYS = Group(
     ),
 )
 
+CODEC_SERVER_DESCRIPTION = (
+    'Serve POST /encode and POST /decode ({"payloads": [...]}) with the keys of CHAT_WORKER_PAYLOAD_KEYS_FILE '
+    "until Ctrl-C or SIGTERM. Browsers may call it only from the --cors-origin origins (the Temporal UI's, e.g. "
+    "http://127.0.0.1:8233). With --token-file every request must carry `Authorization: Bearer <token>` (the UI "
+    "sends none to a plain-http endpoint: a token is for the CLI's --codec-auth). It decrypts every job: keep it "
+    "on loopback."
+)
+
 CODEC_SERVER = Command(
     "codec-server",
     help="decrypt payloads for the Temporal UI and CLI (Temporal's remote codec protocol)",
-    description='Serve POST /encode and POST /decode ({"payloads": [...]}) with the keys of '
-    "CHAT_WORKER_PAYLOAD_KEYS_FILE until Ctrl-C or SIGTERM. Browsers may call it only from the --cors-origin "
-    "origins (the Temporal UI's, e.g. http://127.0.0.1:8233). With --token-file every request must carry "
-    "`Authorization: Bearer <token>` (the UI sends none to a plain-http endpoint: a token is for the CLI's "
-    "--codec-auth). It decrypts every job: keep it on loopback.",
+    description=CODEC_SERVER_DESCRIPTION,
     epilog="example: temporal workflow show --codec-endpoint http://127.0.0.1:8081 -w chat-42",
     arguments=(
         Argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"),
         Argument("--port", type=int, default=8081, help="port (default: 8081)"),
-        Argument(
-            "--cors-origin",
-            action="append",
-            default=[],
-            metavar="URL",
-            help="an origin whose pages may call it, e.g. the UI's http://127.0.0.1:8233 (repeatable)",
-        ),
+        Argument("--cors-origin", action="append", default=[], metavar="URL", help=CORS_ORIGIN_HELP),
         Argument("--token-file", type=Path, metavar="F", help="a file holding the bearer token to require"),
     ),
     reads=KEYS_FILE_READ,

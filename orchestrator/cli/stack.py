@@ -50,17 +50,18 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 async def dev_codec_server(settings: Settings, stop: asyncio.Event) -> None:
     """With a keys file, the local Web UI reads jobs through a codec server (no token: it is on loopback)."""
     from orchestrator.codec import read_keys
-    from orchestrator.codec_server import serve_codec
+    from orchestrator.codec_server import codec_server_running
 
     assert settings.payload_keys_file is not None
     keys = read_keys(settings.payload_keys_file)
-    await serve_codec(keys, "127.0.0.1", settings.codec_port, [settings.ui_url], stop=stop)
+    async with codec_server_running(keys, "127.0.0.1", settings.codec_port, [settings.ui_url]):
+        await stop.wait()
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.client import ChatClient
     from orchestrator.devstack import DevStack
-    from orchestrator.worker import run_workers
+    from orchestrator.worker import workers_running
 
     job = ChatJob(
         job_id=f"demo-{uuid.uuid4().hex[:12]}",
@@ -71,15 +72,9 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     )
     with DevStack(settings):
         client = await connected(settings)
-        stop, ready = asyncio.Event(), asyncio.Event()
-        workers = asyncio.create_task(run_workers(client, settings, stop, ready))
-        try:
-            await ready.wait()
+        async with workers_running(client, settings):
             print(f"{args.user_name}: {args.message}")
             result = await reply_of(ChatClient(client, settings), job)
-        finally:
-            stop.set()
-            await workers
     print(f"{bundled_character(args.character).name}: {result.content}")
     print(summary_line(result), file=sys.stderr)
     print(

@@ -18,7 +18,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from orchestrator.codec import EncryptionCodec, KeyRing
-from orchestrator.codec_server import CodecServerError, codec_app, codec_server_running, serve_codec
+from orchestrator.codec_server import CodecServerError, codec_app, codec_server_running
 from tests.helpers import job
 
 PHRASE = "the lighthouse keeper hums in violet"
@@ -209,22 +209,9 @@ async def test_without_a_token_no_authorization_is_needed() -> None:
     assert payloads_in(answer) == original
 
 
-async def test_serve_codec_stops_when_asked() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    stop = asyncio.Event()
-    serving = asyncio.create_task(serve_codec(KEYS, port=port, stop=stop))
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(500):  # until it listens (a bounded wait, not a timing assertion)
-        try:
-            await request(url, "GET", "/health")
-            break
-        except OSError:
-            await asyncio.sleep(0.02)
-    assert (await request(url, "GET", "/health")).status == 200
-    stop.set()
-    await serving
+async def test_leaving_the_block_stops_the_server() -> None:
+    async with codec_server_running(KEYS, port=0) as url:
+        assert (await request(url, "GET", "/health")).status == 200
     with pytest.raises(OSError):
         await request(url, "GET", "/health")
 
