@@ -1,5 +1,6 @@
 """The backend's side: start a chat job, follow its reply as it is written, ask where it stands, cancel it,
-get its result. Workflow id `chat-{job_id}`, so submitting the same job twice runs it once."""
+get its result. Workflow id `chat-{job_id}`, so submitting the same job twice runs it once, and a different job
+under a taken id is refused (JobConflict)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ STREAM_EVENT = TypeAdapter(StreamEvent)
 
 # The workflow enforces the job's deadline itself; this is Temporal's backstop past it.
 EXECUTION_TIMEOUT_MARGIN = timedelta(seconds=60)
+
+
+class JobConflict(ValueError):
+    """A job id that is already taken by a job with other content; nothing was started."""
 
 
 class InvalidJob(ValueError):
@@ -94,13 +99,29 @@ class ChatClient:
                 task_queue=self.settings.task_queue,
                 execution_timeout=timedelta(seconds=job.deadline_seconds) + EXECUTION_TIMEOUT_MARGIN,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 result_type=ChatResult,
                 # Search attributes are the workflow's to set, also for jobs started without this client.
                 static_summary=row_summary(job, resolve(job.character)),
             )
-        except WorkflowAlreadyStartedError:  # already ran to completion: the same job, not a new one
+        except WorkflowAlreadyStartedError:  # running or finished: the same job again, or a conflict
+            if await self.submitted_job(job.job_id) != job:
+                raise JobConflict(
+                    f"job {job.job_id} already exists with different content; a new job needs a new job_id"
+                ) from None
             return self.handle(job.job_id)
+
+    async def submitted_job(self, job_id: str) -> ChatJob | None:
+        """The job as it was first submitted under this id (its workflow's input), or None when that input is
+        not a job this client would have sent."""
+        async for event in self.handle(job_id).fetch_history_events():
+            payloads = list(event.workflow_execution_started_event_attributes.input.payloads)
+            try:
+                [raw] = await self.temporal.data_converter.decode(payloads, [dict])
+                return ChatJob.model_validate(raw)
+            except ValueError:
+                return None
+        return None
 
     def handle(self, job_id: str) -> WorkflowHandle[ChatWorkflow, ChatResult]:
         return self.temporal.get_workflow_handle_for(ChatWorkflow.run, workflow_id(job_id))

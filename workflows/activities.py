@@ -191,6 +191,7 @@ class ChatActivities:
 
         stream = WorkflowStreamClient.from_within_activity(batch_interval=STREAM_BATCH_INTERVAL)
         heartbeats = asyncio.create_task(_heartbeat_forever(lambda: streamed))
+        result: GenerateResult | None = None
         try:
             async with stream:  # leaving flushes what is buffered, also on cancellation
                 events = stream.topic(STREAM_TOPIC)
@@ -209,6 +210,18 @@ class ChatActivities:
                 error.type.value,
             )
             raise application_error(error) from error
+        except Exception as error:
+            if result is None:
+                raise
+            # The reply is done and is the job's point; only its last deltas did not reach subscribers, who get
+            # the whole reply in the `done` event.
+            logger.warning(
+                "generate job={} attempt={} try={}: the stream's final flush failed ({}); the reply is kept",
+                request.job_id,
+                request.attempt,
+                info.attempt,
+                type(error).__name__,
+            )
         finally:
             heartbeats.cancel()
         result.queue_ms = queue_ms(info)

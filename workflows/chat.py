@@ -48,10 +48,9 @@ with workflow.unsafe.imports_passed_through():
         ResolvedSampling,
         Stage,
         Timings,
-        Verdict,
         generate_task_queue,
     )
-    from workflows.results import Attempt, chat_result, job_metrics
+    from workflows.results import Attempt, best_returnable, chat_result, job_metrics
     from workflows.sampling import escalated_sampling, first_sampling
     from workflows.search_attributes import ATTEMPTS, CHARACTER_NAME, JOB_TYPE, OUTCOME
     from workflows.summaries import row_summary
@@ -64,6 +63,7 @@ SHRUNK_BUDGET_SHARE = 0.75
 # Patch ids (workflow.patched): runs begun before a change replay as they ran.
 SHRINK_IS_NOT_AN_ATTEMPT = "shrink-is-not-an-attempt"
 DEADLINE_IS_NOT_A_CANCEL = "deadline-is-not-a-cancel"
+BEST_REPLY_AT_DEADLINE = "best-reply-at-deadline"
 GENERATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -113,13 +113,6 @@ def ended_by(error: FailureError) -> ApplicationError:
 
 def deadline_passed() -> ApplicationError:
     return ApplicationError("the job's deadline passed", type=ErrorType.deadline.value, non_retryable=True)
-
-
-def rank(verdict: Verdict) -> tuple[int, int]:
-    """How good a rejected reply is to return when every attempt is rejected: never one that broke the
-    policy or has no text; then fewer problems first."""
-    returnable = "policy" not in verdict.reasons and bool(verdict.cleaned)
-    return (int(returnable), -len(verdict.reasons))
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -185,7 +178,11 @@ class ChatWorkflow:
                 timeout=max(0.0, (deadline - workflow.now()).total_seconds()),
             )
         except TimeoutError:
-            raise deadline_passed() from None
+            return await self._after_deadline(chat_job, prepared, started)
+        except ApplicationError as error:  # the generation's own timeout is the same deadline
+            if error.type != ErrorType.deadline.value:
+                raise
+            return await self._after_deadline(chat_job, prepared, started)
         except FailureError as error:
             # The deadline's cancellation of a running local activity (check_reply) ends it with an ActivityError
             # ("Local Activity cancelled"), which wait_for passes on instead of a TimeoutError and `run` would
@@ -195,9 +192,17 @@ class ChatWorkflow:
                 and workflow.now() >= deadline
                 and workflow.patched(DEADLINE_IS_NOT_A_CANCEL)
             ):
-                raise deadline_passed() from error
+                return await self._after_deadline(chat_job, prepared, started)
             raise
         return await self._finish(chat_job, prepared, chosen, started=started)
+
+    async def _after_deadline(self, job: ChatJob, prepared: Prepared, started: datetime) -> ChatResult:
+        """The deadline passed before a valid reply: the best rejected one so far, flagged with reason
+        `deadline`, rather than nothing (a backlog costs quality, not the reply); none to return: Deadline."""
+        best = best_returnable(self._attempts)
+        if best is None or not workflow.patched(BEST_REPLY_AT_DEADLINE):
+            raise deadline_passed()
+        return await self._finish(job, prepared, best, started=started, late=True)
 
     async def _prepare(self, job: ChatJob, budget_share: float = 1.0) -> Prepared:
         before = workflow.now()
@@ -249,8 +254,8 @@ class ChatWorkflow:
             if verdict.valid:
                 return attempt
             sampling = escalated_sampling(sampling, verdict.reasons, seed=self._new_seed())
-        best = max(self._attempts, key=lambda a: rank(a.verdict), default=None)
-        if best is None or rank(best.verdict)[0] == 0:
+        best = best_returnable(self._attempts)
+        if best is None:
             reasons = ", ".join(r for a in self._attempts for r in a.verdict.reasons) or "none"
             raise ApplicationError(
                 f"no reply that can be returned in {self._attempt} attempts (reasons: {reasons})",
@@ -294,7 +299,9 @@ class ChatWorkflow:
         finally:
             self._generation_ms += (workflow.now() - before).total_seconds() * 1000
 
-    async def _finish(self, job: ChatJob, prepared: Prepared, chosen: Attempt, *, started: datetime) -> ChatResult:
+    async def _finish(
+        self, job: ChatJob, prepared: Prepared, chosen: Attempt, *, started: datetime, late: bool = False
+    ) -> ChatResult:
         results = [a.result for a in self._attempts]
         timings = Timings(
             context_ms=self._context_ms,
@@ -304,7 +311,7 @@ class ChatWorkflow:
             engine_ms=sum(r.engine_ms for r in results),
             total_ms=(workflow.now() - started).total_seconds() * 1000,
         )
-        result = chat_result(job, self._attempts, chosen, timings, prepared.context.prompt_tokens)
+        result = chat_result(job, self._attempts, chosen, timings, prepared.context.prompt_tokens, late)
         try:
             await workflow.execute_local_activity_method(
                 JobActivities.record_metrics,

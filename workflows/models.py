@@ -135,11 +135,12 @@ class ChatResult(StrictModel):
     completion_tokens: int
     attempts: int
     returned_attempt: int  # whose reply `content` is (the valid one, or the best rejected one)
-    # Every reason code found in any attempt, first occurrence first; per attempt in `attempt_details`.
+    # Every reason code found in any attempt, first occurrence first; per attempt in `attempt_details`. Last,
+    # `deadline` when the deadline passed before a valid reply and the best rejected one is returned.
     reasons: list[str] = []
     attempt_details: list[AttemptSummary] = []
-    # "ok": the reply passed validation. "flagged": every attempt was rejected and the best one is returned
-    # with its reasons (never one that broke the platform's policy).
+    # "ok": the reply passed validation. "flagged": every attempt was rejected (or the deadline came first) and
+    # the best one is returned with its reasons (never one that broke the platform's policy).
     outcome: Literal["ok", "flagged"] = "ok"
     timings: Timings = Timings()
 

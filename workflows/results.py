@@ -37,11 +37,23 @@ class Attempt:
         )
 
 
+def returnable(attempt: Attempt) -> bool:
+    """A rejected reply may still be returned (flagged) unless it broke the policy or has no text."""
+    return "policy" not in attempt.verdict.reasons and bool(attempt.verdict.cleaned)
+
+
+def best_returnable(attempts: list[Attempt]) -> Attempt | None:
+    """The reply to return when none was valid: a returnable one with the fewest problems, the first of equals."""
+    candidates = [a for a in attempts if returnable(a)]
+    return min(candidates, key=lambda a: len(a.verdict.reasons), default=None)
+
+
 def chat_result(
-    job: ChatJob, attempts: list[Attempt], chosen: Attempt, timings: Timings, counted_prompt: int
+    job: ChatJob, attempts: list[Attempt], chosen: Attempt, timings: Timings, counted_prompt: int, late: bool = False
 ) -> ChatResult:
     """The job's result: the chosen attempt's reply, totals over every attempt. `counted_prompt` is the
-    context's own token count, used when the engine reports no usage (llama.cpp's stream does not)."""
+    context's own token count, used when the engine reports no usage (llama.cpp's stream does not). `late`: the
+    deadline passed before a valid reply, so the reasons end with `deadline`."""
     results = [a.result for a in attempts]
     return ChatResult(
         job_id=job.job_id,
@@ -51,7 +63,9 @@ def chat_result(
         completion_tokens=sum(r.completion_tokens for r in results),
         attempts=len(attempts),
         returned_attempt=chosen.number,
-        reasons=list(dict.fromkeys(r for a in attempts for r in a.verdict.reasons)),
+        reasons=list(
+            dict.fromkeys([*(r for a in attempts for r in a.verdict.reasons), *(["deadline"] if late else [])])
+        ),
         attempt_details=[a.summary() for a in attempts],
         outcome="ok" if chosen.verdict.valid else "flagged",
         timings=timings,

@@ -4,8 +4,12 @@ fails. The engine is a stand-in object: these tests never reach generation."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
+from loguru import logger
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 
 from workflows.activities import ChatActivities
@@ -35,3 +39,44 @@ async def test_generate_leaves_no_heartbeat_running_when_the_stream_cannot_be_op
         await environment.run(ChatActivities(UnreachedEngine()).generate, request)
     await asyncio.sleep(0)
     assert heartbeat_tasks() == []
+
+
+class FlushFails:
+    """A stand-in for the job's stream whose final flush fails, as it did when Temporal was down for a minute
+    (RPCError); the real stream cannot be made to fail on demand."""
+
+    def topic(self, name: str) -> FlushFails:
+        return self
+
+    def publish(self, event: object) -> None:
+        pass
+
+    async def __aenter__(self) -> FlushFails:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
+
+
+class Answers:
+    async def complete(
+        self, *args: object, on_text: Callable[[str], None] | None = None, **kwargs: object
+    ) -> GenerateResult:
+        if on_text is not None:
+            on_text("Evening.")
+        return GenerateResult(
+            content="Evening.", finish_reason="stop", prompt_tokens=5, completion_tokens=2, engine_ms=9.0
+        )
+
+
+async def test_a_finished_reply_is_kept_when_the_streams_final_flush_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(WorkflowStreamClient, "from_within_activity", lambda **kwargs: FlushFails())
+    warnings: list[str] = []
+    sink = logger.add(lambda message: warnings.append(str(message)), level="WARNING")
+    request = GenerateRequest(job_id="j2", attempt=1, messages=[Message(role="user", content="hi")], sampling=SAMPLING)
+    try:
+        result = await ActivityEnvironment().run(ChatActivities(Answers()).generate, request)
+    finally:
+        logger.remove(sink)
+    assert result.content == "Evening." and result.completion_tokens == 2
+    assert len(warnings) == 1 and "final flush failed (RPCError)" in warnings[0] and "Evening" not in warnings[0]

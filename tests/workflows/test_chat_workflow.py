@@ -19,7 +19,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from characters import Character
-from orchestrator.client import ChatClient, InvalidJob
+from orchestrator.client import ChatClient, InvalidJob, JobConflict
 from orchestrator.settings import Settings
 from tests.fake_engine import FakeEngine, Scripted, reply_stream
 from tests.helpers import USER_TEXT, job, worker_against
@@ -109,6 +109,18 @@ async def test_same_job_id_runs_once(chat: ChatClient, client: Client) -> None:
     assert (await after.result()).content == (await first.result()).content
     runs = [w async for w in client.list_workflows(f"WorkflowId = '{first.id}'")]
     assert len(runs) == 1
+
+
+async def test_the_same_job_id_with_other_content_is_refused_naming_it(chat: ChatClient, client: Client) -> None:
+    submitted = job(sampling={"max_tokens": 16, "seed": 4})
+    first = await chat.submit(submitted)
+    other = job(job_id=submitted.job_id, messages=[{"role": "user", "content": "Something else entirely."}])
+    with pytest.raises(JobConflict, match=f"job {submitted.job_id} already exists with different content"):
+        await chat.submit(other)  # while it runs
+    await first.result()
+    with pytest.raises(JobConflict, match=submitted.job_id):
+        await chat.submit(other)  # and after it finished
+    assert len([w async for w in client.list_workflows(f"WorkflowId = '{first.id}'")]) == 1
 
 
 async def test_inline_character_and_conversation_job(chat: ChatClient) -> None:

@@ -159,6 +159,7 @@ class Fakes:
         replies: list[GenerateResult | Exception] | None = None,
         verdicts: list[Verdict | Exception] | None = None,
         generate_sleeps: float = 0.0,
+        quick_generations: int = 0,
         check_sleeps: float = 0.0,
         metrics_error: Exception | None = None,
     ) -> None:
@@ -167,6 +168,7 @@ class Fakes:
         self.replies = replies or [reply()]
         self.verdicts = verdicts or [verdict()]
         self.generate_sleeps = generate_sleeps
+        self.quick_generations = quick_generations  # the first ones do not sleep
         self.check_sleeps = check_sleeps
         self.metrics_error = metrics_error
         self.budget_shares: list[float] = []
@@ -194,7 +196,7 @@ class Fakes:
     async def generate(self, request: GenerateRequest) -> GenerateResult:
         self.generated.append(request)
         self.generating.set()
-        if self.generate_sleeps:
+        if self.generate_sleeps and len(self.generated) > self.quick_generations:
             # Heartbeats, as the real one does, so the workflow's cancellation reaches it.
             for _ in range(int(self.generate_sleeps / 0.1)):
                 activity.heartbeat()
@@ -367,6 +369,22 @@ async def test_every_attempt_unreturnable_fails_with_no_valid_reply(
     assert ended.final_events == ended.events[-1:]
     assert ended.events[-1] == FailedEvent(error_type=ErrorType.no_valid_reply.value, message=error.message)
     assert ended.outcome == "failed"
+
+
+async def test_at_the_deadline_the_best_rejected_reply_so_far_is_returned_flagged(dev_env: WorkflowEnvironment) -> None:
+    # The first reply is rejected but returnable; its regeneration outlives the deadline (a backlog, say).
+    fakes = Fakes(
+        deadline_seconds=2.0,
+        generate_sleeps=3600.0,
+        quick_generations=1,
+        replies=[reply("first")],
+        verdicts=[verdict(["too_short"], cleaned="first")],
+    )
+    result = (await run_job(dev_env, fakes)).ok()
+    assert result.outcome == "flagged" and result.content == "first" and result.returned_attempt == 1
+    assert result.reasons == ["too_short", "deadline"]
+    assert result.attempts == 1 == len(result.attempt_details) and len(fakes.generated) == 2
+    assert len(fakes.metrics) == 1 and fakes.metrics[0].reasons == ["too_short", "deadline"]
 
 
 async def test_a_generation_past_the_deadline_fails_with_deadline(dev_env: WorkflowEnvironment) -> None:
