@@ -8,8 +8,8 @@ import asyncio
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from workflows.activities import ChatActivities
-from workflows.models import GenerateRequest, GenerateResult, Message, ResolvedSampling
+from workflows.activities import GENERATION_FAILED_TRIES, ChatActivities, application_error
+from workflows.models import EngineError, ErrorType, GenerateRequest, GenerateResult, Message, ResolvedSampling
 
 SAMPLING = ResolvedSampling(temperature=0.7, top_p=0.9, max_tokens=16, seed=1)
 
@@ -35,3 +35,13 @@ async def test_generate_leaves_no_heartbeat_running_when_the_stream_cannot_be_op
         await environment.run(ChatActivities(UnreachedEngine()).generate, request)
     await asyncio.sleep(0)
     assert heartbeat_tasks() == []
+
+
+def test_an_engine_outage_is_retried_on_every_try_but_a_failing_generation_only_so_many_times() -> None:
+    down = EngineError(ErrorType.engine_unavailable, "cannot reach the engine")
+    failing = EngineError(ErrorType.generation_failed, "HTTP 500: boom")
+    assert not application_error(down, 1).non_retryable
+    assert not application_error(down, 1000).non_retryable
+    assert not application_error(failing, GENERATION_FAILED_TRIES - 1).non_retryable
+    assert application_error(failing, GENERATION_FAILED_TRIES).non_retryable
+    assert application_error(failing, GENERATION_FAILED_TRIES).type == ErrorType.generation_failed.value
