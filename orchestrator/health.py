@@ -4,13 +4,21 @@ in orchestrator/cli/health.py).
 Healthy means Temporal answers and lists a worker of this host (identity `pid@hostname`, the SDK's
 default) among the pollers of both task queues, `chat` and `chat-generate`. Temporal remembers a poller
 for a few minutes, so a worker that lost Temporal turns unhealthy after that; a dead worker process ends
-the container by itself."""
+the container by itself.
+
+An engine that is down (connections refused or reset, or it answers 502/503/504 — on TGI and vLLM `GET /health`
+not 200) makes the worker degraded, not unhealthy: jobs wait for the engine, and restarting the worker's
+container would not bring the engine back."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import httpx2
+
 from orchestrator.settings import Settings
+
+ENGINE_CHECK_TIMEOUT_SECONDS = 5.0
 
 
 def queues_without_local_poller(pollers: Mapping[str, Sequence[str]], hostname: str) -> list[str]:
@@ -38,3 +46,18 @@ async def poller_identities(settings: Settings) -> dict[str, list[str]]:
         )
         identities[queue] = [poller.identity for poller in described.pollers]
     return identities
+
+
+async def engine_is_down(base_url: str) -> bool:
+    """Whether the engine is down: TGI's and vLLM's `GET /health` is not 200; an engine without it (404:
+    llama.cpp's server) is down when `GET /v1/models` answers 5xx. Refused or reset is down; slow is not."""
+    async with httpx2.AsyncClient(base_url=base_url, timeout=ENGINE_CHECK_TIMEOUT_SECONDS) as http:
+        try:
+            health = await http.get("/health")
+            if health.status_code != 404:
+                return health.status_code != 200
+            return (await http.get("/v1/models")).status_code >= 500
+        except httpx2.TimeoutException:
+            return False
+        except httpx2.TransportError:
+            return True

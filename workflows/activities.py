@@ -49,6 +49,9 @@ HEARTBEAT_EVERY_SECONDS = 1.0
 # Deltas reach subscribers in batches: one signal per interval, not one per token.
 STREAM_BATCH_INTERVAL = timedelta(milliseconds=200)
 OVERLOADED_RETRY_DELAY = timedelta(seconds=5)
+# A generation is retried until the job's deadline (an engine outage is waited out), but an engine that is up
+# and keeps failing it is given this many tries, counted over all of the generation's tries.
+GENERATION_FAILED_TRIES = 4
 SLOW_SECONDS = 20.0
 
 
@@ -160,11 +163,13 @@ async def _heartbeat_forever(tokens: Callable[[], int]) -> None:
         await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
 
 
-def application_error(error: EngineError) -> ApplicationError:
+def application_error(error: EngineError, try_number: int) -> ApplicationError:
+    """The activity's failure for the engine's error on Temporal's `try_number`th try of the generation."""
+    gave_up = error.type is ErrorType.generation_failed and try_number >= GENERATION_FAILED_TRIES
     return ApplicationError(
         error.message,
         type=error.type.value,
-        non_retryable=not error.retryable,
+        non_retryable=gave_up or not error.retryable,
         next_retry_delay=OVERLOADED_RETRY_DELAY if error.type is ErrorType.engine_overloaded else None,
     )
 
@@ -209,7 +214,7 @@ class ChatActivities:
                 info.attempt,
                 error.type.value,
             )
-            raise application_error(error) from error
+            raise application_error(error, info.attempt) from error
         except Exception as error:
             if result is None:
                 raise

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.contrib.workflow_streams import WorkflowStream
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, RetryState, is_cancelled_exception
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -64,11 +64,22 @@ SHRUNK_BUDGET_SHARE = 0.75
 SHRINK_IS_NOT_AN_ATTEMPT = "shrink-is-not-an-attempt"
 DEADLINE_IS_NOT_A_CANCEL = "deadline-is-not-a-cancel"
 BEST_REPLY_AT_DEADLINE = "best-reply-at-deadline"
-GENERATE_RETRY = RetryPolicy(
+GENERATE_RETRIES_UNTIL_DEADLINE = "generate-retries-until-deadline"
+# Runs begun before GENERATE_RETRIES_UNTIL_DEADLINE: an engine outage failed the job after 4 tries (~7 s).
+GENERATE_RETRY_BEFORE_OUTAGES = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=4,
+    non_retryable_error_types=sorted(t.value for t in NON_RETRYABLE),
+)
+# No attempt limit: the generation's schedule-to-close timeout (the job's deadline) bounds the retries, so an
+# engine outage is waited out. The generate activity itself ends repeated GenerationFailed (see
+# workflows.activities.GENERATION_FAILED_TRIES).
+GENERATE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
     non_retryable_error_types=sorted(t.value for t in NON_RETRYABLE),
 )
 LOCAL_RETRY = RetryPolicy(
@@ -271,6 +282,7 @@ class ChatWorkflow:
         remaining = deadline - before
         if remaining <= timedelta(0):
             raise deadline_passed()
+        until_deadline = workflow.patched(GENERATE_RETRIES_UNTIL_DEADLINE)
         try:
             return await workflow.execute_activity_method(
                 ChatActivities.generate,
@@ -285,7 +297,7 @@ class ChatWorkflow:
                 schedule_to_close_timeout=remaining,
                 start_to_close_timeout=min(GENERATE_TIMEOUT, remaining),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=GENERATE_RETRY,
+                retry_policy=GENERATE_RETRY if until_deadline else GENERATE_RETRY_BEFORE_OUTAGES,
                 # The activity flushes its last deltas to the stream before the workflow may close.
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"{self._summary} · attempt {self._attempt}",
@@ -293,7 +305,9 @@ class ChatWorkflow:
         except ActivityError as error:
             if is_cancelled_exception(error):
                 raise
-            if workflow.now() >= deadline:
+            # Temporal stops retrying, with the last try's error, when the next try would start after the
+            # schedule-to-close timeout: the job's deadline, reached while the engine was still down.
+            if workflow.now() >= deadline or (until_deadline and error.retry_state == RetryState.TIMEOUT):
                 raise deadline_passed() from error
             raise failure(error) from error
         finally:

@@ -7,7 +7,7 @@ import socket
 import sys
 
 from orchestrator.cli.command import Command
-from orchestrator.health import poller_identities, queues_without_local_poller
+from orchestrator.health import engine_is_down, poller_identities, queues_without_local_poller
 from orchestrator.settings import Settings
 
 
@@ -24,15 +24,21 @@ async def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         print(f"unhealthy: no worker on {hostname} polls {' and '.join(missing)}", file=sys.stderr)
         return 1
+    if await engine_is_down(settings.inference_base_url):
+        # Still 0: the jobs wait for the engine, and a restart of this container would not bring it back.
+        print(f"degraded: engine down at {settings.inference_base_url}", file=sys.stderr)
+        return 0
     print(f"healthy: a worker on {hostname} polls {' and '.join(pollers)}", file=sys.stderr)
     return 0
 
 
 HEALTH = Command(
     "health",
-    help="exit 0 when this host's worker polls both task queues (the container's health probe)",
+    help="exit 0 when this host's worker polls both task queues, also while the engine is down (the container's "
+    "health probe)",
     description="Ask Temporal (CHAT_WORKER_TEMPORAL_ADDRESS) for the pollers of the task queues 'chat' "
     "and 'chat-generate' and exit 0 when a worker on this host is among them, else exit 1 with one "
-    "line saying why. The worker image's HEALTHCHECK runs it.",
+    "line saying why. While the engine (CHAT_WORKER_INFERENCE_BASE_URL) is down it still exits 0, printing "
+    "'degraded: engine down': jobs wait for the engine. The worker image's HEALTHCHECK runs it.",
     run=cmd_health,
 )

@@ -7,10 +7,10 @@ import asyncio
 import socket
 from pathlib import Path
 
-from orchestrator.devstack import settings_on_free_ports
+from orchestrator.devstack import free_port, settings_on_free_ports
 from orchestrator.health import queues_without_local_poller
 from orchestrator.settings import Settings
-from tests.helpers import arun, run, stack_env
+from tests.helpers import arun, run, stack_env, worker_against
 
 
 def test_a_queue_is_healthy_only_with_a_poller_from_this_host() -> None:
@@ -44,3 +44,20 @@ def test_unhealthy_when_temporal_does_not_answer(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith(f"unhealthy: Temporal at {settings.temporal_address}: ")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+async def test_degraded_but_healthy_while_the_engine_is_down(settings: Settings, isolated_namespace: str) -> None:
+    # A worker of its own whose engine is down: nothing listens on its port (connections are refused).
+    down = f"http://127.0.0.1:{free_port()}"
+    env = stack_env(settings) | {
+        "CHAT_WORKER_TEMPORAL_NAMESPACE": isolated_namespace,
+        "CHAT_WORKER_INFERENCE_BASE_URL": down,
+    }
+    async with worker_against(settings, isolated_namespace, down):
+        for _ in range(50):  # a worker shows as a poller once its first poll reaches Temporal
+            done = await arun("health", env=env)
+            if done.returncode == 0:
+                break
+            await asyncio.sleep(0.2)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == f"degraded: engine down at {down}"

@@ -12,8 +12,8 @@ from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 
-from workflows.activities import ChatActivities
-from workflows.models import GenerateRequest, GenerateResult, Message, ResolvedSampling
+from workflows.activities import GENERATION_FAILED_TRIES, ChatActivities, application_error
+from workflows.models import EngineError, ErrorType, GenerateRequest, GenerateResult, Message, ResolvedSampling
 
 SAMPLING = ResolvedSampling(temperature=0.7, top_p=0.9, max_tokens=16, seed=1)
 
@@ -80,3 +80,13 @@ async def test_a_finished_reply_is_kept_when_the_streams_final_flush_fails(monke
         logger.remove(sink)
     assert result.content == "Evening." and result.completion_tokens == 2
     assert len(warnings) == 1 and "final flush failed (RPCError)" in warnings[0] and "Evening" not in warnings[0]
+
+
+def test_an_engine_outage_is_retried_on_every_try_but_a_failing_generation_only_so_many_times() -> None:
+    down = EngineError(ErrorType.engine_unavailable, "cannot reach the engine")
+    failing = EngineError(ErrorType.generation_failed, "HTTP 500: boom")
+    assert not application_error(down, 1).non_retryable
+    assert not application_error(down, 1000).non_retryable
+    assert not application_error(failing, GENERATION_FAILED_TRIES - 1).non_retryable
+    assert application_error(failing, GENERATION_FAILED_TRIES).non_retryable
+    assert application_error(failing, GENERATION_FAILED_TRIES).type == ErrorType.generation_failed.value

@@ -397,6 +397,18 @@ async def test_a_generation_past_the_deadline_fails_with_deadline(dev_env: Workf
     assert [e.type for e in ended.final_events] == ["failed"] and ended.outcome == "failed"
 
 
+async def test_an_engine_down_until_the_deadline_fails_with_deadline(dev_env: WorkflowEnvironment) -> None:
+    # On the dev server, in real time: keep the deadline short. Temporal stops retrying when the next try would
+    # start after the deadline (the generation's schedule-to-close timeout), before the deadline itself: that
+    # too is the deadline, not the engine's error.
+    down = ApplicationError("cannot reach the engine", type=ErrorType.engine_unavailable.value)
+    fakes = Fakes(deadline_seconds=4.0, replies=[down])
+    ended = await run_job(dev_env, fakes)
+    assert ended.failed().type == ErrorType.deadline.value
+    assert len(fakes.generated) > 1 and fakes.checked == [] and fakes.metrics == []  # retried, never checked
+    assert [e.type for e in ended.final_events] == ["failed"] and ended.outcome == "failed"
+
+
 async def test_a_cancelled_job_ends_cancelled(env: WorkflowEnvironment) -> None:
     fakes = Fakes(generate_sleeps=3600.0)
 
