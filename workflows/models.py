@@ -98,6 +98,35 @@ class JobLimits(StrictModel):
     max_attempts: int = Field(default=3, ge=1, le=10)
 
 
+# Fixed caps on any job, whatever the worker's settings: they keep a job within Temporal's payload limit
+# (2 MB per blob) and the preparation of one job from starving the others.
+MAX_LOREBOOK_ENTRIES = 1000
+MAX_MESSAGE_BYTES = 32 * 1024
+MAX_JOB_BYTES = 1536 * 1024
+
+
+def utf8_size(text: str) -> int:
+    return len(text.encode())
+
+
+def job_problems(job: ChatJob) -> list[str]:
+    """What in the job exceeds the caps of every job, each naming the field and the size, never the text."""
+    problems = []
+    book = job.character.character_book if isinstance(job.character, Character) else None
+    if book is not None and len(book.entries) > MAX_LOREBOOK_ENTRIES:
+        problems.append(
+            f"job.character.character_book.entries: at most {MAX_LOREBOOK_ENTRIES} entries (got {len(book.entries)})"
+        )
+    for index, message in enumerate(job.messages):
+        size = utf8_size(message.content)
+        if size > MAX_MESSAGE_BYTES:
+            problems.append(f"job.messages.{index}.content: at most {MAX_MESSAGE_BYTES} bytes as UTF-8 (got {size})")
+    size = utf8_size(job.model_dump_json())
+    if size > MAX_JOB_BYTES:
+        problems.append(f"job: at most {MAX_JOB_BYTES} bytes as JSON (got {size})")
+    return problems
+
+
 def limit_problems(job: ChatJob, limits: JobLimits) -> list[str]:
     """What in the job exceeds the worker's caps, each naming the field and the range."""
     problems = []
