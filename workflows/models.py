@@ -5,10 +5,12 @@ Plain JSON on the wire: every model here round-trips through `pydantic_data_conv
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from characters import ASSISTANT_NAME, Character, StrictModel
 
@@ -60,6 +62,24 @@ class ResolvedSampling(StrictModel):
     frequency_penalty: float = 0.0
 
 
+def unencodable_field(value: object, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
+    """The path of the first field whose text does not encode as UTF-8 (a lone surrogate, which Python's JSON
+    decoder lets through into free-form dicts), or None. A dict is named as a whole: its keys are the job's text."""
+    if isinstance(value, BaseModel):
+        fields = ((name, getattr(value, name)) for name in type(value).model_fields)
+        return next((found for name, item in fields if (found := unencodable_field(item, (*path, name)))), None)
+    if isinstance(value, list):
+        return next((found for i, item in enumerate(value) if (found := unencodable_field(item, (*path, i)))), None)
+    try:
+        if isinstance(value, str):
+            value.encode()
+        elif isinstance(value, dict):
+            json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return path
+    return None
+
+
 class ChatJob(StrictModel):
     job_id: str = Field(pattern=JOB_ID_PATTERN)
     job_type: JobType = JobType.roleplay
@@ -87,6 +107,17 @@ class ChatJob(StrictModel):
             last = turns[-1].role if turns else "none"
             raise ValueError(f"in mode {mode!r} the last non-system message must be the {wanted}'s (it is {last!r})")
         return messages
+
+    @model_validator(mode="after")
+    def _text_is_unicode(self) -> ChatJob:
+        # Otherwise the job would fail only where it is next serialized: in the workflow, at every retry of a task.
+        path = unencodable_field(self)
+        if path is None:
+            return self
+        error = PydanticCustomError("string_unicode", "must be valid Unicode text (it holds a lone surrogate)")
+        raise ValidationError.from_exception_data(
+            type(self).__name__, [InitErrorDetails(type=error, loc=path, input=None)]
+        )
 
 
 class JobLimits(StrictModel):
