@@ -20,7 +20,16 @@ from orchestrator.codec import KeysFileError, data_converter, read_keys
 from orchestrator.errors import StartupError
 from orchestrator.settings import Settings
 from workflows.chat import ChatWorkflow
-from workflows.models import STREAM_TOPIC, ChatJob, ChatResult, ErrorType, JobStatus, StreamEvent, limit_problems
+from workflows.models import (
+    STREAM_TOPIC,
+    ChatJob,
+    ChatResult,
+    ErrorType,
+    JobStatus,
+    StreamEvent,
+    job_problems,
+    limit_problems,
+)
 from workflows.summaries import row_summary
 
 STREAM_EVENT = TypeAdapter(StreamEvent)
@@ -77,7 +86,7 @@ class ChatClient:
 
     def prepared(self, job: ChatJob) -> ChatJob:
         """The job as it will run: checked before anything starts, deadline defaulted from settings."""
-        problems = limit_problems(job, self.settings.job_limits)
+        problems = job_problems(job) + limit_problems(job, self.settings.job_limits)
         try:
             resolve(job.character)
         except UnknownCharacter as error:

@@ -9,6 +9,7 @@ import asyncio
 import importlib.util
 import os
 import sys
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -94,7 +95,8 @@ class CachedCounter:
             self._cache.popitem(last=False)
 
     async def _count_missing(self, texts: list[str]) -> list[int]:
-        return [self._count_one(text) for text in texts]
+        # A local tokenizer is CPU work: in a thread, so that the event loop the worker's jobs share keeps running.
+        return await asyncio.to_thread(lambda: [self._count_one(text) for text in texts])
 
     async def count_many(self, texts: Iterable[str]) -> dict[str, int]:
         wanted = list(dict.fromkeys(texts))
@@ -118,7 +120,13 @@ class GgufCounter(CachedCounter):
             ) from None
         with quiet_stderr():  # llama.cpp's C code prints context notes even with verbose=False
             vocab = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
-        super().__init__(lambda text: len(vocab.tokenize(text.encode(), add_bos=False, special=False)))
+        lock = threading.Lock()  # concurrent jobs count in threads; llama.cpp does not promise its vocab is thread-safe
+
+        def count(text: str) -> int:
+            with lock:
+                return len(vocab.tokenize(text.encode(), add_bos=False, special=False))
+
+        super().__init__(count)
 
 
 def _tokens_in(body: Any) -> int:

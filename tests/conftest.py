@@ -5,12 +5,14 @@ worker. Tests that need no server do not touch these fixtures."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from loguru import logger
 from temporalio.client import Client
 from temporalio.service import RPCError
 
@@ -65,6 +67,23 @@ async def isolated_namespace(client: Client) -> str:
         except RPCError:
             await asyncio.sleep(0.2)
     raise AssertionError(f"namespace {name} did not become usable")
+
+
+@pytest.fixture
+def all_logs() -> Iterator[list[str]]:
+    """Every log line at DEBUG: the worker's (loguru, JSON) and the SDK's and libraries' (stdlib logging)."""
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), level="DEBUG", serialize=True)
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: lines.append(logging.Formatter().format(record))  # type: ignore[method-assign]
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield lines
+    root.removeHandler(handler)
+    root.setLevel(previous)
+    logger.remove(sink)
 
 
 _exit_status = 0

@@ -22,6 +22,8 @@ from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
+    from pydantic_core import from_json
+    from temporalio.api.common.v1 import Payload
 
     from characters import describe_validation_error
     from workflows.activities import ChatActivities, JobActivities, invalid_job
@@ -60,6 +62,7 @@ HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 LOCAL_TIMEOUT = timedelta(seconds=30)
 # After the engine still answers "input too long", the context is built once more with this share of the budget.
 SHRUNK_BUDGET_SHARE = 0.75
+JSON_ENCODING = b"json/plain"
 # Patch ids (workflow.patched): runs begun before a change replay as they ran.
 SHRINK_IS_NOT_AN_ATTEMPT = "shrink-is-not-an-attempt"
 DEADLINE_IS_NOT_A_CANCEL = "deadline-is-not-a-cancel"
@@ -96,11 +99,24 @@ def parsed_job(raw: RawValue) -> ChatJob:
         name = (key_id or b"").decode("utf-8", errors="replace")
         raise invalid_job(f"the input is encrypted under key id {name!r}, which this worker's keys file lacks")
     try:
-        return ChatJob.model_validate(workflow.payload_converter().from_payload(raw.payload))
+        value = workflow.payload_converter().from_payload(raw.payload)
+    except Exception as error:  # bytes that are not JSON, an encoding no converter knows
+        raise invalid_job(f"the input cannot be decoded ({why_undecodable(raw.payload, error)})") from None
+    try:
+        return ChatJob.model_validate(value)
     except ValidationError as error:
         raise invalid_job(describe_validation_error(error, "job")) from None
-    except Exception as error:  # an encoding no converter knows, for one
-        raise invalid_job(f"the input cannot be decoded ({type(error).__name__})") from None
+
+
+def why_undecodable(payload: Payload, error: Exception) -> str:
+    """Where JSON input stops being JSON, by line and column (pydantic's parser names them; Python's may name
+    none, e.g. for a RecursionError), else the error's class."""
+    if payload.metadata.get("encoding") == JSON_ENCODING:
+        try:
+            from_json(payload.data)
+        except ValueError as json_error:
+            return f"not JSON: {json_error}"
+    return type(error).__name__
 
 
 def failure(error: ActivityError) -> ApplicationError:

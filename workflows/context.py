@@ -9,6 +9,7 @@ always comes first: Qwen's template otherwise inserts its own "You are Qwen…".
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Callable
@@ -264,8 +265,11 @@ class TextsCounter(Protocol):
 async def budgeted_context(
     job: ChatJob, character: Character | None, limits: EngineLimits, counter: TextsCounter, budget_share: float = 1.0
 ) -> BuiltContext:
-    """The job's context within the engine's budget (times `budget_share`), every piece counted once."""
-    pieces = context_pieces(job, character)
+    """The job's context within the engine's budget (times `budget_share`), every piece counted once.
+
+    The lorebook scan and the assembly run in a thread: with a thousand entries and a long history they would
+    stall the event loop that the worker's other jobs share."""
+    pieces = await asyncio.to_thread(context_pieces, job, character)
     counts = await counter.count_many(pieces.texts())
     budget = token_budget(
         limits.max_input_tokens,
@@ -273,7 +277,9 @@ async def budgeted_context(
         max_tokens_for(job.job_type, job.sampling),
         limits.margin_tokens,
     )
-    return assemble(pieces, user_name=job.user_name, budget=int(budget * budget_share), count=counts.__getitem__)
+    return await asyncio.to_thread(
+        assemble, pieces, user_name=job.user_name, budget=int(budget * budget_share), count=counts.__getitem__
+    )
 
 
 def build_context(job: ChatJob, character: Character | None, *, budget: int, count: TokenCounter) -> BuiltContext:

@@ -5,10 +5,12 @@ Plain JSON on the wire: every model here round-trips through `pydantic_data_conv
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from characters import ASSISTANT_NAME, Character, StrictModel
 
@@ -60,6 +62,24 @@ class ResolvedSampling(StrictModel):
     frequency_penalty: float = 0.0
 
 
+def unencodable_field(value: object, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
+    """The path of the first field whose text does not encode as UTF-8 (a lone surrogate, which Python's JSON
+    decoder lets through into free-form dicts), or None. A dict is named as a whole: its keys are the job's text."""
+    if isinstance(value, BaseModel):
+        fields = ((name, getattr(value, name)) for name in type(value).model_fields)
+        return next((found for name, item in fields if (found := unencodable_field(item, (*path, name)))), None)
+    if isinstance(value, list):
+        return next((found for i, item in enumerate(value) if (found := unencodable_field(item, (*path, i)))), None)
+    try:
+        if isinstance(value, str):
+            value.encode()
+        elif isinstance(value, dict):
+            json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return path
+    return None
+
+
 class ChatJob(StrictModel):
     job_id: str = Field(pattern=JOB_ID_PATTERN)
     job_type: JobType = JobType.roleplay
@@ -88,6 +108,17 @@ class ChatJob(StrictModel):
             raise ValueError(f"in mode {mode!r} the last non-system message must be the {wanted}'s (it is {last!r})")
         return messages
 
+    @model_validator(mode="after")
+    def _text_is_unicode(self) -> ChatJob:
+        # Otherwise the job would fail only where it is next serialized: in the workflow, at every retry of a task.
+        path = unencodable_field(self)
+        if path is None:
+            return self
+        error = PydanticCustomError("string_unicode", "must be valid Unicode text (it holds a lone surrogate)")
+        raise ValidationError.from_exception_data(
+            type(self).__name__, [InitErrorDetails(type=error, loc=path, input=None)]
+        )
+
 
 class JobLimits(StrictModel):
     """The worker's caps on what a job may ask for."""
@@ -96,6 +127,35 @@ class JobLimits(StrictModel):
     default_deadline_seconds: float = Field(default=120.0, gt=0)
     max_deadline_seconds: float = Field(default=600.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=10)
+
+
+# Fixed caps on any job, whatever the worker's settings: they keep a job within Temporal's payload limit
+# (2 MB per blob) and the preparation of one job from starving the others.
+MAX_LOREBOOK_ENTRIES = 1000
+MAX_MESSAGE_BYTES = 32 * 1024
+MAX_JOB_BYTES = 1536 * 1024
+
+
+def utf8_size(text: str) -> int:
+    return len(text.encode())
+
+
+def job_problems(job: ChatJob) -> list[str]:
+    """What in the job exceeds the caps of every job, each naming the field and the size, never the text."""
+    problems = []
+    book = job.character.character_book if isinstance(job.character, Character) else None
+    if book is not None and len(book.entries) > MAX_LOREBOOK_ENTRIES:
+        problems.append(
+            f"job.character.character_book.entries: at most {MAX_LOREBOOK_ENTRIES} entries (got {len(book.entries)})"
+        )
+    for index, message in enumerate(job.messages):
+        size = utf8_size(message.content)
+        if size > MAX_MESSAGE_BYTES:
+            problems.append(f"job.messages.{index}.content: at most {MAX_MESSAGE_BYTES} bytes as UTF-8 (got {size})")
+    size = utf8_size(job.model_dump_json())
+    if size > MAX_JOB_BYTES:
+        problems.append(f"job: at most {MAX_JOB_BYTES} bytes as JSON (got {size})")
+    return problems
 
 
 def limit_problems(job: ChatJob, limits: JobLimits) -> list[str]:

@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from loguru import logger
 from temporalio.client import WorkflowFailureError
 
 from orchestrator.client import ChatClient, connect
@@ -73,23 +71,6 @@ def readable(node: object) -> bytes:
 def stored_bytes(settings: Settings) -> bytes:
     """Everything the dev server wrote to its SQLite database, write-ahead log included."""
     return b"".join(path.read_bytes() for path in settings.state_dir.glob("temporal.db*"))
-
-
-@pytest.fixture
-def all_logs() -> Iterator[list[str]]:
-    """Every log line at DEBUG: the worker's (loguru, JSON) and the SDK's and libraries' (stdlib logging)."""
-    lines: list[str] = []
-    sink = logger.add(lambda message: lines.append(str(message)), level="DEBUG", serialize=True)
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = lambda record: lines.append(logging.Formatter().format(record))  # type: ignore[method-assign]
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield lines
-    root.removeHandler(handler)
-    root.setLevel(previous)
-    logger.remove(sink)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from characters import describe_validation_error
-from workflows.models import ChatJob, ChatResult
+from workflows.models import MAX_LOREBOOK_ENTRIES, MAX_MESSAGE_BYTES, ChatJob, ChatResult, job_problems
 
 
 def test_job_round_trips_as_plain_json() -> None:
@@ -40,3 +40,33 @@ def test_bad_jobs_name_the_field(change: dict[str, object], field: str) -> None:
 def test_result_schema_is_plain_json() -> None:
     schema = ChatResult.model_json_schema()
     assert {"content", "finish_reason", "prompt_tokens", "completion_tokens", "attempts"} <= set(schema["required"])
+
+
+def capped_job(entries: int = 0, content_bytes: int = 2, messages: int = 1) -> ChatJob:
+    book = {"entries": [{"keys": ["k"], "content": "lore"}] * entries}
+    history = [{"role": "user", "content": "é" * (content_bytes // 2)} for _ in range(messages)]
+    return ChatJob.model_validate(
+        {"job_id": "j", "messages": history, "character": {"name": "O", "character_book": book}}
+    )
+
+
+def test_a_job_at_every_cap_has_no_problems() -> None:
+    assert job_problems(capped_job(entries=MAX_LOREBOOK_ENTRIES, content_bytes=MAX_MESSAGE_BYTES, messages=40)) == []
+
+
+@pytest.mark.parametrize(
+    ("job", "problem"),
+    [
+        (capped_job(entries=3000), "job.character.character_book.entries: at most 1000 entries (got 3000)"),
+        # Two-byte characters: the cap is on UTF-8 bytes, not characters.
+        (
+            capped_job(content_bytes=MAX_MESSAGE_BYTES + 2),
+            "job.messages.0.content: at most 32768 bytes as UTF-8 (got 32770)",
+        ),
+        (capped_job(content_bytes=30_000, messages=60), "job: at most 1572864 bytes as JSON (got 1"),
+    ],
+)
+def test_a_job_over_a_cap_is_named_by_field_and_size_never_by_its_text(job: ChatJob, problem: str) -> None:
+    problems = job_problems(job)
+    assert len(problems) == 1 and problems[0].startswith(problem)
+    assert "é" not in problems[0] and "lore" not in problems[0]
