@@ -1,5 +1,6 @@
-"""What a job's row says in the Temporal UI ("roleplay · Seraphina · 3 turns"). Names and counts only:
-summaries, like search attributes, are not encrypted."""
+"""What a job's row says in the Temporal UI ("roleplay · Seraphina · 3 turns"). Names and counts only: with
+payload encryption on, summaries are encrypted and shown through the codec server, but without keys they are
+stored as they are."""
 
 from __future__ import annotations
 
