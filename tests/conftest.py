@@ -73,7 +73,11 @@ async def isolated_namespace(client: Client) -> str:
 def all_logs() -> Iterator[list[str]]:
     """Every log line at DEBUG: the worker's (loguru, JSON) and the SDK's and libraries' (stdlib logging)."""
     lines: list[str] = []
-    sink = logger.add(lambda message: lines.append(str(message)), level="DEBUG", serialize=True)
+    # Each loguru line twice: as JSON (what LOG_JSON writes, extras included) and as its plain message, so text
+    # is found whether JSON escaped it or not.
+    sink = logger.add(
+        lambda message: lines.extend([str(message), message.record["message"]]), level="DEBUG", serialize=True
+    )
     handler = logging.Handler(logging.DEBUG)
     handler.emit = lambda record: lines.append(logging.Formatter().format(record))  # type: ignore[method-assign]
     root = logging.getLogger()
