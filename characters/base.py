@@ -3,6 +3,7 @@ is wrong with an input, field by field. `characters` is the bottom layer, so it 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -10,6 +11,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def field_part(part: int | str) -> str:
+    """A path step as shown: an index or a name like a field's; any other key (a free-form dict's key, an
+    unknown key in the input) can be the user's text, so it is not repeated."""
+    return str(part) if isinstance(part, int) or FIELD_NAME.fullmatch(part) else "<key>"
 
 
 def describe_validation_error(
@@ -24,7 +34,8 @@ def describe_validation_error(
     `shows_input` says for which fields the offending value is quoted (never for secrets or chat text)."""
     problems = []
     for item in error.errors():
-        field = ".".join([root, *map(str, item["loc"])] if root else map(str, item["loc"]))
+        parts = [root] if root else []
+        field = ".".join([*parts, *map(field_part, item["loc"])])
         if not field:
             problems.append(item["msg"])
             continue

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import RawValue, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -15,7 +15,7 @@ from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.converter import DataConverter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from characters import UnknownCharacter, resolve
+from characters import UnknownCharacter, describe_validation_error, resolve
 from orchestrator.codec import KeysFileError, data_converter, read_keys
 from orchestrator.errors import StartupError
 from orchestrator.settings import Settings
@@ -143,7 +143,10 @@ class ChatClient:
         Resume from an offset after a reconnect; after the job ended, what it retained is replayed."""
         stream = WorkflowStreamClient.create(self.temporal, workflow_id(job_id))
         async for item in stream.subscribe([STREAM_TOPIC], from_offset=from_offset, result_type=RawValue):
-            event = STREAM_EVENT.validate_json(item.data.payload.data)
+            try:
+                event = STREAM_EVENT.validate_json(item.data.payload.data)
+            except ValidationError as error:  # its str() would quote the event, i.e. chat text
+                raise ValueError(f"job {job_id}: {describe_validation_error(error, 'stream event')}") from None
             yield event
             if event.type in ("done", "failed", "cancelled"):
                 return

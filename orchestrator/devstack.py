@@ -109,6 +109,8 @@ def ports_in_use(settings: Settings) -> list[str]:
             "CHAT_WORKER_INFERENCE_BASE_URL",
         ),
     ]
+    if settings.payload_keys_file is not None:
+        wanted.append(("127.0.0.1", settings.codec_port, "codec server", "CHAT_WORKER_CODEC_PORT"))
     return [
         f"port {port} ({what}) is taken on {host}: stop whatever holds it, or set {setting}"
         for host, port, what, setting in wanted
@@ -117,7 +119,9 @@ def ports_in_use(settings: Settings) -> list[str]:
 
 
 def codec_endpoint(settings: Settings) -> str:
-    return f"http://127.0.0.1:{settings.codec_port}"
+    from orchestrator.codec_server import base_url
+
+    return base_url("127.0.0.1", settings.codec_port)
 
 
 def codec_flags(settings: Settings) -> list[str]:

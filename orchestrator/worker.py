@@ -116,7 +116,9 @@ async def workers_running(client: Client, settings: Settings) -> AsyncIterator[N
     """The workers, polling until the block ends; raises why when they cannot start."""
     stop, ready = asyncio.Event(), asyncio.Event()
     running = asyncio.create_task(run_workers(client, settings, stop, ready))
-    await asyncio.wait([running, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+    polling = asyncio.create_task(ready.wait())
+    await asyncio.wait([running, polling], return_when=asyncio.FIRST_COMPLETED)
+    polling.cancel()
     if running.done():
         running.result()
     try:

@@ -175,6 +175,14 @@ def application_error(error: EngineError, try_number: int) -> ApplicationError:
     )
 
 
+def unexpected_failure(error: Exception) -> ApplicationError:
+    """Anything but an engine error (a bug, say) ends like GenerationFailed after GENERATION_FAILED_TRIES tries,
+    not retried until the deadline as an engine outage is; named by its class only."""
+    return ApplicationError(
+        f"generation failed: {type(error).__name__}", type=ErrorType.generation_failed.value, non_retryable=True
+    )
+
+
 def queue_ms(info: activity.Info) -> float:
     return max(0.0, (info.started_time - info.current_attempt_scheduled_time).total_seconds() * 1000)
 
@@ -207,18 +215,22 @@ class ChatActivities:
                 result = await self._engine.complete(
                     request.messages, request.sampling, request.stop, on_text=publish_delta
                 )
-        except EngineError as error:
-            logger.warning(
-                "generate failed job={} attempt={} try={} type={}",
-                request.job_id,
-                request.attempt,
-                info.attempt,
-                error.type.value,
-            )
-            raise application_error(error, info.attempt) from error
         except Exception as error:
+            # An engine error, also one that the stream's final flush then replaced.
+            engine_error = error if isinstance(error, EngineError) else error.__context__
+            if isinstance(engine_error, EngineError):
+                logger.warning(
+                    "generate failed job={} attempt={} try={} type={}",
+                    request.job_id,
+                    request.attempt,
+                    info.attempt,
+                    engine_error.type.value,
+                )
+                raise application_error(engine_error, info.attempt) from engine_error
             if result is None:
-                raise
+                if info.attempt < GENERATION_FAILED_TRIES:
+                    raise
+                raise unexpected_failure(error) from error
             # The reply is done and is the job's point; only its last deltas did not reach subscribers, who get
             # the whole reply in the `done` event.
             logger.warning(

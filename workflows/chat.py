@@ -67,6 +67,7 @@ JSON_ENCODING = b"json/plain"
 SHRINK_IS_NOT_AN_ATTEMPT = "shrink-is-not-an-attempt"
 DEADLINE_IS_NOT_A_CANCEL = "deadline-is-not-a-cancel"
 BEST_REPLY_AT_DEADLINE = "best-reply-at-deadline"
+METRICS_NEVER_COST_THE_REPLY = "metrics-never-cost-the-reply"
 GENERATE_RETRIES_UNTIL_DEADLINE = "generate-retries-until-deadline"
 # Runs begun before GENERATE_RETRIES_UNTIL_DEADLINE: an engine outage failed the job after 4 tries (~7 s).
 GENERATE_RETRY_BEFORE_OUTAGES = RetryPolicy(
@@ -185,7 +186,7 @@ class ChatWorkflow:
 
     def _end(self, outcome: str, event: DoneEvent | FailedEvent | CancelledEvent) -> None:
         self._stage = "done" if isinstance(event, DoneEvent) else event.type
-        workflow.upsert_search_attributes([ATTEMPTS.value_set(self._attempt), OUTCOME.value_set(outcome)])
+        workflow.upsert_search_attributes([ATTEMPTS.value_set(len(self._attempts)), OUTCOME.value_set(outcome)])
         self._events.publish(event)
 
     async def _run(self, job: RawValue) -> ChatResult:
@@ -285,7 +286,7 @@ class ChatWorkflow:
         if best is None:
             reasons = ", ".join(r for a in self._attempts for r in a.verdict.reasons) or "none"
             raise ApplicationError(
-                f"no reply that can be returned in {self._attempt} attempts (reasons: {reasons})",
+                f"no reply that can be returned in {len(self._attempts)} attempts (reasons: {reasons})",
                 type=ErrorType.no_valid_reply.value,
                 non_retryable=True,
             )
@@ -351,7 +352,7 @@ class ChatWorkflow:
                 summary="record metrics",
             )
         except FailureError as error:  # the reply is the job's point: it is returned all the same
-            if is_cancelled_exception(error):
+            if is_cancelled_exception(error) or not workflow.patched(METRICS_NEVER_COST_THE_REPLY):
                 raise
             workflow.logger.warning("metrics not recorded for job %s: %s", job.job_id, type(error).__name__)
         return result

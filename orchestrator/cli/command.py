@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from characters import CardError, Character, read_card
-from orchestrator.errors import AsCliError, CliError
+from orchestrator.errors import AsCliError, CliError, StartupError
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
@@ -116,6 +116,8 @@ async def connected(settings: Settings) -> Client:
 
     try:
         return await connect(settings)
+    except StartupError:  # e.g. the keys file: its own message, not "cannot reach Temporal"
+        raise
     except RuntimeError as error:
         raise CliError(
             f"cannot reach Temporal at {settings.temporal_address} ({error}); is `make dev` running?"

@@ -7,6 +7,7 @@ import socket
 import sys
 
 from orchestrator.cli.command import Command
+from orchestrator.errors import StartupError
 from orchestrator.health import engine_is_down, poller_identities, queues_without_local_poller
 from orchestrator.settings import Settings
 
@@ -16,6 +17,9 @@ async def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         pollers = await poller_identities(settings)
+    except StartupError as error:  # this process's own configuration, e.g. the keys file
+        print(f"unhealthy: {error}", file=sys.stderr)
+        return 1
     except (RuntimeError, RPCError) as error:  # cannot connect, or the server refused the call
         print(f"unhealthy: Temporal at {settings.temporal_address}: {error}", file=sys.stderr)
         return 1

@@ -4,11 +4,13 @@ fails. The engine is a stand-in object: these tests never reach generation."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 
 import pytest
 from loguru import logger
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 
@@ -58,6 +60,11 @@ class FlushFails:
         raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
 
 
+class QuietStream(FlushFails):
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+
 class Answers:
     async def complete(
         self, *args: object, on_text: Callable[[str], None] | None = None, **kwargs: object
@@ -90,3 +97,37 @@ def test_an_engine_outage_is_retried_on_every_try_but_a_failing_generation_only_
     assert not application_error(failing, GENERATION_FAILED_TRIES - 1).non_retryable
     assert application_error(failing, GENERATION_FAILED_TRIES).non_retryable
     assert application_error(failing, GENERATION_FAILED_TRIES).type == ErrorType.generation_failed.value
+
+
+class Fails:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def complete(self, *args: object, **kwargs: object) -> GenerateResult:
+        raise self.error
+
+
+async def generate_on_try(engine: object, try_number: int) -> GenerateResult:
+    environment = ActivityEnvironment()
+    environment.info = dataclasses.replace(environment.info, attempt=try_number)
+    request = GenerateRequest(job_id="j3", attempt=1, messages=[Message(role="user", content="hi")], sampling=SAMPLING)
+    return await environment.run(ChatActivities(engine).generate, request)  # type: ignore[arg-type]
+
+
+async def test_an_engine_error_keeps_its_type_when_the_flush_after_it_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(WorkflowStreamClient, "from_within_activity", lambda **kwargs: FlushFails())
+    with pytest.raises(ApplicationError) as error:
+        await generate_on_try(Fails(EngineError(ErrorType.input_too_long, "too long")), 1)
+    assert error.value.type == ErrorType.input_too_long.value and error.value.non_retryable
+
+
+async def test_an_unexpected_error_is_retried_like_a_failed_generation_then_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(WorkflowStreamClient, "from_within_activity", lambda **kwargs: QuietStream())
+    with pytest.raises(KeyError):  # retried by Temporal as it is
+        await generate_on_try(Fails(KeyError("a bug")), GENERATION_FAILED_TRIES - 1)
+    with pytest.raises(ApplicationError) as error:
+        await generate_on_try(Fails(KeyError("a bug")), GENERATION_FAILED_TRIES)
+    assert error.value.type == ErrorType.generation_failed.value and error.value.non_retryable
+    assert error.value.message == "generation failed: KeyError"

@@ -70,3 +70,15 @@ def test_a_job_over_a_cap_is_named_by_field_and_size_never_by_its_text(job: Chat
     problems = job_problems(job)
     assert len(problems) == 1 and problems[0].startswith(problem)
     assert "é" not in problems[0] and "lore" not in problems[0]
+
+
+def test_an_unknown_key_is_named_only_when_it_looks_like_a_field_name() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as error:
+        ChatJob.model_validate(
+            {"job_id": "j", "job_typ": "x", "messages": [{"role": "user", "content": "hi", "my secret words": 1}]}
+        )
+    described = describe_validation_error(error.value, "job")
+    assert "job.job_typ: Extra inputs are not permitted" in described
+    assert "job.messages.0.<key>: Extra inputs are not permitted" in described and "secret" not in described
