@@ -80,6 +80,9 @@ def is_authorized(request: Request, expected: str | None) -> bool:
     return hmac.compare_digest(presented.encode(), expected.encode())
 
 
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
 def request_payloads(body: bytes) -> list[Payload]:
     """The payloads in a request body; BadRequest says what is wrong without quoting the body."""
     try:
@@ -124,8 +127,11 @@ def codec_app(keys: KeyRing, cors_origins: Sequence[str] = (), token: str | Secr
                 status_code=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:  # Temporal's payloads are at most 2 MB each; the UI sends a few at a time
+            return PlainTextResponse(f"too large: at most {MAX_BODY_BYTES} bytes\n", status_code=413)
         try:
-            payloads = request_payloads(await request.body())
+            payloads = request_payloads(body)
             converted = codec.encrypted(payloads) if operation == "encode" else codec.decrypted(payloads)
         except (BadRequest, DecryptionError) as error:
             return PlainTextResponse(f"bad request: {error}\n", status_code=400)
@@ -212,4 +218,5 @@ async def codec_server_running(
     finally:
         server.should_exit = True
         await serving
+        sock.close()  # uvicorn closes it once serving; not when it failed before that
         logger.info("codec server stopped")

@@ -18,7 +18,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from orchestrator.codec import EncryptionCodec, KeyRing
-from orchestrator.codec_server import CodecServerError, codec_app, codec_server_running
+from orchestrator.codec_server import MAX_BODY_BYTES, CodecServerError, codec_app, codec_server_running
 from tests.helpers import job
 
 PHRASE = "the lighthouse keeper hums in violet"
@@ -182,6 +182,11 @@ async def test_malformed_bodies_are_a_one_line_400(server: str, body: bytes, rea
     text = answer.body.decode()
     assert reason in text and text.count("\n") == 1
     assert PHRASE not in text
+
+
+async def test_a_body_over_the_limit_is_a_413(server: str) -> None:
+    answer = await request(server, "POST", "/decode", b" " * (MAX_BODY_BYTES + 1), ui_headers())
+    assert answer.status == 413 and str(MAX_BODY_BYTES) in answer.body.decode()
 
 
 async def test_undecryptable_payloads_are_a_400_naming_the_key(server: str) -> None:
