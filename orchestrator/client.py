@@ -27,7 +27,6 @@ from workflows.models import (
     ErrorType,
     JobStatus,
     StreamEvent,
-    job_problems,
     limit_problems,
 )
 from workflows.summaries import row_summary
@@ -86,7 +85,7 @@ class ChatClient:
 
     def prepared(self, job: ChatJob) -> ChatJob:
         """The job as it will run: checked before anything starts, deadline defaulted from settings."""
-        problems = job_problems(job) + limit_problems(job, self.settings.job_limits)
+        problems = limit_problems(job, self.settings.job_limits)
         try:
             resolve(job.character)
         except UnknownCharacter as error:

@@ -134,6 +134,10 @@ class Settings(BaseSettings):
         )
 
     @property
+    def engine_api_key(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key else None
+
+    @property
     def generate_task_queue(self) -> str:
         return generate_task_queue(self.task_queue)
 

@@ -95,14 +95,14 @@ class CachedCounter:
             self._cache.popitem(last=False)
 
     async def _count_missing(self, texts: list[str]) -> list[int]:
-        # A local tokenizer is CPU work: in a thread, so that the event loop the worker's jobs share keeps running.
-        return await asyncio.to_thread(lambda: [self._count_one(text) for text in texts])
+        return [self._count_one(text) for text in texts]
 
     async def count_many(self, texts: Iterable[str]) -> dict[str, int]:
         wanted = list(dict.fromkeys(texts))
         counts = {text: self._cached(text) for text in wanted}
         missing = [text for text, count in counts.items() if count is None]
-        for text, count in zip(missing, await self._count_missing(missing), strict=True):
+        counted = await self._count_missing(missing) if missing else []  # the next turn of a chat: all cached
+        for text, count in zip(missing, counted, strict=True):
             self._remember(text, count)
             counts[text] = count
         return {text: count for text, count in counts.items() if count is not None}
@@ -127,6 +127,11 @@ class GgufCounter(CachedCounter):
                 return len(vocab.tokenize(text.encode(), add_bos=False, special=False))
 
         super().__init__(count)
+
+    async def _count_missing(self, texts: list[str]) -> list[int]:
+        # The vocabulary is CPU work: in a thread, so that the event loop the worker's jobs share keeps running.
+        # (The estimate is arithmetic on lengths: a thread hop would cost more than it.)
+        return await asyncio.to_thread(lambda: [self._count_one(text) for text in texts])
 
 
 def _tokens_in(body: Any) -> int:
@@ -177,8 +182,7 @@ async def token_counter(settings: Settings) -> CachedCounter:
     when it answers, else the local GGUF when there is one, else the estimate)."""
     choice = settings.tokenizer
     if choice in ("engine", "auto"):
-        api_key = settings.api_key.get_secret_value() if settings.api_key else None
-        engine = EngineCounter(settings.inference_base_url, settings.model_name, api_key)
+        engine = EngineCounter(settings.inference_base_url, settings.model_name, settings.engine_api_key)
         try:
             await engine.check()
             return engine

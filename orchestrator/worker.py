@@ -36,7 +36,7 @@ def engine_client(settings: Settings) -> InferenceClient:
     return InferenceClient(
         settings.inference_base_url,
         settings.model_name,
-        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        api_key=settings.engine_api_key,
         timeout=settings.inference_timeout_seconds,
     )
 

@@ -40,7 +40,6 @@ from workflows.models import (
     ResetEvent,
     ResolvedSampling,
     Verdict,
-    job_problems,
     limit_problems,
 )
 from workflows.policy import Policy
@@ -120,7 +119,7 @@ class JobActivities:
         job = request.job
         if self._log_chat_text:
             logger.debug("prepare job={} last message: {}", job.job_id, job.messages[-1].content)
-        problems = job_problems(job) + limit_problems(job, self._limits) + forbidden_input(job, self._policy)
+        problems = limit_problems(job, self._limits) + forbidden_input(job, self._policy)
         if problems:
             raise invalid_job("; ".join(problems))
         character = resolved_character(job)

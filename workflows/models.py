@@ -159,8 +159,9 @@ def job_problems(job: ChatJob) -> list[str]:
 
 
 def limit_problems(job: ChatJob, limits: JobLimits) -> list[str]:
-    """What in the job exceeds the worker's caps, each naming the field and the range."""
-    problems = []
+    """What in the job exceeds the caps of every job (`job_problems`) or this worker's, each naming the field
+    and the range."""
+    problems = job_problems(job)
     max_tokens = job.sampling.max_tokens
     if max_tokens is not None and max_tokens > limits.max_tokens_cap:
         problems.append(f"job.sampling.max_tokens: must be 1-{limits.max_tokens_cap} (got {max_tokens})")
