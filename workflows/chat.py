@@ -95,9 +95,8 @@ def parsed_job(raw: RawValue) -> ChatJob:
     """The job from its payload as stored. Every way it can fail (a key this worker lacks, bytes that are not
     JSON, JSON that is not a job) is an `InvalidJob` naming why, never a workflow task retried forever.
     Messages carry positions and field names only: the payload's text is never quoted."""
-    key_id = raw.payload.metadata.get(KEY_ID_METADATA)
     if raw.payload.metadata.get("encoding") == ENCRYPTED_ENCODING:
-        name = (key_id or b"").decode("utf-8", errors="replace")
+        name = raw.payload.metadata.get(KEY_ID_METADATA, b"").decode("utf-8", errors="replace")
         raise invalid_job(f"the input is encrypted under key id {name!r}, which this worker's keys file lacks")
     try:
         value = workflow.payload_converter().from_payload(raw.payload)
@@ -137,6 +136,17 @@ def ended_by(error: FailureError) -> ApplicationError:
             return failure(error)
         return ApplicationError(f"{error.message}: {error.cause}", type=type(error.cause).__name__, non_retryable=True)
     return ApplicationError(error.message, type=type(error).__name__, non_retryable=True)
+
+
+def ended_by_deadline(error: BaseException, deadline: datetime) -> bool:
+    """Whether the attempts stopped because the job's deadline passed: wait_for's timeout, the generation's own
+    timeout (a Deadline failure), or the deadline's cancellation of a running local activity (check_reply),
+    which wait_for passes on as an ActivityError ("Local Activity cancelled") that would read as a cancelled job."""
+    if isinstance(error, TimeoutError):
+        return True
+    if isinstance(error, ApplicationError):
+        return error.type == ErrorType.deadline.value
+    return is_cancelled_exception(error) and workflow.now() >= deadline and workflow.patched(DEADLINE_IS_NOT_A_CANCEL)
 
 
 def deadline_passed() -> ApplicationError:
@@ -205,23 +215,10 @@ class ChatWorkflow:
                 self._attempts_until_valid(chat_job, prepared, deadline),
                 timeout=max(0.0, (deadline - workflow.now()).total_seconds()),
             )
-        except TimeoutError:
-            return await self._after_deadline(chat_job, prepared, started)
-        except ApplicationError as error:  # the generation's own timeout is the same deadline
-            if error.type != ErrorType.deadline.value:
+        except (TimeoutError, FailureError) as error:
+            if not ended_by_deadline(error, deadline):
                 raise
             return await self._after_deadline(chat_job, prepared, started)
-        except FailureError as error:
-            # The deadline's cancellation of a running local activity (check_reply) ends it with an ActivityError
-            # ("Local Activity cancelled"), which wait_for passes on instead of a TimeoutError and `run` would
-            # take for a cancelled job: it is the deadline.
-            if (
-                is_cancelled_exception(error)
-                and workflow.now() >= deadline
-                and workflow.patched(DEADLINE_IS_NOT_A_CANCEL)
-            ):
-                return await self._after_deadline(chat_job, prepared, started)
-            raise
         return await self._finish(chat_job, prepared, chosen, started=started)
 
     async def _after_deadline(self, job: ChatJob, prepared: Prepared, started: datetime) -> ChatResult:
