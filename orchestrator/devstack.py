@@ -209,6 +209,47 @@ def last_lines(path: Path, count: int = 15) -> str:
         return ""
 
 
+def launched(service: Service) -> subprocess.Popen[bytes]:
+    """The service's process, started with its output going to its log file."""
+    with service.log_file.open("ab") as log:
+        return subprocess.Popen(
+            service.command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop the servers in order
+        )
+
+
+def waited_until_ready(service: Service, process: subprocess.Popen[bytes]) -> float:
+    """Seconds until the service answered its ready URL; DevStackError when it exits or takes too long."""
+    started = time.monotonic()
+    while not answers(service.ready_url):
+        if process.poll() is not None:
+            raise DevStackError(
+                f"{service.name} exited with code {process.returncode} during start; "
+                f"last lines of {service.log_file}:\n{last_lines(service.log_file)}"
+            )
+        if time.monotonic() - started > STARTUP_TIMEOUT_SECONDS:
+            raise DevStackError(f"{service.name} did not answer {service.ready_url} in time")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def stopped(running: list[tuple[Service, subprocess.Popen[bytes]]], progress: Callable[[str], None]) -> None:
+    """SIGTERM to every process, newest first, then a wait for each; one that does not stop in time is killed."""
+    for _, process in reversed(running):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for service, process in reversed(running):
+        try:
+            process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            progress(f"{service.name} did not stop in {STOP_TIMEOUT_SECONDS:.0f} s; killing it")
+            process.kill()
+            process.wait()
+
+
 class DevStack:
     """Start with `with DevStack(settings): ...`; both servers stop on exit, Ctrl-C included."""
 
@@ -234,28 +275,11 @@ class DevStack:
 
     def _launch(self, service: Service) -> None:
         self._progress(f"starting {service.name} (log: {service.log_file})")
-        with service.log_file.open("ab") as log:
-            process = subprocess.Popen(
-                service.command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop the servers in order
-            )
-        self._running.append((service, process))
+        self._running.append((service, launched(service)))
 
     def _wait_ready(self, service: Service, process: subprocess.Popen[bytes]) -> None:
-        started = time.monotonic()
-        while not answers(service.ready_url):
-            if process.poll() is not None:
-                raise DevStackError(
-                    f"{service.name} exited with code {process.returncode} during start; "
-                    f"last lines of {service.log_file}:\n{last_lines(service.log_file)}"
-                )
-            if time.monotonic() - started > STARTUP_TIMEOUT_SECONDS:
-                raise DevStackError(f"{service.name} did not answer {service.ready_url} in time")
-            time.sleep(0.2)
-        self._progress(f"{service.name} ready in {time.monotonic() - started:.1f} s")
+        seconds = waited_until_ready(service, process)
+        self._progress(f"{service.name} ready in {seconds:.1f} s")
 
     def pids(self) -> dict[str, int]:
         """The process id of each running server by service name (TEMPORAL_DEV_SERVER, LLAMA_SERVER), e.g. to
@@ -263,16 +287,7 @@ class DevStack:
         return {service.name: process.pid for service, process in self._running if process.poll() is None}
 
     def stop(self) -> None:
-        for _, process in reversed(self._running):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for service, process in reversed(self._running):
-            try:
-                process.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self._progress(f"{service.name} did not stop in {STOP_TIMEOUT_SECONDS:.0f} s; killing it")
-                process.kill()
-                process.wait()
+        stopped(self._running, self._progress)
         self._running.clear()
 
     def __enter__(self) -> DevStack:

@@ -3,16 +3,12 @@ its own, that a test can stop and start again on that port: the session's shared
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
 
-from orchestrator.devstack import LLAMA_SERVER, STOP_TIMEOUT_SECONDS, Service, answers, free_port, services
+from orchestrator.devstack import LLAMA_SERVER, Service, free_port, launched, services, stopped, waited_until_ready
 from orchestrator.settings import Settings
-
-READY_TIMEOUT_SECONDS = 120.0
 
 
 def llama_service(settings: Settings, port: int, log_file: Path) -> Service:
@@ -33,28 +29,17 @@ class EngineProcess:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with self._service.log_file.open("ab") as log:
-            self._process = subprocess.Popen(
-                self._service.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        started = time.monotonic()
-        while not answers(self._service.ready_url):
-            if self._process.poll() is not None or time.monotonic() - started > READY_TIMEOUT_SECONDS:
-                self.stop()
-                raise AssertionError(f"the test's llama.cpp server did not start; see {self._service.log_file}")
-            time.sleep(0.2)
+        self._process = launched(self._service)
+        try:
+            waited_until_ready(self._service, self._process)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._process = None
+        if self._process is not None:
+            stopped([(self._service, self._process)], progress=print)
+            self._process = None
 
     def __enter__(self) -> EngineProcess:
         self.start()
