@@ -25,6 +25,7 @@ from workflows.models import (
     JobType,
     Message,
     StreamEvent,
+    job_problems,
 )
 from workflows.policy import load_policy
 from workflows.validation import ReplySpec, validate
@@ -78,6 +79,9 @@ async def cmd_context(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(
             f"--max-input-tokens ({max_input}) must be smaller than --max-total-tokens ({max_total})", code=2
         )
+    problems = job_problems(job)
+    if problems:
+        raise CliError(f"invalid job: {'; '.join(problems)}", code=2)
     with AsCliError(UnknownCharacter, code=2, prefix="job.character: "):
         character = resolve(job.character)
     counter = offline_counter(settings)

@@ -78,3 +78,15 @@ def test_validate_is_stopped_by_a_policy_file_it_cannot_read(tmp_path: Path) -> 
     done = run("validate", "--job-type", "chat_roleplay", "--reply-file", "-", env=env, stdin=REPLY)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip() == f"error: policy file {policy}: cannot read: No such file or directory"
+
+
+def test_context_refuses_a_job_over_the_caps_of_every_job_naming_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "big.json"
+    big = {"role": "user", "content": "x" * 40_000}
+    path.write_text(
+        json.dumps({"job_id": "o2", "character": "Mira", "messages": [{"role": "user", "content": "hi"}, big]})
+    )
+    done = run("context", "--job-file", str(path), env=env_with({}))
+    assert done.returncode == 2 and done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line == "error: invalid job: job.messages.1.content: at most 32768 bytes as UTF-8 (got 40000)"
