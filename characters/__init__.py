@@ -1,6 +1,6 @@
 """Character profiles: the data a roleplay job puts in front of the model, bundled or read from a card."""
 
-from characters.base import StrictModel, describe_validation_error
+from characters.base import StrictModel, describe_validation_error, listed
 from characters.cards import CardError, ImportedCard, export_card, parse_card, read_card
 from characters.greetings import NoSuchGreeting, greeting
 from characters.macros import fill_macros
@@ -33,6 +33,7 @@ __all__ = [
     "export_card",
     "fill_macros",
     "greeting",
+    "listed",
     "parse_card",
     "read_card",
     "resolve",

@@ -22,6 +22,18 @@ def field_part(part: int | str) -> str:
     return str(part) if isinstance(part, int) or FIELD_NAME.fullmatch(part) else "<key>"
 
 
+# Enough to fix an input by; a failure that lists every problem of a huge input would be too big for Temporal's
+# history ("Failure exceeds size limit") and for a reader.
+MAX_LISTED_PROBLEMS = 20
+
+
+def listed(problems: list[str]) -> str:
+    """The problems joined with "; ", the first MAX_LISTED_PROBLEMS of them and how many more there are."""
+    shown = "; ".join(problems[:MAX_LISTED_PROBLEMS])
+    more = len(problems) - MAX_LISTED_PROBLEMS
+    return f"{shown}; and {more} more" if more > 0 else shown
+
+
 def describe_validation_error(
     error: ValidationError,
     root: str = "",
@@ -41,4 +53,4 @@ def describe_validation_error(
             continue
         shown = f" (got {item.get('input')!r})" if shows_input(field) else ""
         problems.append(f"{name(field)}: {item['msg']}{shown}")
-    return "; ".join(problems)
+    return listed(problems)

@@ -15,7 +15,7 @@ from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.converter import DataConverter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from characters import UnknownCharacter, describe_validation_error, resolve
+from characters import UnknownCharacter, describe_validation_error, listed, resolve
 from orchestrator.codec import KeysFileError, data_converter, read_keys
 from orchestrator.errors import StartupError
 from orchestrator.settings import Settings
@@ -91,7 +91,7 @@ class ChatClient:
         except UnknownCharacter as error:
             problems.append(f"job.character: {error}")
         if problems:
-            raise InvalidJob("invalid job: " + "; ".join(problems))
+            raise InvalidJob("invalid job: " + listed(problems))
         if job.deadline_seconds is None:
             job = job.model_copy(update={"deadline_seconds": self.settings.job_deadline_seconds})
         return job

@@ -20,7 +20,7 @@ from temporalio import activity
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError
 
-from characters import Character, UnknownCharacter, resolve
+from characters import Character, UnknownCharacter, listed, resolve
 from workflows.context import ContextTooLarge, TextsCounter, budgeted_context
 from workflows.models import (
     STREAM_TOPIC,
@@ -121,7 +121,7 @@ class JobActivities:
             logger.debug("prepare job={} last message: {}", job.job_id, job.messages[-1].content)
         problems = limit_problems(job, self._limits) + forbidden_input(job, self._policy)
         if problems:
-            raise invalid_job("; ".join(problems))
+            raise invalid_job(listed(problems))
         character = resolved_character(job)
         try:
             context = await budgeted_context(job, character, self._engine_limits, self._counter, request.budget_share)

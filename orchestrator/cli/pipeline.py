@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from characters import ASSISTANT_NAME, UnknownCharacter, describe_validation_error, resolve
+from characters import ASSISTANT_NAME, UnknownCharacter, describe_validation_error, listed, resolve
 from orchestrator.cli.command import NO_SETTINGS, Argument, CardFile, Command
 from orchestrator.errors import AsCliError, CliError
 from orchestrator.settings import ENGINE_LIMITS, Settings
@@ -81,7 +81,7 @@ async def cmd_context(args: argparse.Namespace, settings: Settings) -> int:
         )
     problems = job_problems(job)
     if problems:
-        raise CliError(f"invalid job: {'; '.join(problems)}", code=2)
+        raise CliError(f"invalid job: {listed(problems)}", code=2)
     with AsCliError(UnknownCharacter, code=2, prefix="job.character: "):
         character = resolve(job.character)
     counter = offline_counter(settings)

@@ -2,6 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from characters import Character, UnknownCharacter, bundled_character, bundled_characters, parse_card
+from characters.base import MAX_LISTED_PROBLEMS, listed
 from characters.registry import BadProfileFile, _profile_from_file, _profiles_by_name, profile_yaml
 from tests.characters.cardfiles import full_v2_data, json_card, v2
 from workflows.models import ChatJob
@@ -67,3 +68,9 @@ def test_the_yaml_of_a_card_with_awkward_text_reads_back_the_same() -> None:
         update={"description": "trailing space \nand: colons\n- dashes\n\ttabs ", "tags": ["", "yes", "null"]}
     )
     assert _profile_from_file("x.yaml", profile_yaml(character)) == character
+
+
+def test_listed_shows_the_first_problems_and_counts_the_rest() -> None:
+    assert listed(["a", "b"]) == "a; b"
+    many = [f"p{n}" for n in range(MAX_LISTED_PROBLEMS + 3)]
+    assert listed(many) == "; ".join(many[:MAX_LISTED_PROBLEMS]) + "; and 3 more"

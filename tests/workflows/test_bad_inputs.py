@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from characters import describe_validation_error
+from characters.base import MAX_LISTED_PROBLEMS
 from orchestrator.client import ChatClient, InvalidJob
 from orchestrator.settings import Settings
 from tests.helpers import job
@@ -257,3 +258,14 @@ async def test_raw_malformed_input_fails_each_workflow_at_once_naming_the_field_
         assert MARK not in cause.message
     assert not [line for line in all_logs if MARK in line]
     assert (await (await chat.submit(job(sampling={"max_tokens": 8, "seed": 1}))).result()).content
+
+
+async def test_a_raw_job_with_thousands_of_problems_fails_with_a_short_failure_naming_the_first(
+    client: Client, settings: Settings
+) -> None:
+    raw = valid_job() | {"messages": [{"role": "narrator", "content": MARK}] * 5000}
+    cause, status = await failure_of(client, settings, json.dumps(raw).encode())
+    assert status == WorkflowExecutionStatus.FAILED and cause.type == "InvalidJob"
+    assert cause.message.startswith("invalid job: job.messages.0.role: Input should be")
+    assert cause.message.endswith(f"; and {5000 - MAX_LISTED_PROBLEMS} more")
+    assert len(cause.message) < 4000 and MARK not in cause.message
