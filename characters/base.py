@@ -22,6 +22,30 @@ def field_part(part: int | str) -> str:
     return str(part) if isinstance(part, int) or FIELD_NAME.fullmatch(part) else "<key>"
 
 
+def is_unicode(text: str) -> bool:
+    """False for text with a lone surrogate: JSON's `\\ud800` escapes decode to one, UTF-8 has no bytes for it."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def not_unicode_fields(value: object, root: str) -> list[str]:
+    """The paths in a decoded JSON value (named as `field_part` does) whose text or key is not Unicode."""
+    found, pending = [], [(root, value)]
+    while pending:  # not recursive: the value may nest as deep as the JSON decoder allowed
+        path, node = pending.pop()
+        if isinstance(node, str) and not is_unicode(node):
+            found.append(path)
+        elif isinstance(node, dict):
+            found += [f"{path}.{field_part(key)}" for key in node if isinstance(key, str) and not is_unicode(key)]
+            pending += [(f"{path}.{field_part(key)}", item) for key, item in node.items()]
+        elif isinstance(node, list):
+            pending += [(f"{path}.{index}", item) for index, item in enumerate(node)]
+    return sorted(found)
+
+
 # Enough to fix an input by; a failure that lists every problem of a huge input would be too big for Temporal's
 # history ("Failure exceeds size limit") and for a reader.
 MAX_LISTED_PROBLEMS = 20

@@ -12,6 +12,7 @@ first task forever)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -25,7 +26,8 @@ with workflow.unsafe.imports_passed_through():
     from pydantic_core import from_json
     from temporalio.api.common.v1 import Payload
 
-    from characters import describe_validation_error
+    from characters import describe_validation_error, listed
+    from characters.base import not_unicode_fields
     from workflows.activities import ChatActivities, JobActivities, invalid_job
     from workflows.context import char_name
     from workflows.models import (
@@ -101,7 +103,7 @@ def parsed_job(raw: RawValue) -> ChatJob:
     try:
         value = workflow.payload_converter().from_payload(raw.payload)
     except Exception as error:  # bytes that are not JSON, an encoding no converter knows
-        raise invalid_job(f"the input cannot be decoded ({why_undecodable(raw.payload, error)})") from None
+        raise invalid_job(why_undecodable(raw.payload, error)) from None
     try:
         return ChatJob.model_validate(value)
     except ValidationError as error:
@@ -109,14 +111,21 @@ def parsed_job(raw: RawValue) -> ChatJob:
 
 
 def why_undecodable(payload: Payload, error: Exception) -> str:
-    """Where JSON input stops being JSON, by line and column (pydantic's parser names them; Python's may name
-    none, e.g. for a RecursionError), else the error's class."""
+    """The fields whose text is not Unicode (JSON that Python's decoder reads but pydantic's refuses), else where
+    JSON input stops being JSON, by line and column (pydantic's parser names them; Python's may name none, e.g. for
+    a RecursionError), else the error's class."""
     if payload.metadata.get("encoding") == JSON_ENCODING:
+        try:
+            fields = not_unicode_fields(json.loads(payload.data), "job")
+        except (ValueError, RecursionError):
+            fields = []
+        if fields:
+            return listed([f"{field}: not valid Unicode (a lone surrogate)" for field in fields])
         try:
             from_json(payload.data)
         except ValueError as json_error:
-            return f"not JSON: {json_error}"
-    return type(error).__name__
+            return f"the input cannot be decoded (not JSON: {json_error})"
+    return f"the input cannot be decoded ({type(error).__name__})"
 
 
 def failure(error: ActivityError) -> ApplicationError:
