@@ -48,10 +48,9 @@ class InvalidJob(ValueError):
     type = ErrorType.invalid_job
 
 
-def payload_converter(settings: Settings, worker: bool = False) -> DataConverter:
-    """Jobs and results as JSON, encrypted when CHAT_WORKER_PAYLOAD_KEYS_FILE names a keys file. A worker's
-    converter hands on what it cannot decrypt (the workflow fails that job naming the key id); everyone
-    else's fails naming it."""
+def payload_converter(settings: Settings) -> DataConverter:
+    """Jobs and results as JSON, encrypted when CHAT_WORKER_PAYLOAD_KEYS_FILE names a keys file. What it cannot
+    decrypt fails naming the key id (a worker's copy hands it on instead: orchestrator.worker.worker_client)."""
     if settings.payload_keys_file is None:
         if not settings.allow_plaintext:
             raise StartupError(
@@ -64,7 +63,7 @@ def payload_converter(settings: Settings, worker: bool = False) -> DataConverter
         keys = read_keys(settings.payload_keys_file)
     except KeysFileError as error:
         raise StartupError(f"CHAT_WORKER_PAYLOAD_KEYS_FILE: {error}") from None
-    return data_converter(keys, keep_undecryptable=worker)
+    return data_converter(keys)
 
 
 async def connect(settings: Settings) -> Client:

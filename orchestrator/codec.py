@@ -260,7 +260,7 @@ class EncryptionCodec(PayloadCodec):
             raise DecryptionError(f"payload decrypted under key id {key_id!r} is not a Temporal Payload") from None
 
 
-def data_converter(keys: KeyRing | None = None, keep_undecryptable: bool = False) -> DataConverter:
+def data_converter(keys: KeyRing | None = None) -> DataConverter:
     """The converter for clients and workers: the project's pydantic JSON converter, and with keys, the same with
     every payload encrypted and failure messages and stack traces moved into an encrypted payload (what Temporal
     shows as the message is then "Encoded failure"; the error type stays visible)."""
@@ -268,6 +268,6 @@ def data_converter(keys: KeyRing | None = None, keep_undecryptable: bool = False
         return pydantic_data_converter
     return dataclasses.replace(
         pydantic_data_converter,
-        payload_codec=EncryptionCodec(keys, keep_undecryptable),
+        payload_codec=EncryptionCodec(keys),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )

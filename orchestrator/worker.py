@@ -5,6 +5,7 @@ max concurrent requests; extra demand waits in Temporal's queue, not at the engi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -15,7 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from characters import bundled_characters
-from orchestrator.client import payload_converter
+from orchestrator.codec import EncryptionCodec
 from orchestrator.inference import InferenceClient
 from orchestrator.settings import Settings
 from orchestrator.tokens import token_counter
@@ -60,18 +61,18 @@ async def job_activities(settings: Settings) -> JobActivities:
     )
 
 
-def worker_client(client: Client, settings: Settings) -> Client:
-    """The same connection with the worker's payload converter (see `payload_converter`)."""
-    return Client(
-        client.service_client,
-        namespace=client.namespace,
-        data_converter=payload_converter(settings, worker=True),
-    )
+def worker_client(client: Client) -> Client:
+    """The same connection and keys, with a codec that hands on what it cannot decrypt (see `payload_converter`)."""
+    converter = client.data_converter
+    if isinstance(converter.payload_codec, EncryptionCodec):
+        codec = EncryptionCodec(converter.payload_codec.keys, keep_undecryptable=True)
+        converter = dataclasses.replace(converter, payload_codec=codec)
+    return Client(client.service_client, namespace=client.namespace, data_converter=converter)
 
 
 async def build_workers(client: Client, settings: Settings) -> list[Worker]:
     jobs = await job_activities(settings)
-    client = worker_client(client, settings)
+    client = worker_client(client)
     workflows = Worker(
         client,
         task_queue=settings.task_queue,
