@@ -40,12 +40,6 @@ JOBS = {
         ],
         sampling={"max_tokens": 32, "seed": 5},
     ),
-}
-
-
-# Recorded by a worker whose policy forbids every reply but "?", with 2 attempts: the first reply is rejected,
-# so the history has a regeneration (queued one priority level up), and the job ends NoValidReply.
-REJECTED_JOBS = {
     "roleplay_regenerated": ChatJob(
         job_id="history-roleplay-regenerated",
         messages=[{"role": "user", "content": "?"}],
@@ -54,6 +48,9 @@ REJECTED_JOBS = {
         sampling={"max_tokens": 12, "seed": 3},
     ),
 }
+# Recorded by a worker whose policy forbids every reply but "?", with 2 attempts: the first reply is rejected,
+# so the history has a regeneration (queued one priority level up), and the job ends NoValidReply.
+REJECTED = {"roleplay_regenerated"}
 EVERY_REPLY_FORBIDDEN = {"patterns": [{"pattern": r"^(?!\?$)[\s\S]", "why": "forbid every reply"}]}
 
 
@@ -76,8 +73,8 @@ async def record(settings: Settings, jobs: dict[str, ChatJob]) -> None:
 
 
 def main() -> None:
-    names = set(sys.argv[1:]) or set(JOBS) | set(REJECTED_JOBS)
-    unknown = names - set(JOBS) - set(REJECTED_JOBS)
+    names = set(sys.argv[1:]) or set(JOBS)
+    unknown = names - set(JOBS)
     if unknown:
         sys.exit(f"no such history: {', '.join(sorted(unknown))}")
     with tempfile.TemporaryDirectory() as state:
@@ -85,9 +82,9 @@ def main() -> None:
         policy = Path(state) / "policy.yaml"
         policy.write_text(yaml.safe_dump(EVERY_REPLY_FORBIDDEN))
         with DevStack(settings):
-            asyncio.run(record(settings, {n: j for n, j in JOBS.items() if n in names}))
+            asyncio.run(record(settings, {n: j for n, j in JOBS.items() if n in names - REJECTED}))
             rejecting = settings.model_copy(update={"policy_file": policy, "max_attempts": 2})
-            asyncio.run(record(rejecting, {n: j for n, j in REJECTED_JOBS.items() if n in names}))
+            asyncio.run(record(rejecting, {n: j for n, j in JOBS.items() if n in names & REJECTED}))
 
 
 if __name__ == "__main__":

@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import timedelta
 
 import pytest
-from temporalio.api.enums.v1 import PendingActivityState, WorkflowExecutionStatus
+from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.api.taskqueue.v1 import TaskQueueStats
-from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from orchestrator.client import (
@@ -21,9 +19,8 @@ from orchestrator.client import (
     estimated_wait,
 )
 from orchestrator.settings import Settings
-from tests.helpers import USER_TEXT, job, worker_against
-from workflows.chat import JOB_PRIORITY, ChatWorkflow
-from workflows.models import ChatResult
+from tests.helpers import USER_TEXT, cancelled, generation_started, job, worker_against
+from workflows.chat import JOB_PRIORITY
 
 LONG_REPLY = [{"role": "user", "content": "Tell me the whole history of Saltmere, slowly."}]
 
@@ -55,14 +52,6 @@ def test_the_refusal_names_the_job_the_wait_and_the_deadline_and_no_chat_text() 
         "job job-7 refused: overloaded, the generations queued ahead of it need about 42 s at the recent service "
         "rate, past its deadline of 30 s; nothing was started"
     )
-
-
-async def generation_started(chat: ChatClient, job_id: str) -> None:
-    while True:
-        pending = (await chat.handle(job_id).describe()).raw_description.pending_activities
-        if any(a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for a in pending):
-            return
-        await asyncio.sleep(0.1)
 
 
 async def backlog_of_at_least(chat: ChatClient, count: int) -> None:
@@ -102,13 +91,4 @@ async def test_a_job_that_the_backlog_cannot_serve_before_its_deadline_is_refuse
                 WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_FAILED,  # its 1 s deadline may pass meanwhile
             )
         finally:
-            await ended(started)
-
-
-async def ended(handles: list[WorkflowHandle[ChatWorkflow, ChatResult]]) -> None:
-    """Cancelled, each, and ended before the worker stops: the backlog would keep the one slot busy for minutes."""
-    for handle in handles:
-        await handle.cancel()
-    for handle in handles:
-        with contextlib.suppress(WorkflowFailureError):
-            await asyncio.wait_for(handle.result(), timeout=60)
+            await cancelled(started)

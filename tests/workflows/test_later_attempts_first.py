@@ -4,20 +4,17 @@ one partition: orchestrator.devstack.DEV_SERVER_DYNAMIC_CONFIG) and the real mod
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from datetime import datetime
 from pathlib import Path
 
 import yaml
-from temporalio.api.enums.v1 import EventType, PendingActivityState
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.api.enums.v1 import EventType
 
 from orchestrator.client import ChatClient
 from orchestrator.settings import Settings
-from tests.helpers import job, worker_against
-from workflows.chat import JOB_PRIORITY, ChatWorkflow
-from workflows.models import ChatResult
+from tests.helpers import cancelled, generation_started, job, worker_against
+from workflows.chat import JOB_PRIORITY
 
 PROMPT = "Tell me the whole history of Saltmere, slowly."
 
@@ -39,16 +36,6 @@ async def generations(chat: ChatClient, job_id: str) -> list[tuple[int, datetime
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
-
-
-async def generation_started(chat: ChatClient, job_id: str, attempt: int) -> None:
-    while True:
-        status = await chat.status(job_id)
-        pending = (await chat.handle(job_id).describe()).raw_description.pending_activities
-        started = any(a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for a in pending)
-        if status.attempt == attempt and started:
-            return
-        await asyncio.sleep(0.1)
 
 
 async def test_a_rejected_replys_regeneration_starts_before_the_new_jobs_queued_ahead_of_it(
@@ -84,12 +71,3 @@ async def test_a_rejected_replys_regeneration_starts_before_the_new_jobs_queued_
     # In order of arrival the regeneration would start after all four. At most one goes first: the one the freed
     # slot took while the first job's reply was being checked and its regeneration not yet scheduled.
     assert sum(started is not None and started < regeneration_started for _, _, started in new_first) <= 1
-
-
-async def cancelled(handles: list[WorkflowHandle[ChatWorkflow, ChatResult]]) -> None:
-    """Each job cancelled and ended, before the worker stops."""
-    for handle in handles:
-        await handle.cancel()
-    for handle in handles:
-        with contextlib.suppress(WorkflowFailureError):
-            await asyncio.wait_for(handle.result(), timeout=120)
