@@ -63,15 +63,15 @@ async def test_a_job_that_the_backlog_cannot_serve_before_its_deadline_is_refuse
     settings: Settings, isolated_namespace: str
 ) -> None:
     async with worker_against(settings, isolated_namespace, settings.inference_base_url, generation_slots=1) as chat:
-        # An empty queue refuses nothing: the long job takes the only slot.
+        # An empty queue refuses nothing: the first long job takes the only slot.
         busy = job(messages=LONG_REPLY, sampling={"max_tokens": 400})
         started = [await chat.submit(busy, refuse_when_overloaded=True)]
         try:
             await asyncio.wait_for(generation_started(chat, busy.job_id), timeout=60)
-            for _ in range(6):
-                started.append(await chat.submit(job(sampling={"max_tokens": 48})))
+            for _ in range(8):  # long ones too, so that the backlog drains slowly even on an idle machine
+                started.append(await chat.submit(job(messages=LONG_REPLY, sampling={"max_tokens": 400})))
             # Temporal's stats are approximate and cached up to 5 s: wait until they show the backlog.
-            await asyncio.wait_for(backlog_of_at_least(chat, 6), timeout=60)
+            await asyncio.wait_for(backlog_of_at_least(chat, 4), timeout=60)
             backlog = await chat.generation_backlog(JOB_PRIORITY)
             assert backlog.dispatch_rate > 0  # the long job was dispatched lately: the rate is known
 
@@ -84,7 +84,7 @@ async def test_a_job_that_the_backlog_cannot_serve_before_its_deadline_is_refuse
                 await chat.handle(refused.job_id).describe()
             assert missing.value.status == RPCStatusCode.NOT_FOUND  # nothing was started
 
-            accepted = await chat.submit(job(deadline_seconds=1))  # the same job without the flag is started
+            accepted = await chat.submit(refused)  # the same job without the flag is started
             started.append(accepted)
             assert (await accepted.describe()).raw_description.workflow_execution_info.status in (
                 WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING,

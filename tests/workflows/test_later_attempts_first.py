@@ -49,14 +49,15 @@ async def test_a_rejected_replys_regeneration_starts_before_the_new_jobs_queued_
     async with worker_against(
         settings, isolated_namespace, settings.inference_base_url, generation_slots=1, policy_file=policy
     ) as chat:
-        first = job(messages=messages, sampling={"max_tokens": 24}, deadline_seconds=600)
+        # Long enough for the new jobs to queue behind it, short enough on a busy machine (~1 token/s here).
+        first = job(messages=messages, sampling={"max_tokens": 64}, deadline_seconds=600)
         handles = [await chat.submit(first)]
         try:
             await asyncio.wait_for(generation_started(chat, first.job_id, attempt=1), timeout=120)
             # Queued behind the first job's generation, which holds the only slot.
-            new = [job(messages=messages, sampling={"max_tokens": 16}, deadline_seconds=600) for _ in range(4)]
-            handles += [await chat.submit(j) for j in new]
-            await asyncio.wait_for(generation_started(chat, first.job_id, attempt=2), timeout=240)
+            new = [job(messages=messages, sampling={"max_tokens": 32}, deadline_seconds=600) for _ in range(4)]
+            handles += await asyncio.gather(*(chat.submit(j) for j in new))
+            await asyncio.wait_for(generation_started(chat, first.job_id, attempt=2), timeout=300)
         finally:
             await cancelled(handles)  # the rest of the queue is of no interest
         regenerated = await generations(chat, first.job_id)
