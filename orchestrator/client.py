@@ -1,14 +1,17 @@
 """The backend's side: start a chat job, follow its reply as it is written, ask where it stands, cancel it,
 get its result. Workflow id `chat-{job_id}`, so submitting the same job twice runs it once, and a different job
-under a taken id is refused (JobConflict)."""
+under a taken id is refused (JobConflict). Optionally a job is refused at once when the generation backlog
+could not serve it before its deadline (Overloaded)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 
-from pydantic import TypeAdapter, ValidationError
-from temporalio.api.enums.v1 import PendingActivityState
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from temporalio.api.enums.v1 import PendingActivityState, TaskQueueKind, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue, TaskQueueStats
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import RawValue, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
@@ -19,7 +22,7 @@ from characters import UnknownCharacter, describe_validation_error, listed, reso
 from orchestrator.codec import KeysFileError, data_converter, read_keys
 from orchestrator.errors import StartupError
 from orchestrator.settings import Settings
-from workflows.chat import ChatWorkflow
+from workflows.chat import JOB_PRIORITY, ChatWorkflow
 from workflows.models import (
     STREAM_TOPIC,
     ChatJob,
@@ -27,6 +30,7 @@ from workflows.models import (
     ErrorType,
     JobStatus,
     StreamEvent,
+    generate_task_queue,
     limit_problems,
 )
 from workflows.summaries import row_summary
@@ -35,6 +39,8 @@ STREAM_EVENT = TypeAdapter(StreamEvent)
 
 # The workflow enforces the job's deadline itself; this is Temporal's backstop past it.
 EXECUTION_TIMEOUT_MARGIN = timedelta(seconds=60)
+# The level Temporal gives tasks without a priority (its stats may list them under key 0).
+SERVER_DEFAULT_PRIORITY = 3
 
 
 class JobConflict(ValueError):
@@ -46,6 +52,50 @@ class InvalidJob(ValueError):
     `InvalidJob` (an unknown character, a limit of this deployment); the message names each field."""
 
     type = ErrorType.invalid_job
+
+
+class Overloaded(RuntimeError):
+    """The job was refused at once (`submit(..., refuse_when_overloaded=True)`): the generations queued ahead
+    of it would take longer than its deadline at the recent service rate; nothing was started."""
+
+    def __init__(self, job_id: str, wait: timedelta, deadline_seconds: float) -> None:
+        super().__init__(
+            f"job {job_id} refused: overloaded, the generations queued ahead of it need about "
+            f"{wait.total_seconds():.0f} s at the recent service rate, past its deadline of {deadline_seconds:g} s; "
+            "nothing was started"
+        )
+        self.job_id = job_id
+        self.wait = wait
+        self.deadline_seconds = deadline_seconds
+
+
+class GenerationBacklog(BaseModel):
+    """The generation queue as a new job of a given priority meets it."""
+
+    ahead: int  # generations queued at the job's priority or higher, which its first one waits behind
+    dispatch_rate: float  # generations handed to workers per second over the server's last ~30 s, all priorities
+
+
+def backlog_ahead(stats_by_priority_key: Mapping[int, TaskQueueStats], priority: int) -> GenerationBacklog:
+    """From DescribeTaskQueue's stats by priority key (1 highest … 5 lowest)."""
+    return GenerationBacklog(
+        ahead=sum(
+            s.approximate_backlog_count
+            for key, s in stats_by_priority_key.items()
+            if (key or SERVER_DEFAULT_PRIORITY) <= priority
+        ),
+        dispatch_rate=sum(s.tasks_dispatch_rate for s in stats_by_priority_key.values()),
+    )
+
+
+def estimated_wait(backlog: GenerationBacklog) -> timedelta | None:
+    """How long until the backlog ahead has been handed to workers at the recent rate; None when it cannot be
+    told: a backlog but nothing dispatched lately (no worker polls, or the workers wait out an engine outage)."""
+    if backlog.ahead == 0:
+        return timedelta(0)
+    if backlog.dispatch_rate <= 0:
+        return None
+    return timedelta(seconds=backlog.ahead / backlog.dispatch_rate)
 
 
 def payload_converter(settings: Settings) -> DataConverter:
@@ -95,9 +145,18 @@ class ChatClient:
             job = job.model_copy(update={"deadline_seconds": self.settings.job_deadline_seconds})
         return job
 
-    async def submit(self, job: ChatJob) -> WorkflowHandle[ChatWorkflow, ChatResult]:
+    async def submit(
+        self, job: ChatJob, *, refuse_when_overloaded: bool = False
+    ) -> WorkflowHandle[ChatWorkflow, ChatResult]:
+        """Start the job (or find it started). With `refuse_when_overloaded`, raise Overloaded instead when the
+        generations queued ahead of it would outlast its deadline at the recent service rate (not when that
+        rate is unknown: see `estimated_wait`); checked before the start, so also for a resubmitted id."""
         job = self.prepared(job)
         assert job.deadline_seconds is not None
+        if refuse_when_overloaded:
+            wait = estimated_wait(await self.generation_backlog(JOB_PRIORITY))
+            if wait is not None and wait.total_seconds() > job.deadline_seconds:
+                raise Overloaded(job.job_id, wait, job.deadline_seconds)
         try:
             return await self.temporal.start_workflow(
                 ChatWorkflow.run,
@@ -117,6 +176,21 @@ class ChatClient:
                     f"job {job.job_id} already exists with different content; a new job needs a new job_id"
                 ) from None
             return self.handle(job.job_id)
+
+    async def generation_backlog(self, priority: int) -> GenerationBacklog:
+        """The generation queue's backlog ahead of a new job of this priority, from Temporal's task queue stats
+        (approximate, and cached by the server for up to 5 s)."""
+        response = await self.temporal.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=self.temporal.namespace,
+                task_queue=TaskQueue(
+                    name=generate_task_queue(self.settings.task_queue), kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL
+                ),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+                report_stats=True,
+            )
+        )
+        return backlog_ahead(response.stats_by_priority_key, priority)
 
     async def submitted_job(self, job_id: str) -> ChatJob | None:
         """The job as it was first submitted under this id (its workflow's input), or None when that input is

@@ -5,6 +5,7 @@ Used by `python -m orchestrator dev|demo` and by the test suite, so both run the
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -26,6 +27,15 @@ STARTUP_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 15.0
 TEMPORAL_DEV_SERVER = "Temporal dev server"
 LLAMA_SERVER = "llama.cpp server (SmolLM2-135M-Instruct)"
+# The dev server's dynamic config (deploy/temporal/dynamicconfig.yaml has the same for compose). Task priority
+# (a job's later attempts go ahead of new jobs) needs the priority-aware matcher, the default since server 1.31,
+# set so that it holds whatever the default; with one partition per task queue, priority orders the whole queue
+# (not each of 4 partitions apart), so the order of tasks is deterministic.
+DEV_SERVER_DYNAMIC_CONFIG: dict[str, bool | int] = {
+    "matching.useNewMatcher": True,
+    "matching.numTaskqueueReadPartitions": 1,
+    "matching.numTaskqueueWritePartitions": 1,
+}
 
 
 class DevStackError(StartupError):
@@ -129,6 +139,14 @@ def codec_flags(settings: Settings) -> list[str]:
     return [] if settings.payload_keys_file is None else ["--ui-codec-endpoint", codec_endpoint(settings)]
 
 
+def dynamic_config_flags() -> list[str]:
+    return [
+        flag
+        for key, value in DEV_SERVER_DYNAMIC_CONFIG.items()
+        for flag in ("--dynamic-config-value", f"{key}={json.dumps(value)}")
+    ]
+
+
 def services(settings: Settings) -> list[Service]:
     from orchestrator.visibility import dev_server_flags  # imports temporalio: only when a stack starts
 
@@ -157,6 +175,7 @@ def services(settings: Settings) -> list[Service]:
             "--log-level",
             "warn",
             *dev_server_flags(),
+            *dynamic_config_flags(),
             *codec_flags(settings),
         ],
         ready_url=(

@@ -4,6 +4,7 @@ engine, and a typical roleplay job. Fixtures live in conftest.py; test modules i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -12,10 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+
 from orchestrator.client import ChatClient, connect
 from orchestrator.settings import Settings
 from orchestrator.worker import workers_running
-from workflows.models import ChatJob, JobType
+from workflows.chat import ChatWorkflow
+from workflows.models import ChatJob, ChatResult, JobType
 
 ROOT = Path(__file__).resolve().parents[1]
 # <checkout>/../shared: the real character cards, read in place, never copied into the repo.
@@ -109,3 +114,23 @@ async def worker_against(
             await asyncio.sleep(0.2)
     async with workers_running(wired_client, wired):
         yield ChatClient(wired_client, wired)
+
+
+async def generation_started(chat: ChatClient, job_id: str, attempt: int = 1) -> None:
+    """Returns once the job's generation for this attempt runs on a worker (wrap it in a guard timeout)."""
+    while True:
+        pending = (await chat.handle(job_id).describe()).raw_description.pending_activities
+        running = any(a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for a in pending)
+        if running and (await chat.status(job_id)).attempt == attempt:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def cancelled(handles: list[WorkflowHandle[ChatWorkflow, ChatResult]]) -> None:
+    """Each job cancelled and ended (e.g. a backlog that would keep a test's worker busy for minutes), before
+    the worker stops."""
+    for handle in handles:
+        await handle.cancel()
+    for handle in handles:
+        with contextlib.suppress(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), timeout=120)

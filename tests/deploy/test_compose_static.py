@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from orchestrator.cli import parser
+from orchestrator.devstack import DEV_SERVER_DYNAMIC_CONFIG
 from orchestrator.models_pull import DEFAULT_MODEL
 from orchestrator.settings import Settings, SettingsError, load_settings
 from tests.deploy.compose import (
@@ -26,6 +27,7 @@ from tests.deploy.compose import (
     read_env_file,
     services,
 )
+from workflows.models import generate_task_queue
 from workflows.search_attributes import registration_spec
 
 TGI_ENV = ROOT / "tgi.env"
@@ -181,6 +183,23 @@ def test_temporal_runs_on_postgres_with_the_current_upstream_images() -> None:
 def test_the_server_gets_a_dynamic_config_file() -> None:
     server = services()["temporal"]
     assert bind_mounts(server)[environment(server)["DYNAMIC_CONFIG_FILE_PATH"]].is_file()
+
+
+def test_the_servers_dynamic_config_honours_priority_on_the_generation_queue_as_the_dev_stacks_does() -> None:
+    server = services()["temporal"]
+    config = yaml.safe_load(bind_mounts(server)[environment(server)["DYNAMIC_CONFIG_FILE_PATH"]].read_text())
+    worker = environment(services()["worker"])
+    generation_queue = {
+        "namespace": worker["CHAT_WORKER_TEMPORAL_NAMESPACE"],
+        "taskQueueName": generate_task_queue(worker["CHAT_WORKER_TASK_QUEUE"]),
+        "taskType": "Activity",
+    }
+    assert config["matching.useNewMatcher"] == [{"value": True}]
+    assert DEV_SERVER_DYNAMIC_CONFIG["matching.useNewMatcher"] is True
+    for key in ("matching.numTaskqueueReadPartitions", "matching.numTaskqueueWritePartitions"):
+        assert config[key] == [{"value": 1, "constraints": generation_queue}]
+        assert DEV_SERVER_DYNAMIC_CONFIG[key] == 1
+    assert set(config) == set(DEV_SERVER_DYNAMIC_CONFIG)
 
 
 @pytest.mark.parametrize("job", ["temporal-schema", "temporal-setup"])

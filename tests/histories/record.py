@@ -1,18 +1,23 @@
-"""Record workflow histories for the replay test: `python -m tests.histories.record`.
+"""Record workflow histories for the replay test: `python -m tests.histories.record [NAME ...]` (default: all).
 
 Runs real jobs on a throwaway dev stack and saves their histories here. Re-record only when a workflow
 change is meant to be incompatible (and then version it: running workflows replay the old code path);
-keep the old files so the replay test keeps proving old histories still replay."""
+keep the old files so the replay test keeps proving old histories still replay: name only the new ones."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+from temporalio.client import WorkflowFailureError
+
 from orchestrator.client import ChatClient, connect
 from orchestrator.devstack import DevStack, settings_on_free_ports
+from orchestrator.settings import Settings
 from orchestrator.worker import run_workers
 from workflows.models import ChatJob
 
@@ -35,18 +40,30 @@ JOBS = {
         ],
         sampling={"max_tokens": 32, "seed": 5},
     ),
+    "roleplay_regenerated": ChatJob(
+        job_id="history-roleplay-regenerated",
+        messages=[{"role": "user", "content": "?"}],
+        character="Mira",
+        user_name="Tam",
+        sampling={"max_tokens": 12, "seed": 3},
+    ),
 }
+# Recorded by a worker whose policy forbids every reply but "?", with 2 attempts: the first reply is rejected,
+# so the history has a regeneration (queued one priority level up), and the job ends NoValidReply.
+REJECTED = {"roleplay_regenerated"}
+EVERY_REPLY_FORBIDDEN = {"patterns": [{"pattern": r"^(?!\?$)[\s\S]", "why": "forbid every reply"}]}
 
 
-async def record(settings) -> None:  # type: ignore[no-untyped-def]
+async def record(settings: Settings, jobs: dict[str, ChatJob]) -> None:
     client = await connect(settings)
     stop = asyncio.Event()
     workers = asyncio.create_task(run_workers(client, settings, stop))
     try:
         chat = ChatClient(client, settings)
-        for name, job in JOBS.items():
+        for name, job in jobs.items():
             handle = await chat.submit(job)
-            await handle.result()
+            with contextlib.suppress(WorkflowFailureError):  # a failed job's history replays as well
+                await handle.result()
             history = await handle.fetch_history()
             (HERE / f"{name}.json").write_text(history.to_json())
             print(f"saved {name}.json ({len(history.events)} events)", file=sys.stderr)
@@ -56,10 +73,18 @@ async def record(settings) -> None:  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
+    names = set(sys.argv[1:]) or set(JOBS)
+    unknown = names - set(JOBS)
+    if unknown:
+        sys.exit(f"no such history: {', '.join(sorted(unknown))}")
     with tempfile.TemporaryDirectory() as state:
         settings = settings_on_free_ports(Path(state))
+        policy = Path(state) / "policy.yaml"
+        policy.write_text(yaml.safe_dump(EVERY_REPLY_FORBIDDEN))
         with DevStack(settings):
-            asyncio.run(record(settings))
+            asyncio.run(record(settings, {n: j for n, j in JOBS.items() if n in names - REJECTED}))
+            rejecting = settings.model_copy(update={"policy_file": policy, "max_attempts": 2})
+            asyncio.run(record(rejecting, {n: j for n, j in JOBS.items() if n in names & REJECTED}))
 
 
 if __name__ == "__main__":

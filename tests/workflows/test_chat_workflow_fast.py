@@ -43,7 +43,7 @@ from temporalio.worker import Worker
 from orchestrator.devstack import temporal_binary
 from orchestrator.worker import MAX_HEARTBEAT_THROTTLE
 from workflows.activities import CheckRequest, Prepared, PrepareRequest
-from workflows.chat import ChatWorkflow, ended_by
+from workflows.chat import JOB_PRIORITY, ChatWorkflow, ended_by, generation_priority
 from workflows.context import BuiltContext, Dropped
 from workflows.models import (
     STREAM_TOPIC,
@@ -434,6 +434,35 @@ async def test_a_context_shrink_is_not_an_attempt(env: WorkflowEnvironment) -> N
     assert fakes.budget_shares == [1.0, 0.75]  # the context was built again, smaller
     assert [r.attempt for r in fakes.generated] == [1, 1]  # the same attempt, on the smaller context
     assert await generation_summaries(env.client, ended.workflow_id) == ["roleplay · 1 turn · attempt 1"] * 2
+
+
+async def test_later_generations_queue_one_priority_level_above_the_first(dev_env: WorkflowEnvironment) -> None:
+    # The dev server (the test server keeps no priority in its history): a shrink's retry, a regeneration
+    # after a rejected reply, and its regeneration; each a generate activity scheduled with its priority.
+    too_long = ApplicationError(
+        "inputs tokens + max_new_tokens must be <= 2048", type="InputTooLong", non_retryable=True
+    )
+    fakes = Fakes(
+        max_attempts=3,
+        replies=[too_long, reply("first"), reply("second"), reply()],
+        verdicts=[verdict(["out_of_character"], cleaned="first"), verdict(["too_short"], cleaned="second"), verdict()],
+    )
+    ended = await run_job(dev_env, fakes)
+    assert ended.ok().outcome == "ok" and [r.attempt for r in fakes.generated] == [1, 1, 2, 3]
+    history = await dev_env.client.get_workflow_handle(ended.workflow_id).fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert [s.activity_type.name for s in scheduled] == ["generate"] * 4
+    assert [s.priority.priority_key for s in scheduled] == [JOB_PRIORITY, 2, 2, 2]
+    assert JOB_PRIORITY == 3
+
+
+def test_a_later_generation_is_one_level_higher_never_above_the_highest() -> None:
+    assert [generation_priority(p, later=False).priority_key for p in range(1, 6)] == [1, 2, 3, 4, 5]
+    assert [generation_priority(p, later=True).priority_key for p in range(1, 6)] == [1, 1, 2, 3, 4]
 
 
 async def test_metrics_that_cannot_be_recorded_do_not_cost_the_reply(env: WorkflowEnvironment) -> None:
