@@ -54,6 +54,7 @@ async def job_activities(settings: Settings) -> JobActivities:
             max_input_tokens=settings.max_input_tokens,
             max_total_tokens=settings.max_total_tokens,
             margin_tokens=settings.context_margin_tokens,
+            low_water=settings.context_low_water,
         ),
         counter,
         policy,
