@@ -35,6 +35,7 @@ import asyncio
 import math
 import re
 from collections.abc import Callable, Collection, Iterable
+from itertools import accumulate
 from typing import Literal, Protocol
 
 from pydantic import BaseModel
@@ -43,6 +44,7 @@ from characters import ASSISTANT_NAME, Character, fill_macros, scenario_text
 from characters.profile import CharacterBook
 from workflows.lorebook import (
     DEFAULT_DEPTH,
+    KeyIndex,
     entry_depth,
     entry_label,
     entry_text,
@@ -285,6 +287,7 @@ class Laying(BaseModel):
 
     at: int  # index into the chat
     lore: list[LorePiece]
+    left_out: set[int]  # entries that fired here but did not fit: not anchored before the next drop either
     examples: list[str]
     room: int
 
@@ -372,7 +375,8 @@ def assemble(
     grouped = turns(chat)
     turn_of = [number for number, turn in enumerate(grouped) for _ in turn]
     costs = [message_cost(m.content) for m in chat]
-    turn_costs = [sum(costs[i] for i in range(len(chat)) if turn_of[i] == t) for t in range(len(grouped))]
+    turn_starts = [0, *accumulate(len(turn) for turn in grouped[:-1])]
+    turn_costs = [sum(costs[start : start + len(turn)]) for start, turn in zip(turn_starts, grouped, strict=True)]
     core = (
         MESSAGE_OVERHEAD
         + REPLY_PRIMER
@@ -397,18 +401,27 @@ def assemble(
         return [keyed[i] for i, _ in fired]
 
     def lay(index: int, history: int, with_examples: bool) -> Laying:
-        current = sum(costs[i] for i in range(index + 1) if turn_of[i] == turn_of[index])
+        current = sum(costs[turn_starts[turn_of[index]] : index + 1])
         lore_room = min(book_room - lore_cost(constant), room - current)
-        lore = by_priority(fired_at(index, keyed), lore_room, lambda p: cost(p.text))
+        fired = fired_at(index, keyed)
+        lore = by_priority(fired, lore_room, lambda p: cost(p.text))
+        left_out = {p.index for p in fired} - {p.index for p in lore}
         left = room - lore_cost(lore)
         examples = _examples_within(pieces.examples, left - history, cost, header) if with_examples else []
-        return Laying(at=index, lore=lore, examples=examples, room=left - examples_cost(examples))
+        return Laying(at=index, lore=lore, left_out=left_out, examples=examples, room=left - examples_cost(examples))
+
+    keys = KeyIndex(pieces.book, [m.content for m in chat]) if pieces.book else None
 
     def anchor(index: int, laying: Laying, anchored: list[Anchored]) -> list[Anchored]:
-        placed = {p.index for p in laying.lore} | {a.piece.index for a in anchored}
-        book_left = book_room - lore_cost(constant) - lore_cost(laying.lore) - lore_cost(a.piece for a in anchored)
+        unplaced = keyed.keys() - {p.index for p in laying.lore} - laying.left_out - {a.piece.index for a in anchored}
+        new = {i for i in unplaced if keys is not None and index in keys.messages_holding(i)}
+        if not new:
+            return anchored
+        book_left = book_room
+        if pieces.lore_budget is not None:
+            book_left -= lore_cost(constant) + lore_cost(laying.lore) + lore_cost(a.piece for a in anchored)
         added = []
-        for piece in by_priority(fired_at(index, keyed.keys() - placed), book_left, lambda p: cost(p.text)):
+        for piece in by_priority(fired_at(index, new), book_left, lambda p: cost(p.text)):
             added.append(Anchored(piece=piece, before=index + 1 - piece.depth, tokens=message_cost(piece.text)))
         return [*anchored, *added]
 
@@ -435,7 +448,7 @@ def assemble(
             lore.remove(lowest_laid)
             used -= cost(lowest_laid.text)
 
-    kept_from = turn_of.index(start)
+    kept_from = turn_starts[start]
     prefix_lore = sorted([*constant, *laid], key=lambda p: p.order)
     at_depth = [(a.piece, max(0, a.before - kept_from)) for a in anchored]
     messages, insertions = _laid_out(pieces, prefix_lore, examples, chat[kept_from:], at_depth)

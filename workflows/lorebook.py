@@ -11,7 +11,10 @@ else 4. V3 decorators (leading `@@` lines) are instructions to the reader, never
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Collection, Sequence
+from functools import cached_property
+from itertools import accumulate
 
 from characters.profile import BookEntry, CharacterBook
 from workflows.models import Message
@@ -83,3 +86,50 @@ def triggered_entries(
     depth = scan_depth(book)
     window = [m.content for m in messages if m.role != "system"][-depth:] if depth > 0 else []
     return fired_in(book, "\n".join(window), among)
+
+
+class _Joined:
+    """Texts joined once, to find which of them hold a needle at C speed."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.text = "\0".join(texts)
+        self.starts = [0, *accumulate(len(text) + 1 for text in texts[:-1])]
+
+    def holding(self, needle: str) -> set[int]:
+        found: set[int] = set()
+        at = self.text.find(needle)
+        while at != -1:
+            message = bisect_right(self.starts, at) - 1
+            found.add(message)
+            at = self.text.find(needle, self.starts[message + 1]) if message + 1 < len(self.starts) else -1
+        return found
+
+
+class KeyIndex:
+    """Which messages hold one of an entry's keys (primary or secondary), found when first asked for that
+    entry. An entry that did not fire on a scan can fire on the next one only if the message that came in
+    holds one of its keys."""
+
+    def __init__(self, book: CharacterBook, texts: list[str]) -> None:
+        self._book = book
+        self._texts = texts
+        self._found: dict[int, set[int]] = {}
+
+    @cached_property
+    def _exact(self) -> _Joined:
+        return _Joined(self._texts)
+
+    @cached_property
+    def _lowered(self) -> _Joined:
+        return _Joined([text.lower() for text in self._texts])
+
+    def messages_holding(self, index: int) -> set[int]:
+        if index not in self._found:
+            entry = self._book.entries[index]
+            keys = [key.strip() for key in [*entry.keys, *entry.secondary_keys] if key.strip()]
+            if entry.case_sensitive:
+                found = [self._exact.holding(key) for key in keys]
+            else:
+                found = [self._lowered.holding(key.lower()) for key in keys]
+            self._found[index] = set().union(*found)
+        return self._found[index]

@@ -128,6 +128,8 @@ def test_context_with_seraphina_brings_in_the_lorebook_entry_her_key_names(tmp_p
     assert set(named) >= {"messages", "prompt_tokens", "budget", "lorebook", "dropped"}
     assert named["dropped"] == {"history_messages": 0, "examples": 0, "lorebook_entries": 0}
     assert named["prompt_tokens"] <= named["budget"]
+    assert named["insertions"] == [{"kind": "lorebook", "label": "1", "message": 0, "depth": None}]
+    assert named["window"]["first_message"] == named["window"]["laid_at"] == 0
 
     unnamed = one_json_object(
         run("context", "--job-file", job_file(tmp_path, "Good morning."), "--card", str(SERAPHINA))
@@ -150,6 +152,35 @@ def test_context_trims_history_to_the_limits_given(tmp_path: Path) -> None:
     )
     assert built["budget"] == 400 - 32 and built["prompt_tokens"] <= built["budget"]
     assert built["dropped"]["history_messages"] > 0 and built["messages"][-1]["content"] == "last"
+
+
+def test_context_shows_each_insertion_with_its_depth(tmp_path: Path) -> None:
+    book = {
+        "scan_depth": 2,
+        "entries": [{"keys": ["lighthouse"], "content": "@@depth 2\nThe lamp is dark.", "name": "lighthouse"}],
+    }
+    character = {
+        "name": "Orrin",
+        "character_book": book,
+        "post_history_instructions": "Stay terse.",
+        "extensions": {"depth_prompt": {"prompt": "Orrin hides the key.", "depth": 3, "role": "system"}},
+    }
+    said = ["Evening.", "Evening to you.", "Is the ferry running?", "Not tonight.", "And the lighthouse?"]
+    messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": text} for i, text in enumerate(said)]
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"job_id": "c3", "messages": messages, "character": character, "user_name": "Tam"}))
+    built = one_json_object(run("context", "--job-file", str(path)))
+    # The prompt's front was laid at the first message; the entry fired after it: it goes in at its depth.
+    assert built["window"]["laid_at"] == 0 and built["window"]["first_message"] == 0
+    contents = [m["content"] for m in built["messages"]]
+    assert built["insertions"] == [
+        {"kind": "character_note", "label": "character_note", "message": 3, "depth": 3},
+        {"kind": "lorebook", "label": "lighthouse", "message": 5, "depth": 2},
+        {"kind": "post_history_instructions", "label": "post_history_instructions", "message": 8, "depth": 0},
+    ]
+    assert contents[3] == "Orrin hides the key." and contents[5] == "The lamp is dark." and contents[8] == "Stay terse."
+    assert contents[6:8] == ["Not tonight.", "And the lighthouse?"] and "lamp" not in contents[0]
+    assert built["lorebook"] == ["lighthouse"]
 
 
 def test_context_errors_are_one_line(tmp_path: Path) -> None:
