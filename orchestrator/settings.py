@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from characters import describe_validation_error
 from orchestrator.engine_env import ENGINE_ENV_SETTINGS, merged_with_engine_env, read_engine_env, slots_over_cap
-from workflows.models import DEFAULT_LOW_WATER, JobLimits, generate_task_queue
+from workflows.models import DEFAULT_LOW_WATER, EngineLimits, JobLimits, generate_task_queue
 
 ENV_PREFIX = "CHAT_WORKER_"
 
@@ -135,6 +135,15 @@ class Settings(BaseSettings):
             default_deadline_seconds=self.job_deadline_seconds,
             max_deadline_seconds=self.max_deadline_seconds,
             max_attempts=self.max_attempts,
+        )
+
+    @property
+    def engine_limits(self) -> EngineLimits:
+        return EngineLimits(
+            max_input_tokens=self.max_input_tokens,
+            max_total_tokens=self.max_total_tokens,
+            margin_tokens=self.context_margin_tokens,
+            low_water=self.context_low_water,
         )
 
     @property

@@ -11,23 +11,27 @@ engines' prefix caches reuse (a sawtooth window):
   the example dialogue. Then the history in whole turns, then `post_history_instructions` (and the continue
   instruction). Always kept: the system prompt, character, persona, scenario, the newest turn and what
   follows the history.
-- The history grows until it no longer fits its room (what the budget leaves after the system message: the
-  high-water mark); then whole turns are dropped from its front until it takes `low_water` (60 %) of its
-  room, and the prefix is laid anew: the lorebook entries that fire at that message go into the system
-  message, the example dialogue goes out. Between two drops the system message and the history's start
-  stay put, so the next turn only appends.
+- The history grows until it and the lorebook entries anchored in it (below) no longer fit its room (what
+  the budget leaves after the system message: the high-water mark); then whole turns are dropped from its
+  front until it takes `low_water` (60 %, CHAT_WORKER_CONTEXT_LOW_WATER) of its room, and the prefix is laid
+  anew: the lorebook entries that fire at that message go into the system message, the example dialogue
+  goes out. Between two drops the system message and the history's start stay put, so the next turn only
+  appends (a drop costs one turn: only the part of the system message before the first change is reused).
 - Where the window starts is a pure function of the job's messages: `window_walk` replays the conversation
   from its first message, message by message, with the same rule every time, so the `context` command
   (called once per turn, with no state) gives the prompt the worker sends, and consecutive turns agree on
   every drop before their last messages.
-- A keyed lorebook entry that fires now but was not laid with the prefix goes into the history at its depth
-  (Card V3 `@@depth`, V2 `extensions.depth`, default 4 messages from the end) while it fires; after the next
-  drop, if it fires then, it is laid where its `position` says. Laid entries stay until the next drop even
-  when their keys have scrolled out of the scan. The card's character note (`extensions.depth_prompt`) is
-  always at its depth.
+- A keyed lorebook entry that fires after the prefix was laid (on the scan of the last `scan_depth`
+  messages, at any message since) goes into the history at its depth when it first fired (Card V3
+  `@@depth`, V2 `extensions.depth`, default 4 messages from the end) and stays at that message until the
+  next drop, which lays it where its `position` says if it fires then. Entries laid with the prefix also
+  stay until the next drop, even when their keys have scrolled out of the scan. The card's character note
+  (`extensions.depth_prompt`) is always its depth from the end, and `post_history_instructions` always last.
 - Lorebook entries come before history, as before: constant ones by priority within the book's token
   budget; laid ones by priority within what the book's budget leaves and all but the newest turn's room;
-  entries at depth by priority within what is left after the history."""
+  anchored ones by priority within what the book's budget leaves (they count against the history's room).
+  When one turn alone outgrows the room, older turns, then the examples, then anchored, laid and constant
+  entries (lowest priority first) are given up until the budget holds."""
 
 from __future__ import annotations
 

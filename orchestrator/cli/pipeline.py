@@ -20,7 +20,6 @@ from workflows.context import ContextTooLarge, budgeted_context
 from workflows.models import (
     ChatJob,
     ChatResult,
-    EngineLimits,
     JobStatus,
     JobType,
     Message,
@@ -85,12 +84,7 @@ async def cmd_context(args: argparse.Namespace, settings: Settings) -> int:
     with AsCliError(UnknownCharacter, code=2, prefix="job.character: "):
         character = resolve(job.character)
     counter = offline_counter(settings)
-    limits = EngineLimits(
-        max_input_tokens=max_input,
-        max_total_tokens=max_total,
-        margin_tokens=settings.context_margin_tokens,
-        low_water=settings.context_low_water,
-    )
+    limits = settings.engine_limits.model_copy(update={"max_input_tokens": max_input, "max_total_tokens": max_total})
     with AsCliError(ContextTooLarge, code=2):
         built = await budgeted_context(job, character, limits, counter)
     return emit({**built.model_dump(), "tokenizer": counter.name})

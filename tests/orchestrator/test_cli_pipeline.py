@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -181,6 +182,29 @@ def test_context_shows_each_insertion_with_its_depth(tmp_path: Path) -> None:
     assert contents[3] == "Orrin hides the key." and contents[5] == "The lamp is dark." and contents[8] == "Stay terse."
     assert contents[6:8] == ["Not tonight.", "And the lighthouse?"] and "lamp" not in contents[0]
     assert built["lorebook"] == ["lighthouse"]
+
+
+def test_context_takes_the_low_water_mark_from_the_environment(tmp_path: Path) -> None:
+    messages = []
+    for i in range(40):
+        messages += [
+            {"role": "user", "content": f"question {i} " * 8},
+            {"role": "assistant", "content": f"answer {i} " * 8},
+        ]
+    messages.append({"role": "user", "content": "last"})
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps({"job_id": "c4", "job_type": "chat_conversation", "messages": messages}))
+    limits = ["--max-input-tokens", "400", "--max-total-tokens", "1000"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_WORKER_")}
+    for share in ("0.5", "0.8"):
+        built = one_json_object(
+            run("context", "--job-file", str(path), *limits, env=env | {"CHAT_WORKER_CONTEXT_LOW_WATER": share})
+        )
+        assert built["window"]["low_water"] == int(float(share) * built["window"]["high_water"])
+    one_error_line(
+        run("context", "--job-file", str(path), env=env | {"CHAT_WORKER_CONTEXT_LOW_WATER": "1.5"}),
+        "CHAT_WORKER_CONTEXT_LOW_WATER",
+    )
 
 
 def test_context_errors_are_one_line(tmp_path: Path) -> None:
