@@ -224,11 +224,11 @@ class GenerateResult(StrictModel):
     queue_ms: float = 0.0
 
 
-# What crosses the local activities (prepare, check_reply): their inputs and the markers they leave.
-# When the history outgrows its room, whole turns are dropped until it takes this share of the room.
+# When a chat's history outgrows its room, whole turns are dropped until it takes this share of the room.
 DEFAULT_LOW_WATER = 0.6
 
 
+# What crosses the local activities (prepare, check_reply): their inputs and the markers they leave.
 class EngineLimits(StrictModel):
     max_input_tokens: int
     max_total_tokens: int

@@ -138,7 +138,8 @@ def test_context_with_seraphina_brings_in_the_lorebook_entry_her_key_names(tmp_p
     assert unnamed["lorebook"] == [] and "What are Shadowfangs?" not in unnamed["messages"][0]["content"]
 
 
-def test_context_trims_history_to_the_limits_given(tmp_path: Path) -> None:
+def long_job_file(tmp_path: Path) -> str:
+    """A conversation of 40 exchanges ending on "last"."""
     messages = []
     for i in range(40):
         messages += [
@@ -148,8 +149,12 @@ def test_context_trims_history_to_the_limits_given(tmp_path: Path) -> None:
     messages.append({"role": "user", "content": "last"})
     path = tmp_path / "long.json"
     path.write_text(json.dumps({"job_id": "c2", "job_type": "chat_conversation", "messages": messages}))
+    return str(path)
+
+
+def test_context_trims_history_to_the_limits_given(tmp_path: Path) -> None:
     built = one_json_object(
-        run("context", "--job-file", str(path), "--max-input-tokens", "400", "--max-total-tokens", "1000")
+        run("context", "--job-file", long_job_file(tmp_path), "--max-input-tokens", "400", "--max-total-tokens", "1000")
     )
     assert built["budget"] == 400 - 32 and built["prompt_tokens"] <= built["budget"]
     assert built["dropped"]["history_messages"] > 0 and built["messages"][-1]["content"] == "last"
@@ -185,24 +190,16 @@ def test_context_shows_each_insertion_with_its_depth(tmp_path: Path) -> None:
 
 
 def test_context_takes_the_low_water_mark_from_the_environment(tmp_path: Path) -> None:
-    messages = []
-    for i in range(40):
-        messages += [
-            {"role": "user", "content": f"question {i} " * 8},
-            {"role": "assistant", "content": f"answer {i} " * 8},
-        ]
-    messages.append({"role": "user", "content": "last"})
-    path = tmp_path / "long.json"
-    path.write_text(json.dumps({"job_id": "c4", "job_type": "chat_conversation", "messages": messages}))
+    path = long_job_file(tmp_path)
     limits = ["--max-input-tokens", "400", "--max-total-tokens", "1000"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_WORKER_")}
     for share in ("0.5", "0.8"):
         built = one_json_object(
-            run("context", "--job-file", str(path), *limits, env=env | {"CHAT_WORKER_CONTEXT_LOW_WATER": share})
+            run("context", "--job-file", path, *limits, env=env | {"CHAT_WORKER_CONTEXT_LOW_WATER": share})
         )
         assert built["window"]["low_water"] == int(float(share) * built["window"]["high_water"])
     one_error_line(
-        run("context", "--job-file", str(path), env=env | {"CHAT_WORKER_CONTEXT_LOW_WATER": "1.5"}),
+        run("context", "--job-file", path, env=env | {"CHAT_WORKER_CONTEXT_LOW_WATER": "1.5"}),
         "CHAT_WORKER_CONTEXT_LOW_WATER",
     )
 
