@@ -8,8 +8,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from temporalio.testing import ActivityEnvironment
 
+from bench.prefix_reuse import bench_character, roleplay
+from orchestrator.settings import Settings
+from orchestrator.tokens import GgufCounter, smollm2_gguf
 from tests.helpers import ROOT, SHARED, run
+from workflows.activities import JobActivities
+from workflows.models import ChatJob, EngineLimits, JobLimits, PrepareRequest
+from workflows.policy import Policy
 
 SERAPHINA = SHARED / "cards" / "default_Seraphina.png"
 
@@ -202,6 +209,24 @@ def test_context_takes_the_low_water_mark_from_the_environment(tmp_path: Path) -
         run("context", "--job-file", path, env=env | {"CHAT_WORKER_CONTEXT_LOW_WATER": "1.5"}),
         "CHAT_WORKER_CONTEXT_LOW_WATER",
     )
+
+
+async def test_context_gives_the_prompt_the_prepare_activity_sends(tmp_path: Path) -> None:
+    character = bench_character(None)  # Mira with a 42-entry lorebook
+    job = ChatJob(job_id="c5", messages=roleplay(character, "Tam", turns=40), character=character, user_name="Tam")
+    path = tmp_path / "job.json"
+    path.write_text(job.model_dump_json())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_WORKER_")}
+    limits = ["--max-input-tokens", "1200", "--max-total-tokens", "2048"]
+    printed = one_json_object(run("context", "--job-file", str(path), *limits, env=env))
+    assert printed["tokenizer"] == "gguf" and printed["dropped"]["history_messages"] > 0
+
+    engine = EngineLimits(max_input_tokens=1200, max_total_tokens=2048, margin_tokens=32)
+    activities = JobActivities(JobLimits(), engine, GgufCounter(smollm2_gguf(Settings())), Policy())
+    prepared = await ActivityEnvironment().run(activities.prepare, PrepareRequest(job=job))
+    assert printed["messages"] == [m.model_dump() for m in prepared.context.messages]
+    assert printed["insertions"] == [i.model_dump() for i in prepared.context.insertions]
+    assert prepared.context.window is not None and printed["window"] == prepared.context.window.model_dump()
 
 
 def test_context_errors_are_one_line(tmp_path: Path) -> None:
