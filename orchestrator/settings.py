@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from characters import describe_validation_error
 from orchestrator.engine_env import ENGINE_ENV_SETTINGS, merged_with_engine_env, read_engine_env, slots_over_cap
-from workflows.models import JobLimits, generate_task_queue
+from workflows.models import DEFAULT_LOW_WATER, EngineLimits, JobLimits, generate_task_queue
 
 ENV_PREFIX = "CHAT_WORKER_"
 
@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     max_total_tokens: int = Field(default=2048, ge=32)
     # Tokens kept free below the budget for what the count cannot see exactly (template details).
     context_margin_tokens: int = Field(default=32, ge=0)
+    # A long chat's window: when the history outgrows its room, whole turns are dropped until it takes this
+    # share of the room, and the prompt's front then stays put for the engine's prefix cache (1: drop as
+    # little as possible, every turn).
+    context_low_water: float = Field(default=DEFAULT_LOW_WATER, gt=0, le=1)
     # How prompts are counted: the engine's /tokenize (TGI, vLLM), the local GGUF, the estimate, or auto.
     tokenizer: Literal["auto", "engine", "gguf", "estimate"] = "auto"
 
@@ -131,6 +135,15 @@ class Settings(BaseSettings):
             default_deadline_seconds=self.job_deadline_seconds,
             max_deadline_seconds=self.max_deadline_seconds,
             max_attempts=self.max_attempts,
+        )
+
+    @property
+    def engine_limits(self) -> EngineLimits:
+        return EngineLimits(
+            max_input_tokens=self.max_input_tokens,
+            max_total_tokens=self.max_total_tokens,
+            margin_tokens=self.context_margin_tokens,
+            low_water=self.context_low_water,
         )
 
     @property

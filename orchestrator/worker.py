@@ -23,7 +23,6 @@ from orchestrator.tokens import token_counter
 from orchestrator.visibility import check_search_attributes
 from workflows.activities import ChatActivities, JobActivities
 from workflows.chat import ChatWorkflow
-from workflows.models import EngineLimits
 from workflows.policy import load_policy
 
 # Cancellation reaches an activity only on a heartbeat; without this cap heartbeats are throttled to
@@ -50,11 +49,7 @@ async def job_activities(settings: Settings) -> JobActivities:
     logger.info("token counts from: {}", counter.name)
     return JobActivities(
         settings.job_limits,
-        EngineLimits(
-            max_input_tokens=settings.max_input_tokens,
-            max_total_tokens=settings.max_total_tokens,
-            margin_tokens=settings.context_margin_tokens,
-        ),
+        settings.engine_limits,
         counter,
         policy,
         settings.log_chat_text,

@@ -1,25 +1,72 @@
 """Context building: the messages the engine sees for a job, within a token budget. Pure given a token
 counter: `context_pieces` cuts the job into the parts that may go in, `assemble` keeps what fits.
 
-Always kept: the system message (job type prompt, or the card's own `system_prompt` with `{{original}}`
-standing for the replaced one; the character, the user's persona, the scenario), the newest turn and
-`post_history_instructions`. Then, while they fit: triggered lorebook entries (by priority, within the
-book's token budget), history in whole turns from newest to oldest, example dialogue. The system message
-always comes first: Qwen's template otherwise inserts its own "You are Qwen…"."""
+The prompt is laid out so that consecutive turns of a long chat share a byte-identical prefix, which the
+engines' prefix caches reuse (a sawtooth window):
+
+- The system message comes first (Qwen's template otherwise inserts its own "You are Qwen…"): the job type's
+  prompt, or the card's own `system_prompt` with `{{original}}` standing for the replaced one; the character,
+  the user's persona, the scenario, the book's constant entries and the entries laid with the prefix (each
+  before or after the character, as its `position` says), then, until the history first needs their room,
+  the example dialogue. Then the history in whole turns, then `post_history_instructions` (and the continue
+  instruction). Always kept: the system prompt, character, persona, scenario, the newest turn and what
+  follows the history.
+- The history grows until it and the lorebook entries anchored in it (below) no longer fit its room (what
+  the budget leaves after the system message: the high-water mark); then whole turns are dropped from its
+  front until it takes `low_water` (60 %, CHAT_WORKER_CONTEXT_LOW_WATER) of its room, and the prefix is laid
+  anew: the lorebook entries that fire at that message go into the system message, the example dialogue
+  goes out. Between two drops the system message and the history's start stay put, so the next turn only
+  appends (a drop costs one turn: only the part of the system message before the first change is reused).
+- Where the window starts is a pure function of the job's messages: `window_walk` replays the conversation
+  from its first message, message by message, with the same rule every time, so the `context` command
+  (called once per turn, with no state) gives the prompt the worker sends, and consecutive turns agree on
+  every drop before their last messages.
+- A keyed lorebook entry that fires after the prefix was laid (on the scan of the last `scan_depth`
+  messages, at any message since) goes into the history at its depth when it first fired (Card V3
+  `@@depth`, V2 `extensions.depth`, default 4 messages from the end) and stays at that message until the
+  next drop, which lays it where its `position` says if it fires then. Entries laid with the prefix also
+  stay until the next drop, even when their keys have scrolled out of the scan. The card's character note
+  (`extensions.depth_prompt`) is always its depth from the end, and `post_history_instructions` always last.
+- Lorebook entries come before history, as before: constant ones by priority within the book's token
+  budget; laid ones by priority within what the book's budget leaves and all but the newest turn's room;
+  anchored ones by priority within what the book's budget leaves (they count against the history's room).
+  When one turn alone outgrows the room, older turns, then the examples, then anchored, laid and constant
+  entries (lowest priority first) are given up until the budget holds."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import re
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Collection, Iterable
+from itertools import accumulate
+from typing import Literal, Protocol
 
 from pydantic import BaseModel
 
 from characters import ASSISTANT_NAME, Character, fill_macros, scenario_text
-from workflows.lorebook import entry_label, triggered_entries
-from workflows.models import BuiltContext, ChatJob, Dropped, EngineLimits, JobType, Message
+from characters.profile import CharacterBook
+from workflows.lorebook import (
+    DEFAULT_DEPTH,
+    KeyIndex,
+    entry_depth,
+    entry_label,
+    entry_text,
+    fired_in,
+    scan_depth,
+    triggered_entries,
+)
+from workflows.models import (
+    DEFAULT_LOW_WATER,
+    BuiltContext,
+    ChatJob,
+    Dropped,
+    EngineLimits,
+    Insertion,
+    JobType,
+    Message,
+    Window,
+)
 from workflows.prompts import system_prompt
 from workflows.sampling import max_tokens_for
 
@@ -34,6 +81,8 @@ CONTINUE_INSTRUCTION = (
 )
 
 EXAMPLES_HEADER = "Example dialogue:"
+# SillyTavern's character note: {"prompt", "depth", "role"} in the card's extensions.
+CHARACTER_NOTE_EXTENSION = "depth_prompt"
 
 TokenCounter = Callable[[str], int]
 
@@ -53,10 +102,21 @@ def token_budget(max_input_tokens: int, max_total_tokens: int, max_tokens: int, 
 
 
 class LorePiece(BaseModel):
+    index: int  # the entry's place in the book
+    order: int  # its place in insertion order
     label: str
     text: str
     before_character: bool
     priority: float
+    depth: int
+
+
+class Note(BaseModel):
+    """A text the card puts into the history at a depth (0: after the history)."""
+
+    kind: Literal["character_note", "post_history_instructions", "continue_instruction"]
+    text: str
+    depth: int = 0
 
 
 class ContextPieces(BaseModel):
@@ -66,12 +126,16 @@ class ContextPieces(BaseModel):
     character: str
     persona: str
     scenario: str
+    constant_lore: list[LorePiece]
+    # Keyed entries that fire somewhere in the conversation: every entry a scan at any message can give.
     lore: list[LorePiece]
+    book: CharacterBook | None  # scanned again where the window is laid
     lore_budget: int | None
     examples: list[str]
-    older_turns: list[list[Message]]  # oldest first
-    newest_turn: list[Message]
-    after_history: list[str]  # post-history instructions, then the continue instruction
+    chat: list[Message]  # the conversation without system messages, oldest first
+    chat_indices: list[int]  # each one's index in the job's messages
+    notes: list[Note]  # at their depth in the history
+    after_history: list[Note]  # post-history instructions, then the continue instruction
 
     def texts(self) -> list[str]:
         """Every text `assemble` may count."""
@@ -81,10 +145,10 @@ class ContextPieces(BaseModel):
             self.persona,
             self.scenario,
             EXAMPLES_HEADER,
-            *(p.text for p in self.lore),
+            *(p.text for p in [*self.constant_lore, *self.lore]),
             *self.examples,
-            *(m.content for turn in [*self.older_turns, self.newest_turn] for m in turn),
-            *self.after_history,
+            *(m.content for m in self.chat),
+            *(n.text for n in [*self.notes, *self.after_history]),
         ]
 
 
@@ -121,6 +185,15 @@ def character_sheet(character: Character) -> str:
     return "\n".join(lines)
 
 
+def character_note(character: Character) -> tuple[str, int] | None:
+    """The card's character note and its depth, when it has one."""
+    note = character.extensions.get(CHARACTER_NOTE_EXTENSION)
+    if not isinstance(note, dict) or not isinstance(note.get("prompt"), str) or not str(note["prompt"]).strip():
+        return None
+    depth = note.get("depth")
+    return str(note["prompt"]), depth if isinstance(depth, int) and depth >= 0 else DEFAULT_DEPTH
+
+
 def context_pieces(job: ChatJob, character: Character | None) -> ContextPieces:
     name, user = char_name(character), job.user_name
 
@@ -136,35 +209,49 @@ def context_pieces(job: ChatJob, character: Character | None) -> ContextPieces:
     prompt = "\n\n".join([prompt, *job_system])
 
     scenario = scenario_text(character, job.scenario) if roleplay else job.scenario or ""
-    chat = [m for m in job.messages if m.role != "system"]
-    conversation = turns(chat)
+    chat_indices = [index for index, m in enumerate(job.messages) if m.role != "system"]
+    chat = [job.messages[index] for index in chat_indices]
     book = character.character_book if roleplay else None
+    # A scan of the whole conversation fires every entry that a scan of its last messages at any point can.
+    candidates = fired_in(book, "\n".join(m.content for m in chat)) if book else []
     lore = [
         LorePiece(
+            index=index,
+            order=order,
             label=entry_label(entry, index),
-            text=filled(entry.content),
+            text=filled(entry_text(entry)),
             before_character=entry.position == "before_char",
             priority=entry.priority if entry.priority is not None else 100,
+            depth=entry_depth(entry),
         )
-        for index, entry in (triggered_entries(book, chat) if book else [])
-        if entry.content.strip()
+        for order, (index, entry) in enumerate(candidates)
     ]
+    lore = [piece for piece in lore if piece.text]
+    notes = []
+    note = character_note(character) if roleplay else None
+    if note is not None:
+        notes.append(Note(kind="character_note", text=filled(note[0]), depth=note[1]))
     after_history = []
     if roleplay and character.post_history_instructions:
-        after_history.append(filled(character.post_history_instructions.replace("{{original}}", "")))
+        text = filled(character.post_history_instructions.replace("{{original}}", ""))
+        after_history.append(Note(kind="post_history_instructions", text=text))
     if job.mode == "continue":
-        after_history.append(CONTINUE_INSTRUCTION)
+        after_history.append(Note(kind="continue_instruction", text=CONTINUE_INSTRUCTION))
+    constant = {piece.index for piece in lore if book is not None and book.entries[piece.index].constant}
     return ContextPieces(
         prompt=filled(prompt),
         character=filled(character_sheet(character)) if roleplay else "",
         persona=filled(f"{user} (the user): {job.user_description}") if job.user_description else "",
         scenario=filled(f"Scenario: {scenario}") if scenario else "",
-        lore=lore,
+        constant_lore=[piece for piece in lore if piece.index in constant],
+        lore=[piece for piece in lore if piece.index not in constant],
+        book=book,
         lore_budget=book.token_budget if book else None,
         examples=[filled(block) for block in split_examples(character.mes_example)] if roleplay else [],
-        older_turns=conversation[:-1],
-        newest_turn=[Message(role=m.role, content=m.content) for m in conversation[-1]],
-        after_history=[text for text in after_history if text],
+        chat=chat,
+        chat_indices=chat_indices,
+        notes=[n for n in notes if n.text],
+        after_history=[n for n in after_history if n.text],
     )
 
 
@@ -181,79 +268,246 @@ def _system_text(pieces: ContextPieces, lore: list[LorePiece], examples: list[st
         *(p.text for p in lore if not p.before_character),
         pieces.persona,
         pieces.scenario,
+        # The story memory (issue 15) goes here: after the constant part, before the examples and history.
     ]
     if examples:
         parts.append(f"{EXAMPLES_HEADER}\n" + "\n\n".join(examples))
     return "\n\n".join(part for part in parts if part)
 
 
-def assemble(pieces: ContextPieces, *, user_name: str, budget: int, count: TokenCounter) -> BuiltContext:
+def by_priority(pieces: Iterable[LorePiece], room: float, price: Callable[[LorePiece], int]) -> list[LorePiece]:
+    """The pieces that fit `room`, highest priority first (ties: insertion order), in insertion order."""
+    chosen, used = [], 0
+    for piece in sorted(pieces, key=lambda p: (-p.priority, p.order)):
+        if used + price(piece) <= room:
+            chosen.append(piece)
+            used += price(piece)
+    return sorted(chosen, key=lambda p: p.order)
+
+
+class Laying(BaseModel):
+    """The prefix as laid at one message: what goes into the system message with it, and the room left to
+    the history (its high-water mark)."""
+
+    at: int  # index into the chat
+    lore: list[LorePiece]
+    left_out: set[int]  # entries that fired here but did not fit: not anchored before the next drop either
+    examples: list[str]
+    room: int
+
+
+class Anchored(BaseModel):
+    """A keyed entry that fired after the prefix was laid: it goes before chat message `before` (its depth
+    from the end of the history when it first fired) and stays there until the next drop."""
+
+    piece: LorePiece
+    before: int
+    tokens: int
+
+
+class Walk(BaseModel):
+    start: int  # the first turn kept
+    laying: Laying
+    anchored: list[Anchored]
+
+
+def window_walk(
+    costs: list[int],
+    turn_of: list[int],
+    first: int,
+    lay: Callable[[int, int, bool], Laying],
+    anchor: Callable[[int, Laying, list[Anchored]], list[Anchored]],
+    low_water: float,
+) -> Walk:
+    """Replay the conversation message by message (costs: each message's tokens; turn_of: its turn). At
+    message `first` the prefix is laid (with the examples); after it, entries that fire are anchored at
+    their depth; whenever the history and its anchored entries outgrow the room, the prefix is laid again
+    (without the examples, with what fires then) and whole turns go from the front until the history takes
+    `low_water` of the new room. Every job of a conversation replays the same messages the same way, so the
+    start moves only at a drop, and a turn that adds messages agrees with the one before on every earlier
+    drop."""
+    turn_costs = [0] * (turn_of[-1] + 1)
+    start, total, laying, anchored = 0, 0, None, []
+    for index, cost in enumerate(costs):
+        total += cost
+        turn_costs[turn_of[index]] += cost
+        if index < first:
+            continue
+        if laying is None:
+            laying = lay(index, total, True)
+        else:
+            anchored = anchor(index, laying, anchored)
+        if total + sum(a.tokens for a in anchored) > laying.room:
+            laying, anchored = lay(index, total, False), []
+            while total > low_water * laying.room and start < turn_of[index]:
+                total -= turn_costs[start]
+                start += 1
+    assert laying is not None  # `first` is a message of the chat
+    return Walk(start=start, laying=laying, anchored=anchored)
+
+
+def _examples_within(examples: list[str], room: int, cost: Callable[[str], int], header: int) -> list[str]:
+    kept: list[str] = []
+    used = 0
+    for block in examples:
+        price = cost(block) + (header if not kept else 0)
+        if used + price > room:
+            break
+        kept.append(block)
+        used += price
+    return kept
+
+
+def assemble(
+    pieces: ContextPieces, *, user_name: str, budget: int, count: TokenCounter, low_water: float = DEFAULT_LOW_WATER
+) -> BuiltContext:
     def cost(text: str) -> int:
         return count(text) + 1 if text else 0  # +1: the blank line joining parts
 
-    def turn_cost(turn: list[Message]) -> int:
-        return sum(count(m.content) + MESSAGE_OVERHEAD for m in turn)
+    def message_cost(text: str) -> int:
+        return count(text) + MESSAGE_OVERHEAD
 
-    fixed = (
+    def lore_cost(lore: Iterable[LorePiece]) -> int:
+        return sum(cost(p.text) for p in lore)
+
+    header = count(EXAMPLES_HEADER) + 1
+
+    def examples_cost(examples: list[str]) -> int:
+        return sum(cost(block) for block in examples) + (header if examples else 0)
+
+    chat = pieces.chat
+    grouped = turns(chat)
+    turn_of = [number for number, turn in enumerate(grouped) for _ in turn]
+    costs = [message_cost(m.content) for m in chat]
+    turn_starts = [0, *accumulate(len(turn) for turn in grouped[:-1])]
+    turn_costs = [sum(costs[start : start + len(turn)]) for start, turn in zip(turn_starts, grouped, strict=True)]
+    core = (
         MESSAGE_OVERHEAD
         + REPLY_PRIMER
         + sum(cost(t) for t in (pieces.prompt, pieces.character, pieces.persona, pieces.scenario))
-        + turn_cost(pieces.newest_turn)
-        + sum(count(t) + MESSAGE_OVERHEAD for t in pieces.after_history)
+        + sum(message_cost(n.text) for n in [*pieces.notes, *pieces.after_history])
     )
-    if fixed > budget:
+    if core + turn_costs[-1] > budget:
         raise ContextTooLarge(
             f"context_too_large: the system prompt, character, persona, scenario and newest message need "
-            f"{fixed} tokens; the budget is {budget}"
+            f"{core + turn_costs[-1]} tokens; the budget is {budget}"
         )
-    used = fixed
+    book_room = pieces.lore_budget if pieces.lore_budget is not None else math.inf
+    constant = by_priority(pieces.constant_lore, min(book_room, budget - core), lambda p: cost(p.text))
+    room = budget - core - lore_cost(constant)  # for laid lore, examples and history
+    keyed = {piece.index: piece for piece in pieces.lore}
+    depth = scan_depth(pieces.book) if pieces.book else 0
 
-    chosen: set[int] = set()
-    lore_used = 0
-    for index in sorted(range(len(pieces.lore)), key=lambda i: -pieces.lore[i].priority):
-        price = cost(pieces.lore[index].text)
-        within_book = pieces.lore_budget is None or lore_used + price <= pieces.lore_budget
-        if within_book and used + price <= budget:
-            chosen.add(index)
-            lore_used += price
-            used += price
-    lore = [piece for index, piece in enumerate(pieces.lore) if index in chosen]  # insertion order
+    def fired_at(index: int, among: Collection[int]) -> list[LorePiece]:
+        if pieces.book is None or not among:
+            return []
+        fired = triggered_entries(pieces.book, chat[max(0, index + 1 - depth) : index + 1], among)
+        return [keyed[i] for i, _ in fired]
 
-    kept: list[list[Message]] = []
-    for turn in reversed(pieces.older_turns):
-        price = turn_cost(turn)
-        if used + price > budget:
-            break
-        kept.insert(0, turn)
-        used += price
+    def lay(index: int, history: int, with_examples: bool) -> Laying:
+        current = sum(costs[turn_starts[turn_of[index]] : index + 1])
+        lore_room = min(book_room - lore_cost(constant), room - current)
+        fired = fired_at(index, keyed)
+        lore = by_priority(fired, lore_room, lambda p: cost(p.text))
+        left_out = {p.index for p in fired} - {p.index for p in lore}
+        left = room - lore_cost(lore)
+        examples = _examples_within(pieces.examples, left - history, cost, header) if with_examples else []
+        return Laying(at=index, lore=lore, left_out=left_out, examples=examples, room=left - examples_cost(examples))
 
-    examples: list[str] = []
-    header = count(EXAMPLES_HEADER) + 1
-    for block in pieces.examples:
-        price = cost(block) + (header if not examples else 0)
-        if used + price > budget:
-            break
-        examples.append(block)
-        used += price
+    keys = KeyIndex(pieces.book, [m.content for m in chat]) if pieces.book else None
 
-    history = [m for turn in [*kept, pieces.newest_turn] for m in turn]
-    messages = [
-        Message(role="system", content=_system_text(pieces, lore, examples)),
-        *history,
-        *(Message(role="system", content=text) for text in pieces.after_history),
-    ]
+    def anchor(index: int, laying: Laying, anchored: list[Anchored]) -> list[Anchored]:
+        unplaced = keyed.keys() - {p.index for p in laying.lore} - laying.left_out - {a.piece.index for a in anchored}
+        new = {i for i in unplaced if keys is not None and index in keys.messages_holding(i)}
+        if not new:
+            return anchored
+        book_left = book_room
+        if pieces.lore_budget is not None:
+            book_left -= lore_cost(constant) + lore_cost(laying.lore) + lore_cost(a.piece for a in anchored)
+        added = []
+        for piece in by_priority(fired_at(index, new), book_left, lambda p: cost(p.text)):
+            added.append(Anchored(piece=piece, before=index + 1 - piece.depth, tokens=message_cost(piece.text)))
+        return [*anchored, *added]
+
+    first = next((i for i, m in enumerate(chat) if m.role == "user"), len(chat) - 1)
+    walk = window_walk(costs, turn_of, first, lay, anchor, low_water)
+    start, laid, examples, anchored = walk.start, list(walk.laying.lore), list(walk.laying.examples), walk.anchored
+
+    # Only when one turn outgrows the room (or the lore laid leaves it none) is more given up, in this order.
+    used = core + lore_cost(constant) + lore_cost(laid) + examples_cost(examples) + sum(turn_costs[start:])
+    used += sum(a.tokens for a in anchored)
+    while used > budget and start < len(grouped) - 1:
+        used -= turn_costs[start]
+        start += 1
+    if used > budget and examples:
+        used -= examples_cost(examples)
+        examples = []
+    while used > budget and anchored:
+        lowest = min(anchored, key=lambda a: (a.piece.priority, -a.piece.order))
+        anchored = [a for a in anchored if a is not lowest]
+        used -= lowest.tokens
+    for lore in (laid, constant):
+        while used > budget and lore:
+            lowest_laid = min(lore, key=lambda p: (p.priority, -p.order))
+            lore.remove(lowest_laid)
+            used -= cost(lowest_laid.text)
+
+    kept_from = turn_starts[start]
+    prefix_lore = sorted([*constant, *laid], key=lambda p: p.order)
+    at_depth = [(a.piece, max(0, a.before - kept_from)) for a in anchored]
+    messages, insertions = _laid_out(pieces, prefix_lore, examples, chat[kept_from:], at_depth)
+    inserted = sorted([*prefix_lore, *(a.piece for a in anchored)], key=lambda p: p.order)
+    fired = {p.index for p in [*fired_at(walk.laying.at, keyed), *fired_at(len(chat) - 1, keyed)]}
+    wanted = fired | {p.index for p in pieces.constant_lore}
     return BuiltContext(
         messages=messages,
         prompt_tokens=used,
         budget=budget,
-        lorebook=[p.label for p in lore],
+        lorebook=[p.label for p in inserted],
         dropped=Dropped(
-            history_messages=sum(len(t) for t in pieces.older_turns) - sum(len(t) for t in kept),
+            history_messages=kept_from,
             examples=len(pieces.examples) - len(examples),
-            lorebook_entries=len(pieces.lore) - len(lore),
+            lorebook_entries=len(wanted - {p.index for p in inserted}),
         ),
         stop=stop_sequences(user_name),
+        insertions=insertions,
+        window=Window(
+            first_message=pieces.chat_indices[kept_from],
+            laid_at=pieces.chat_indices[walk.laying.at],
+            high_water=walk.laying.room,
+            low_water=int(low_water * walk.laying.room),
+        ),
     )
+
+
+def _laid_out(
+    pieces: ContextPieces,
+    prefix_lore: list[LorePiece],
+    examples: list[str],
+    history: list[Message],
+    at_depth: list[tuple[LorePiece, int]],
+) -> tuple[list[Message], list[Insertion]]:
+    """The messages in order, and where each lorebook entry and note went. `at_depth`: entries with the
+    place in `history` they go before; notes go their depth from its end."""
+    insertions = [Insertion(kind="lorebook", label=p.label, message=0) for p in prefix_lore]
+    at: dict[int, list[Note | LorePiece]] = {}  # by the place in the history they go before
+    for piece, position in at_depth:
+        at.setdefault(min(position, len(history)), []).append(piece)
+    for note in pieces.notes:
+        at.setdefault(max(0, len(history) - note.depth), []).append(note)
+    messages = [Message(role="system", content=_system_text(pieces, prefix_lore, examples))]
+    for position in range(len(history) + 1):
+        for piece in at.get(position, []):
+            kind, label = ("lorebook", piece.label) if isinstance(piece, LorePiece) else (piece.kind, piece.kind)
+            depth = len(history) - position
+            insertions.append(Insertion(kind=kind, label=label, message=len(messages), depth=depth))
+            messages.append(Message(role="system", content=piece.text))
+        if position < len(history):
+            messages.append(history[position])
+    for note in pieces.after_history:
+        insertions.append(Insertion(kind=note.kind, label=note.kind, message=len(messages), depth=0))
+        messages.append(Message(role="system", content=note.text))
+    return messages, insertions
 
 
 class TextsCounter(Protocol):
@@ -267,7 +521,7 @@ async def budgeted_context(
 ) -> BuiltContext:
     """The job's context within the engine's budget (times `budget_share`), every piece counted once.
 
-    The lorebook scan and the assembly run in a thread: with a thousand entries and a long history they would
+    The lorebook scans and the assembly run in a thread: with a thousand entries and a long history they would
     stall the event loop that the worker's other jobs share."""
     pieces = await asyncio.to_thread(context_pieces, job, character)
     counts = await counter.count_many(pieces.texts())
@@ -278,9 +532,23 @@ async def budgeted_context(
         limits.margin_tokens,
     )
     return await asyncio.to_thread(
-        assemble, pieces, user_name=job.user_name, budget=int(budget * budget_share), count=counts.__getitem__
+        assemble,
+        pieces,
+        user_name=job.user_name,
+        budget=int(budget * budget_share),
+        count=counts.__getitem__,
+        low_water=limits.low_water,
     )
 
 
-def build_context(job: ChatJob, character: Character | None, *, budget: int, count: TokenCounter) -> BuiltContext:
-    return assemble(context_pieces(job, character), user_name=job.user_name, budget=budget, count=count)
+def build_context(
+    job: ChatJob,
+    character: Character | None,
+    *,
+    budget: int,
+    count: TokenCounter,
+    low_water: float = DEFAULT_LOW_WATER,
+) -> BuiltContext:
+    return assemble(
+        context_pieces(job, character), user_name=job.user_name, budget=budget, count=count, low_water=low_water
+    )

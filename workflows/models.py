@@ -224,17 +224,42 @@ class GenerateResult(StrictModel):
     queue_ms: float = 0.0
 
 
+# When a chat's history outgrows its room, whole turns are dropped until it takes this share of the room.
+DEFAULT_LOW_WATER = 0.6
+
+
 # What crosses the local activities (prepare, check_reply): their inputs and the markers they leave.
 class EngineLimits(StrictModel):
     max_input_tokens: int
     max_total_tokens: int
     margin_tokens: int
+    low_water: float = Field(default=DEFAULT_LOW_WATER, gt=0, le=1)
 
 
 class Dropped(StrictModel):
     history_messages: int = 0
     examples: int = 0
     lorebook_entries: int = 0
+
+
+class Insertion(StrictModel):
+    """A piece the card or the book puts into the context, and where: `message` is its index in `messages`;
+    `depth` (for a piece in the history) how many history messages follow it."""
+
+    kind: Literal["lorebook", "character_note", "post_history_instructions", "continue_instruction"]
+    label: str
+    message: int
+    depth: int | None = None  # None: in the system message, laid with the prefix
+
+
+class Window(StrictModel):
+    """Where the history starts (a pure function of the job's messages: see workflows/context.py).
+    Indices are into the job's `messages`; token counts are the history's room."""
+
+    first_message: int
+    laid_at: int  # the message at which the prefix (history start, laid lorebook entries) was last laid
+    high_water: int
+    low_water: int
 
 
 class BuiltContext(StrictModel):
@@ -244,6 +269,8 @@ class BuiltContext(StrictModel):
     lorebook: list[str]
     dropped: Dropped
     stop: list[str]
+    insertions: list[Insertion] = []
+    window: Window | None = None
 
 
 class PrepareRequest(StrictModel):

@@ -20,7 +20,6 @@ from workflows.context import ContextTooLarge, budgeted_context
 from workflows.models import (
     ChatJob,
     ChatResult,
-    EngineLimits,
     JobStatus,
     JobType,
     Message,
@@ -85,9 +84,7 @@ async def cmd_context(args: argparse.Namespace, settings: Settings) -> int:
     with AsCliError(UnknownCharacter, code=2, prefix="job.character: "):
         character = resolve(job.character)
     counter = offline_counter(settings)
-    limits = EngineLimits(
-        max_input_tokens=max_input, max_total_tokens=max_total, margin_tokens=settings.context_margin_tokens
-    )
+    limits = settings.engine_limits.model_copy(update={"max_input_tokens": max_input, "max_total_tokens": max_total})
     with AsCliError(ContextTooLarge, code=2):
         built = await budgeted_context(job, character, limits, counter)
     return emit({**built.model_dump(), "tokenizer": counter.name})
@@ -133,8 +130,13 @@ CONTEXT = Command(
     "context",
     help="print the messages a job would send, within the token budget",
     description="Build a job's context offline and print ONE JSON object: messages, prompt_tokens, budget, "
-    "lorebook (entries inserted), dropped ({history_messages, examples, lorebook_entries}), stop, tokenizer. "
-    "Engine limits come from settings (CHAT_WORKER_MAX_INPUT_TOKENS / _MAX_TOTAL_TOKENS) unless given. "
+    "lorebook (entries inserted), dropped ({history_messages, examples, lorebook_entries}), stop, "
+    "insertions ([{kind, label, message, depth}]: each lorebook entry and note, the index of the message it is "
+    "in, and for one in the history how many history messages follow it; depth null: in the system message), "
+    "window ({first_message, laid_at, high_water, low_water}: where the history starts, the message at which "
+    "the prompt's front was last laid, the history's room and low-water mark in tokens), tokenizer. The same "
+    "job gives the prompt the worker sends. Engine limits come from settings (CHAT_WORKER_MAX_INPUT_TOKENS / "
+    "_MAX_TOTAL_TOKENS) unless given; the window's low-water share from CHAT_WORKER_CONTEXT_LOW_WATER. "
     "Tokens are counted with the local GGUF's tokenizer when installed, else estimated (3.5 chars/token).",
     arguments=(
         Argument("--job-file", required=True, metavar="JOB.json", help="a ChatJob as in `schema`"),
@@ -144,7 +146,7 @@ CONTEXT = Command(
         Argument("--max-input-tokens", type=int, metavar="N", help="the engine's input limit"),
         Argument("--max-total-tokens", type=int, metavar="N", help="the engine's input+output limit"),
     ),
-    reads=ENGINE_LIMITS | {"context_margin_tokens", "tokenizer", "local_model_path"},
+    reads=ENGINE_LIMITS | {"context_margin_tokens", "context_low_water", "tokenizer", "local_model_path"},
     run=cmd_context,
 )
 

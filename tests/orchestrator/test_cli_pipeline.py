@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
+from temporalio.testing import ActivityEnvironment
 
+from bench.prefix_reuse import bench_character, roleplay
+from orchestrator.settings import Settings
+from orchestrator.tokens import GgufCounter, smollm2_gguf
 from tests.helpers import ROOT, SHARED, run
+from workflows.activities import JobActivities
+from workflows.models import ChatJob, EngineLimits, JobLimits, PrepareRequest
+from workflows.policy import Policy
 
 SERAPHINA = SHARED / "cards" / "default_Seraphina.png"
 
@@ -128,6 +136,8 @@ def test_context_with_seraphina_brings_in_the_lorebook_entry_her_key_names(tmp_p
     assert set(named) >= {"messages", "prompt_tokens", "budget", "lorebook", "dropped"}
     assert named["dropped"] == {"history_messages": 0, "examples": 0, "lorebook_entries": 0}
     assert named["prompt_tokens"] <= named["budget"]
+    assert named["insertions"] == [{"kind": "lorebook", "label": "1", "message": 0, "depth": None}]
+    assert named["window"]["first_message"] == named["window"]["laid_at"] == 0
 
     unnamed = one_json_object(
         run("context", "--job-file", job_file(tmp_path, "Good morning."), "--card", str(SERAPHINA))
@@ -135,7 +145,8 @@ def test_context_with_seraphina_brings_in_the_lorebook_entry_her_key_names(tmp_p
     assert unnamed["lorebook"] == [] and "What are Shadowfangs?" not in unnamed["messages"][0]["content"]
 
 
-def test_context_trims_history_to_the_limits_given(tmp_path: Path) -> None:
+def long_job_file(tmp_path: Path) -> str:
+    """A conversation of 40 exchanges ending on "last"."""
     messages = []
     for i in range(40):
         messages += [
@@ -145,11 +156,77 @@ def test_context_trims_history_to_the_limits_given(tmp_path: Path) -> None:
     messages.append({"role": "user", "content": "last"})
     path = tmp_path / "long.json"
     path.write_text(json.dumps({"job_id": "c2", "job_type": "chat_conversation", "messages": messages}))
+    return str(path)
+
+
+def test_context_trims_history_to_the_limits_given(tmp_path: Path) -> None:
     built = one_json_object(
-        run("context", "--job-file", str(path), "--max-input-tokens", "400", "--max-total-tokens", "1000")
+        run("context", "--job-file", long_job_file(tmp_path), "--max-input-tokens", "400", "--max-total-tokens", "1000")
     )
     assert built["budget"] == 400 - 32 and built["prompt_tokens"] <= built["budget"]
     assert built["dropped"]["history_messages"] > 0 and built["messages"][-1]["content"] == "last"
+
+
+def test_context_shows_each_insertion_with_its_depth(tmp_path: Path) -> None:
+    book = {
+        "scan_depth": 2,
+        "entries": [{"keys": ["lighthouse"], "content": "@@depth 2\nThe lamp is dark.", "name": "lighthouse"}],
+    }
+    character = {
+        "name": "Orrin",
+        "character_book": book,
+        "post_history_instructions": "Stay terse.",
+        "extensions": {"depth_prompt": {"prompt": "Orrin hides the key.", "depth": 3, "role": "system"}},
+    }
+    said = ["Evening.", "Evening to you.", "Is the ferry running?", "Not tonight.", "And the lighthouse?"]
+    messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": text} for i, text in enumerate(said)]
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"job_id": "c3", "messages": messages, "character": character, "user_name": "Tam"}))
+    built = one_json_object(run("context", "--job-file", str(path)))
+    # The prompt's front was laid at the first message; the entry fired after it: it goes in at its depth.
+    assert built["window"]["laid_at"] == 0 and built["window"]["first_message"] == 0
+    contents = [m["content"] for m in built["messages"]]
+    assert built["insertions"] == [
+        {"kind": "character_note", "label": "character_note", "message": 3, "depth": 3},
+        {"kind": "lorebook", "label": "lighthouse", "message": 5, "depth": 2},
+        {"kind": "post_history_instructions", "label": "post_history_instructions", "message": 8, "depth": 0},
+    ]
+    assert contents[3] == "Orrin hides the key." and contents[5] == "The lamp is dark." and contents[8] == "Stay terse."
+    assert contents[6:8] == ["Not tonight.", "And the lighthouse?"] and "lamp" not in contents[0]
+    assert built["lorebook"] == ["lighthouse"]
+
+
+def test_context_takes_the_low_water_mark_from_the_environment(tmp_path: Path) -> None:
+    path = long_job_file(tmp_path)
+    limits = ["--max-input-tokens", "400", "--max-total-tokens", "1000"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_WORKER_")}
+    for share in ("0.5", "0.8"):
+        built = one_json_object(
+            run("context", "--job-file", path, *limits, env=env | {"CHAT_WORKER_CONTEXT_LOW_WATER": share})
+        )
+        assert built["window"]["low_water"] == int(float(share) * built["window"]["high_water"])
+    one_error_line(
+        run("context", "--job-file", path, env=env | {"CHAT_WORKER_CONTEXT_LOW_WATER": "1.5"}),
+        "CHAT_WORKER_CONTEXT_LOW_WATER",
+    )
+
+
+async def test_context_gives_the_prompt_the_prepare_activity_sends(tmp_path: Path) -> None:
+    character = bench_character(None)  # Mira with a 42-entry lorebook
+    job = ChatJob(job_id="c5", messages=roleplay(character, "Tam", turns=40), character=character, user_name="Tam")
+    path = tmp_path / "job.json"
+    path.write_text(job.model_dump_json())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_WORKER_")}
+    limits = ["--max-input-tokens", "1200", "--max-total-tokens", "2048"]
+    printed = one_json_object(run("context", "--job-file", str(path), *limits, env=env))
+    assert printed["tokenizer"] == "gguf" and printed["dropped"]["history_messages"] > 0
+
+    engine = EngineLimits(max_input_tokens=1200, max_total_tokens=2048, margin_tokens=32)
+    activities = JobActivities(JobLimits(), engine, GgufCounter(smollm2_gguf(Settings())), Policy())
+    prepared = await ActivityEnvironment().run(activities.prepare, PrepareRequest(job=job))
+    assert printed["messages"] == [m.model_dump() for m in prepared.context.messages]
+    assert printed["insertions"] == [i.model_dump() for i in prepared.context.insertions]
+    assert prepared.context.window is not None and printed["window"] == prepared.context.window.model_dump()
 
 
 def test_context_errors_are_one_line(tmp_path: Path) -> None:

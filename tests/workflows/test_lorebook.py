@@ -1,5 +1,5 @@
 from characters.profile import BookEntry, CharacterBook
-from workflows.lorebook import DEFAULT_SCAN_DEPTH, entry_label, triggered_entries
+from workflows.lorebook import DEFAULT_SCAN_DEPTH, KeyIndex, entry_depth, entry_label, entry_text, triggered_entries
 from workflows.models import Message
 
 
@@ -58,3 +58,24 @@ def test_entries_come_in_insertion_order_and_have_labels() -> None:
     assert fired(book, said("a")) == ["first", "second"]
     labels = [entry_label(entry, index) for index, entry in triggered_entries(book, said("a"))]
     assert labels == ["Intro", "7"]
+
+
+def test_depth_is_the_v3_decorator_else_the_v2_extension_else_4_and_decorators_are_not_text() -> None:
+    v3 = BookEntry(keys=["a"], content="@@depth 7\n@@role system\nThe lamp is dark.", extensions={"depth": 2})
+    assert entry_depth(v3) == 7 and entry_text(v3) == "The lamp is dark."
+    assert entry_depth(BookEntry(keys=["a"], content="x", extensions={"depth": 2})) == 2
+    assert entry_depth(BookEntry(keys=["a"], content="x", extensions={"depth": "deep"})) == 4
+    assert entry_text(BookEntry(content="Plain.\n@@depth 1")) == "Plain.\n@@depth 1"  # only leading lines
+
+
+def test_the_key_index_names_the_messages_holding_a_key_as_a_scan_would() -> None:
+    book = CharacterBook(
+        entries=[
+            BookEntry(keys=["Eldoria"], content="E"),
+            BookEntry(keys=["Ash"], content="A", case_sensitive=True),
+            BookEntry(keys=["x"], secondary_keys=["moon"], selective=True, content="M"),
+        ]
+    )
+    texts = ["in ELDORIA", "the ash", "Ash and the moon", "nothing"]
+    index = KeyIndex(book, texts)
+    assert [index.messages_holding(i) for i in range(3)] == [{0}, {2}, {2}]
