@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from loguru import logger
 from temporalio.client import Client
-from temporalio.worker import FixedSizeSlotSupplier, Worker, WorkerTuner
+from temporalio.worker import FixedSizeSlotSupplier, PollerBehaviorSimpleMaximum, Worker, WorkerTuner
 
 from characters import bundled_characters
 from orchestrator.client import payload_converter
@@ -35,6 +35,10 @@ MAX_HEARTBEAT_THROTTLE = timedelta(seconds=0.5)
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 # The SDK's own default; the generation worker runs no workflows, local activities or Nexus tasks.
 UNUSED_SLOTS = FixedSizeSlotSupplier(100)
+# A poll already waiting at Temporal when the engine goes down can still be handed a task, which then fails its try:
+# one waiting poll (the SDK's default is 5) keeps that to one try per outage. One poll hands out a task per round
+# trip to Temporal, far faster than generations finish.
+GENERATION_POLLS = PollerBehaviorSimpleMaximum(maximum=1)
 
 
 def engine_client(settings: Settings) -> InferenceClient:
@@ -99,6 +103,7 @@ async def build_workers(client: Client, settings: Settings, watch: EngineWatch) 
         task_queue=settings.generate_task_queue,
         activities=[ChatActivities(engine_client(settings), settings.log_chat_text, watch.mark_down).generate],
         tuner=generation_tuner(settings, watch),
+        activity_task_poller_behavior=GENERATION_POLLS,
         max_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
     )

@@ -1,6 +1,7 @@
 """Engine outages on the real stack: the session's Temporal dev server and a llama.cpp server (SmolLM2) of
 the test's own (tests/engine_process.py), stopped with SIGTERM while jobs run, as an orchestrator stops the
-engine's container. The session's shared engine is never touched."""
+engine's container. The session's shared engine is never touched. While the engine is down the worker takes no
+generation task: they wait in Temporal's queue."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from orchestrator.client import ChatClient
 from orchestrator.devstack import DevStack
 from orchestrator.settings import Settings
 from tests.engine_process import EngineProcess
-from tests.helpers import job, worker_against
+from tests.helpers import failed_generate_tries, generate_backlog, job, worker_against
 from workflows.models import ChatResult, ErrorType
 
 JOBS = 4
@@ -24,6 +25,9 @@ OUTAGE_SECONDS = 15.0
 # Guards against a stuck job, not timing assertions.
 GENERATING_WITHIN_SECONDS = 60.0
 RESULTS_WITHIN_SECONDS = 120.0
+BACKLOG_WITHIN_SECONDS = 30.0
+# While the engine is down, Temporal would have retried a failing generation several times in this long.
+HELD_FOR_SECONDS = 6.0
 
 
 @pytest.fixture
@@ -83,3 +87,32 @@ async def test_jobs_fail_with_deadline_when_the_engine_stays_down_past_it(
             await chat.submit(chat_job)
         ended = await outcomes(chat, [j.job_id for j in jobs])
     assert ended == [ErrorType.deadline.value] * 3
+
+
+async def backlog_of(chat: ChatClient, count: int) -> None:
+    async def reached() -> None:
+        while await generate_backlog(chat) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)  # Temporal's count is read by RPC: there is no event to wait on
+
+    await asyncio.wait_for(reached(), timeout=BACKLOG_WITHIN_SECONDS)
+
+
+async def test_generations_wait_in_the_queue_while_the_engine_is_down_and_complete_once_it_is_up(
+    engine: EngineProcess, settings: Settings, isolated_namespace: str
+) -> None:
+    engine.stop()
+    async with worker_against(settings, isolated_namespace, engine.base_url) as chat:
+        jobs = [job(sampling={"max_tokens": 16, "seed": n}, deadline_seconds=90) for n in range(3)]
+        for chat_job in jobs:
+            await chat.submit(chat_job)
+        job_ids = [j.job_id for j in jobs]
+        await backlog_of(chat, len(jobs))
+        await asyncio.sleep(HELD_FOR_SECONDS)
+        assert await generate_backlog(chat) == len(jobs)
+        assert [(await chat.status(job_id)).stage for job_id in job_ids] == ["generating"] * len(jobs)
+        assert [await failed_generate_tries(chat, job_id) for job_id in job_ids] == [0] * len(jobs)
+        await asyncio.to_thread(engine.start)
+        ended = await outcomes(chat, job_ids)
+        failed_tries = [await failed_generate_tries(chat, job_id) for job_id in job_ids]
+    assert [r if isinstance(r, str) else "ok" for r in ended] == ["ok"] * len(jobs)
+    assert failed_tries == [0] * len(jobs)
