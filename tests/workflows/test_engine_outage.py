@@ -17,7 +17,9 @@ from orchestrator.client import ChatClient
 from orchestrator.devstack import DevStack
 from orchestrator.settings import Settings
 from tests.engine_process import EngineProcess
+from tests.fake_engine import FakeEngine, Scripted
 from tests.helpers import failed_generate_tries, generate_backlog, job, worker_against
+from workflows.activities import GENERATION_FAILED_TRIES
 from workflows.models import ChatResult, ErrorType
 
 JOBS = 4
@@ -116,3 +118,20 @@ async def test_generations_wait_in_the_queue_while_the_engine_is_down_and_comple
         failed_tries = [await failed_generate_tries(chat, job_id) for job_id in job_ids]
     assert [r if isinstance(r, str) else "ok" for r in ended] == ["ok"] * len(jobs)
     assert failed_tries == [0] * len(jobs)
+
+
+async def test_tries_that_found_the_engine_unavailable_do_not_count_towards_the_generation_failed_cap(
+    settings: Settings, isolated_namespace: str
+) -> None:
+    # FAKE engine: the real llama.cpp server cannot be made to answer 503 and then 500 on demand. One try finds it
+    # unavailable (503, e.g. loading), then every try fails (500): the job ends after GENERATION_FAILED_TRIES of
+    # those, not counting the first.
+    unavailable = Scripted(status=503, body={"error": "Model is loading"})
+    failing = Scripted(status=500, body={"error": "internal"})
+    async with FakeEngine([unavailable] + [failing] * GENERATION_FAILED_TRIES) as engine:
+        async with worker_against(settings, isolated_namespace, engine.base_url) as chat:
+            chat_job = job(sampling={"max_tokens": 16, "seed": 1}, deadline_seconds=80)
+            await chat.submit(chat_job)
+            ended = await outcomes(chat, [chat_job.job_id])
+    assert ended == [ErrorType.generation_failed.value]
+    assert len(engine.requests) == 1 + GENERATION_FAILED_TRIES
