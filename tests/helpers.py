@@ -39,6 +39,19 @@ def job(**overrides: object) -> ChatJob:
     return ChatJob.model_validate(values)
 
 
+async def submitted(
+    chat: ChatClient, count: int, *, max_tokens: int = 16, deadline_seconds: int = 90, first_seed: int = 0
+) -> list[str]:
+    """The ids of `count` short jobs, submitted, with seeds from `first_seed` on."""
+    jobs = [
+        job(sampling={"max_tokens": max_tokens, "seed": seed}, deadline_seconds=deadline_seconds)
+        for seed in range(first_seed, first_seed + count)
+    ]
+    for chat_job in jobs:
+        await chat.submit(chat_job)
+    return [chat_job.job_id for chat_job in jobs]
+
+
 def stack_env(settings: Settings) -> dict[str, str]:
     """Environment for a subprocess (`python -m orchestrator …`) that talks to this stack."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_WORKER_")}

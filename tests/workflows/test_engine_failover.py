@@ -14,10 +14,11 @@ from orchestrator.client import ChatClient
 from orchestrator.devstack import DevStack
 from orchestrator.settings import Settings
 from tests.engine_process import EngineProcess
-from tests.helpers import failed_generate_tries, job, worker_against
+from tests.helpers import failed_generate_tries, submitted, worker_against
 from workflows.models import ChatResult
 
 JOBS = 2
+DEADLINE_SECONDS = 150
 # Guards against a stuck job, not timing assertions.
 GENERATING_WITHIN_SECONDS = 60.0
 RESULTS_WITHIN_SECONDS = 120.0
@@ -31,13 +32,6 @@ async def outcome(chat: ChatClient, job_id: str) -> str:
         assert isinstance(failure.cause, ApplicationError), repr(failure.cause)
         return failure.cause.type or ""
     return "ok" if isinstance(result, ChatResult) and result.content else "empty"
-
-
-async def submitted(chat: ChatClient, seeds: range) -> list[str]:
-    jobs = [job(sampling={"max_tokens": 16, "seed": seed}, deadline_seconds=150) for seed in seeds]
-    for chat_job in jobs:
-        await chat.submit(chat_job)
-    return [j.job_id for j in jobs]
 
 
 async def outcomes(chat: ChatClient, job_ids: list[str]) -> list[str]:
@@ -64,12 +58,12 @@ async def test_jobs_complete_on_the_worker_whose_engine_is_up(
             worker_against(settings, isolated_namespace, engine_b.base_url, max_attempts=1),
         ):
             # A down, B up: every job on B; A's worker takes none (against A, its try would fail).
-            on_b = await submitted(chat, range(JOBS))
+            on_b = await submitted(chat, JOBS, deadline_seconds=DEADLINE_SECONDS)
             on_b_ended = await outcomes(chat, on_b)
             on_b_failed_tries = [await failed_generate_tries(chat, job_id) for job_id in on_b]
 
             # B stopped while it generates; A back: the jobs it was running and the rest complete on A.
-            moved = await submitted(chat, range(JOBS, 2 * JOBS))
+            moved = await submitted(chat, JOBS, deadline_seconds=DEADLINE_SECONDS, first_seed=JOBS)
             await first_generation_started(chat, moved)
             await asyncio.to_thread(engine_b.stop)
             await asyncio.to_thread(engine_a.start)
