@@ -2,11 +2,11 @@
 down the tasks wait in Temporal's queue (a backlog that another worker group, with an engine that is up, serves)
 instead of failing attempts here.
 
-`EngineWatch` knows whether the engine is up: `orchestrator.health.engine_is_down`, checked before a poll when
-the last check is older than CHECK_EVERY_SECONDS, every CHECK_EVERY_SECONDS while the engine is down, and told by
-the generate activity when a generation found it unavailable (the gate closes at once). `GenerationSlots` is the
-worker's activity slot supplier: at most `slots` generations in flight, and a slot (which the SDK takes before it
-polls) only while the engine is up.
+`EngineWatch` knows whether the engine is up: `orchestrator.health.engine_is_down`, checked before the first poll,
+in the background when a poll is due and the last check is older than CHECK_EVERY_SECONDS, every
+CHECK_EVERY_SECONDS while the engine is down, and told by the generate activity when a generation found it
+unavailable (the gate closes at once). `GenerationSlots` is the worker's activity slot supplier: at most `slots`
+generations in flight, and a slot (which the SDK takes before it polls) only while the engine is up.
 
 What the gate cannot stop: a poll already waiting at Temporal when the engine goes down may still be given a task,
 which then fails its try (EngineUnavailable) and closes the gate; the retry goes to whichever worker polls."""
@@ -57,11 +57,17 @@ class EngineWatch:
 
     @property
     def up(self) -> bool:
-        """Up as of a check that is still fresh (no waiting: for the SDK's non-blocking reservation)."""
-        return bool(self._up) and time.monotonic() - self._checked_at < self._every
+        """Up as of the last check, and no generation has found it unavailable since."""
+        return self._up is True
 
     async def wait_until_up(self) -> None:
-        """Returns once a fresh check found the engine up; while it is down, checks every `every_seconds`."""
+        """Returns at once while the engine is up (starting a check in the background when the last one is older
+        than `every_seconds`: a reservation never waits on a busy engine's answer); else once a check finds it
+        up, checking every `every_seconds`."""
+        if self.up:
+            if time.monotonic() - self._checked_at >= self._every:
+                self._check_loop()
+            return
         while not self.up:
             # Shielded: a cancelled waiter (the worker shutting down) leaves the shared check to the others.
             await asyncio.shield(self._check_loop())

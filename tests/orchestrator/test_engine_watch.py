@@ -91,6 +91,23 @@ async def test_a_generation_that_found_the_engine_unavailable_closes_the_gate_un
     assert answers.checks == 2
 
 
+async def test_a_due_check_runs_in_the_background_and_finding_the_engine_down_closes_the_gate() -> None:
+    answers = Answers(False, *[True] * 1000)  # up, then down for a good while
+    watch = EngineWatch("http://engine", every_seconds=EVERY_SECONDS, is_down=answers)
+    slots = GenerationSlots(4, watch)
+    await reserved(slots)
+    await asyncio.sleep(2 * EVERY_SECONDS)
+    await reserved(slots)  # at once, on the last answer; the due check starts beside it
+
+    async def checked_again() -> None:
+        while answers.checks < 2:  # noqa: ASYNC110
+            await asyncio.sleep(EVERY_SECONDS)
+
+    await asyncio.wait_for(checked_again(), timeout=WITHIN_SECONDS)
+    assert slots.try_reserve_slot(CTX) is None
+    await watch.aclose()
+
+
 async def test_a_worker_whose_engine_is_down_shuts_down_at_once(settings: Settings, isolated_namespace: str) -> None:
     # Its generation worker waits for the engine to reserve a slot; the shutdown cancels that wait.
     running = worker_against(settings, isolated_namespace, f"http://127.0.0.1:{free_port()}")
