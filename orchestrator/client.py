@@ -234,7 +234,7 @@ class ChatClient:
             if a.activity_type.name == "generate" and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
         ]
         if streaming and streaming[0].heartbeat_details.payloads:
-            details = list(streaming[0].heartbeat_details.payloads)
+            details = list(streaming[0].heartbeat_details.payloads)[:1]  # tokens; the second is for the next try
             running = (await self.temporal.data_converter.decode(details, [int]))[0]
             status = status.model_copy(update={"tokens": status.tokens + running})
         return status

@@ -1,6 +1,8 @@
 """The worker process: ChatWorkflow on `chat`, generation on `chat-generate` with at most
 `generation_slots` generations in flight (per-worker slots × workers must not exceed the engine's
-max concurrent requests; extra demand waits in Temporal's queue, not at the engine)."""
+max concurrent requests; extra demand waits in Temporal's queue, not at the engine), and none taken while
+this worker's engine is down (orchestrator/engine_watch.py): workers with engines of their own on the same task
+queues fail over to each other."""
 
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ from datetime import timedelta
 
 from loguru import logger
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import FixedSizeSlotSupplier, PollerBehaviorSimpleMaximum, Worker, WorkerTuner
 
 from characters import bundled_characters
 from orchestrator.codec import EncryptionCodec
+from orchestrator.engine_watch import EngineWatch, GenerationSlots
 from orchestrator.inference import InferenceClient
 from orchestrator.settings import Settings
 from orchestrator.tokens import token_counter
@@ -30,6 +33,12 @@ from workflows.policy import load_policy
 MAX_HEARTBEAT_THROTTLE = timedelta(seconds=0.5)
 # In-flight generations get this long to finish on SIGTERM before they are cancelled (and retried elsewhere).
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+# The SDK's own default; the generation worker runs no workflows, local activities or Nexus tasks.
+UNUSED_SLOTS = FixedSizeSlotSupplier(100)
+# A poll already waiting at Temporal when the engine goes down can still be handed a task, which then fails its try:
+# one waiting poll (the SDK's default is 5) keeps that to one try per outage. One poll hands out a task per round
+# trip to Temporal, far faster than generations finish.
+GENERATION_POLLS = PollerBehaviorSimpleMaximum(maximum=1)
 
 
 def engine_client(settings: Settings) -> InferenceClient:
@@ -65,7 +74,17 @@ def worker_client(client: Client) -> Client:
     return Client(client.service_client, namespace=client.namespace, data_converter=converter)
 
 
-async def build_workers(client: Client, settings: Settings) -> list[Worker]:
+def generation_tuner(settings: Settings, watch: EngineWatch) -> WorkerTuner:
+    """The generation worker's slots: `generation_slots` of them, taken only while the engine is up."""
+    return WorkerTuner.create_composite(
+        workflow_supplier=UNUSED_SLOTS,
+        activity_supplier=GenerationSlots(settings.generation_slots, watch),
+        local_activity_supplier=UNUSED_SLOTS,
+        nexus_supplier=UNUSED_SLOTS,
+    )
+
+
+async def build_workers(client: Client, settings: Settings, watch: EngineWatch) -> list[Worker]:
     jobs = await job_activities(settings)
     client = worker_client(client)
     workflows = Worker(
@@ -78,8 +97,9 @@ async def build_workers(client: Client, settings: Settings) -> list[Worker]:
     generation = Worker(
         client,
         task_queue=settings.generate_task_queue,
-        activities=[ChatActivities(engine_client(settings), settings.log_chat_text).generate],
-        max_concurrent_activities=settings.generation_slots,
+        activities=[ChatActivities(engine_client(settings), settings.log_chat_text, watch.mark_down).generate],
+        tuner=generation_tuner(settings, watch),
+        activity_task_poller_behavior=GENERATION_POLLS,
         max_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
     )
@@ -92,7 +112,9 @@ async def run_workers(
     """Run until `stop` is set, then shut the workers down gracefully. `ready` is set once they poll."""
     await check_search_attributes(client, settings.temporal_namespace)
     async with AsyncExitStack() as stack:
-        for worker in await build_workers(client, settings):
+        watch = EngineWatch(settings.inference_base_url)
+        stack.push_async_callback(watch.aclose)  # after the workers: their shutdown may still wait on it
+        for worker in await build_workers(client, settings, watch):
             await stack.enter_async_context(worker)
         if ready is not None:
             ready.set()

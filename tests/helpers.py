@@ -1,5 +1,6 @@
 """What several test modules share: where things are, the CLI as a subprocess, a worker wired to a given
-engine, and a typical roleplay job. Fixtures live in conftest.py; test modules import helpers only from here."""
+engine, a typical roleplay job, and what a job's history says about its generations. Fixtures live in
+conftest.py; test modules import helpers only from here."""
 
 from __future__ import annotations
 
@@ -41,6 +42,19 @@ def job(**overrides: object) -> ChatJob:
     }
     values.update(overrides)
     return ChatJob.model_validate(values)
+
+
+async def submitted(
+    chat: ChatClient, count: int, *, max_tokens: int = 16, deadline_seconds: int = 90, first_seed: int = 0
+) -> list[str]:
+    """The ids of `count` short jobs, submitted, with seeds from `first_seed` on."""
+    jobs = [
+        job(sampling={"max_tokens": max_tokens, "seed": seed}, deadline_seconds=deadline_seconds)
+        for seed in range(first_seed, first_seed + count)
+    ]
+    for chat_job in jobs:
+        await chat.submit(chat_job)
+    return [chat_job.job_id for chat_job in jobs]
 
 
 def stack_env(settings: Settings) -> dict[str, str]:
@@ -134,3 +148,42 @@ async def cancelled(handles: list[WorkflowHandle[ChatWorkflow, ChatResult]]) -> 
     for handle in handles:
         with contextlib.suppress(WorkflowFailureError):
             await asyncio.wait_for(handle.result(), timeout=120)
+
+
+async def failed_generate_tries(chat: ChatClient, job_id: str) -> int:
+    """How many tries of the job's generations failed, from its history: Temporal writes one ActivityTaskStarted
+    per generation, for its last try (`attempt` - 1 tries failed before it), and ActivityTaskFailed or
+    ActivityTaskTimedOut when that one failed too."""
+    history = await chat.handle(job_id).fetch_history()
+    scheduled = {
+        event.event_id
+        for event in history.events
+        if event.HasField("activity_task_scheduled_event_attributes")
+        and event.activity_task_scheduled_event_attributes.activity_type.name == "generate"
+    }
+    failed = 0
+    for event in history.events:
+        if event.HasField("activity_task_started_event_attributes"):
+            started = event.activity_task_started_event_attributes
+            failed += started.attempt - 1 if started.scheduled_event_id in scheduled else 0
+        for ended in ("activity_task_failed_event_attributes", "activity_task_timed_out_event_attributes"):
+            if event.HasField(ended) and getattr(event, ended).scheduled_event_id in scheduled:
+                failed += 1
+    return failed
+
+
+async def generate_backlog(chat: ChatClient) -> int:
+    """Generation tasks waiting in the worker's `chat-generate` queue (Temporal's approximate count)."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    described = await chat.temporal.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=chat.temporal.namespace,
+            task_queue=TaskQueue(name=chat.settings.generate_task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            report_stats=True,
+        )
+    )
+    return described.stats.approximate_backlog_count

@@ -50,7 +50,9 @@ HEARTBEAT_EVERY_SECONDS = 1.0
 STREAM_BATCH_INTERVAL = timedelta(milliseconds=200)
 OVERLOADED_RETRY_DELAY = timedelta(seconds=5)
 # A generation is retried until the job's deadline (an engine outage is waited out), but an engine that is up
-# and keeps failing it is given this many tries, counted over all of the generation's tries.
+# and keeps failing it is given this many GenerationFailed tries; tries that found the engine down or overloaded
+# do not count. The count travels from try to try as the heartbeat's second detail (Temporal hands a try the
+# last heartbeat of the tries before it).
 GENERATION_FAILED_TRIES = 4
 SLOW_SECONDS = 20.0
 
@@ -155,17 +157,26 @@ class JobActivities:
         )
 
 
-async def _heartbeat_forever(tokens: Callable[[], int]) -> None:
+async def _heartbeat_forever(tokens: Callable[[], int], failed_tries: int) -> None:
     # Heartbeats also while waiting for the first token (the engine may queue us), and they are what
-    # delivers a cancellation to this activity. Their detail, tokens so far, is what `status` reads.
+    # delivers a cancellation to this activity. Their first detail, tokens so far, is what `status` reads; the
+    # second, the generation's GenerationFailed tries so far, is what the next try counts on.
     while True:
-        activity.heartbeat(tokens())
+        activity.heartbeat(tokens(), failed_tries)
         await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
 
 
-def application_error(error: EngineError, try_number: int) -> ApplicationError:
-    """The activity's failure for the engine's error on Temporal's `try_number`th try of the generation."""
-    gave_up = error.type is ErrorType.generation_failed and try_number >= GENERATION_FAILED_TRIES
+def failed_tries_before(info: activity.Info) -> int:
+    """How many of the generation's earlier tries failed as GenerationFailed, from the last heartbeat's second
+    detail (none: no earlier try, or one begun before the count was kept)."""
+    details = info.heartbeat_details
+    return int(details[1]) if len(details) > 1 else 0
+
+
+def application_error(error: EngineError, failed_tries: int) -> ApplicationError:
+    """The activity's failure for the engine's error, when `failed_tries` of the generation's tries (this one
+    included) have failed as GenerationFailed."""
+    gave_up = error.type is ErrorType.generation_failed and failed_tries >= GENERATION_FAILED_TRIES
     return ApplicationError(
         error.message,
         type=error.type.value,
@@ -187,14 +198,21 @@ def queue_ms(info: activity.Info) -> float:
 
 
 class ChatActivities:
-    def __init__(self, engine: ChatEngine, log_chat_text: bool = False) -> None:
+    """`on_engine_unavailable` is called when a generation finds the engine unavailable (the worker's gate then
+    takes no more generation tasks until the engine is up)."""
+
+    def __init__(
+        self, engine: ChatEngine, log_chat_text: bool = False, on_engine_unavailable: Callable[[], None] | None = None
+    ) -> None:
         self._engine = engine
         self._log_chat_text = log_chat_text
+        self._on_engine_unavailable = on_engine_unavailable
 
     @activity.defn(name="generate")
     async def generate(self, request: GenerateRequest) -> GenerateResult:
         """Streams the reply to the engine's caller and, as it grows, to the job's stream."""
         info = activity.info()
+        failed_before = failed_tries_before(info)
         streamed = 0
 
         def publish_delta(text: str) -> None:
@@ -203,7 +221,14 @@ class ChatActivities:
             events.publish(DeltaEvent(attempt=request.attempt, text=text))
 
         stream = WorkflowStreamClient.from_within_activity(batch_interval=STREAM_BATCH_INTERVAL)
-        heartbeats = asyncio.create_task(_heartbeat_forever(lambda: streamed))
+        heartbeats = asyncio.create_task(_heartbeat_forever(lambda: streamed, failed_before))
+
+        def failed_tries(failed: bool) -> int:
+            """The GenerationFailed tries with this one, recorded for the next try."""
+            heartbeats.cancel()
+            activity.heartbeat(streamed, failed_before + int(failed))
+            return failed_before + int(failed)
+
         result: GenerateResult | None = None
         try:
             async with stream:  # leaving flushes what is buffered, also on cancellation
@@ -225,9 +250,12 @@ class ChatActivities:
                     info.attempt,
                     engine_error.type.value,
                 )
-                raise application_error(engine_error, info.attempt) from engine_error
+                if engine_error.type is ErrorType.engine_unavailable and self._on_engine_unavailable is not None:
+                    self._on_engine_unavailable()
+                failed = failed_tries(engine_error.type is ErrorType.generation_failed)
+                raise application_error(engine_error, failed) from engine_error
             if result is None:
-                if info.attempt < GENERATION_FAILED_TRIES:
+                if failed_tries(True) < GENERATION_FAILED_TRIES:
                     raise
                 raise unexpected_failure(error) from error
             # The reply is done and is the job's point; only its last deltas did not reach subscribers, who get

@@ -107,9 +107,16 @@ class Fails:
         raise self.error
 
 
-async def generate_on_try(engine: object, try_number: int) -> GenerateResult:
+async def generate_on_try(
+    engine: object, try_number: int, failed_before: int | None = None, heartbeats: list[object] | None = None
+) -> GenerateResult:
+    """Temporal's `try_number`th try, after `failed_before` GenerationFailed tries (default: every earlier one),
+    as the last heartbeat of the tries before it says."""
+    failed = try_number - 1 if failed_before is None else failed_before
     environment = ActivityEnvironment()
-    environment.info = dataclasses.replace(environment.info, attempt=try_number)
+    environment.info = dataclasses.replace(environment.info, attempt=try_number, heartbeat_details=[0, failed])
+    if heartbeats is not None:
+        environment.on_heartbeat = lambda *details: heartbeats.append(details)
     request = GenerateRequest(job_id="j3", attempt=1, messages=[Message(role="user", content="hi")], sampling=SAMPLING)
     return await environment.run(ChatActivities(engine).generate, request)  # type: ignore[arg-type]
 
@@ -131,3 +138,35 @@ async def test_an_unexpected_error_is_retried_like_a_failed_generation_then_ends
         await generate_on_try(Fails(KeyError("a bug")), GENERATION_FAILED_TRIES)
     assert error.value.type == ErrorType.generation_failed.value and error.value.non_retryable
     assert error.value.message == "generation failed: KeyError"
+
+
+async def test_only_generation_failed_tries_count_towards_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Many tries that found the engine down, then GenerationFailed ones: the cap counts the latter only.
+    monkeypatch.setattr(WorkflowStreamClient, "from_within_activity", lambda **kwargs: QuietStream())
+    failing = Fails(EngineError(ErrorType.generation_failed, "HTTP 500: boom"))
+    heartbeats: list[object] = []
+    with pytest.raises(ApplicationError) as error:
+        await generate_on_try(failing, 20, failed_before=GENERATION_FAILED_TRIES - 2, heartbeats=heartbeats)
+    assert error.value.type == ErrorType.generation_failed.value and not error.value.non_retryable
+    assert heartbeats[-1] == (0, GENERATION_FAILED_TRIES - 1)  # what the next try counts on
+    with pytest.raises(ApplicationError) as error:
+        await generate_on_try(failing, 21, failed_before=GENERATION_FAILED_TRIES - 1)
+    assert error.value.non_retryable
+
+
+async def test_a_try_that_finds_the_engine_down_keeps_the_count_and_closes_the_gate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(WorkflowStreamClient, "from_within_activity", lambda **kwargs: QuietStream())
+    closed: list[bool] = []
+    heartbeats: list[object] = []
+    environment = ActivityEnvironment()
+    environment.info = dataclasses.replace(environment.info, attempt=9, heartbeat_details=[0, 2])
+    environment.on_heartbeat = lambda *details: heartbeats.append(details)
+    down = Fails(EngineError(ErrorType.engine_unavailable, "cannot reach the engine"))
+    request = GenerateRequest(job_id="j4", attempt=1, messages=[Message(role="user", content="hi")], sampling=SAMPLING)
+    with pytest.raises(ApplicationError) as error:
+        await environment.run(ChatActivities(down, on_engine_unavailable=lambda: closed.append(True)).generate, request)
+    assert error.value.type == ErrorType.engine_unavailable.value and not error.value.non_retryable
+    assert closed == [True]
+    assert heartbeats[-1] == (0, 2)

@@ -1,6 +1,7 @@
 """Engine outages on the real stack: the session's Temporal dev server and a llama.cpp server (SmolLM2) of
 the test's own (tests/engine_process.py), stopped with SIGTERM while jobs run, as an orchestrator stops the
-engine's container. The session's shared engine is never touched."""
+engine's container. The session's shared engine is never touched. While the engine is down the worker takes no
+generation task: they wait in Temporal's queue."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from orchestrator.client import ChatClient
 from orchestrator.devstack import DevStack
 from orchestrator.settings import Settings
 from tests.engine_process import EngineProcess
-from tests.helpers import job, worker_against
+from tests.fake_engine import FakeEngine, Scripted
+from tests.helpers import failed_generate_tries, generate_backlog, job, submitted, worker_against
+from workflows.activities import GENERATION_FAILED_TRIES
 from workflows.models import ChatResult, ErrorType
 
 JOBS = 4
@@ -24,6 +27,10 @@ OUTAGE_SECONDS = 15.0
 # Guards against a stuck job, not timing assertions.
 GENERATING_WITHIN_SECONDS = 60.0
 RESULTS_WITHIN_SECONDS = 120.0
+BACKLOG_WITHIN_SECONDS = 30.0
+WAITING_JOBS = 3
+# While the engine is down, Temporal would have retried a failing generation several times in this long.
+HELD_FOR_SECONDS = 6.0
 
 
 @pytest.fixture
@@ -60,10 +67,7 @@ async def test_jobs_wait_out_an_engine_outage_and_all_complete(
     async with worker_against(settings, isolated_namespace, engine.base_url) as chat:
         # The deadline leaves room for the outage and for the engine working through the queue after it, on a
         # machine shared with other test runs.
-        jobs = [job(sampling={"max_tokens": 16, "seed": n}, deadline_seconds=90) for n in range(JOBS)]
-        for chat_job in jobs:
-            await chat.submit(chat_job)
-        job_ids = [j.job_id for j in jobs]
+        job_ids = await submitted(chat, JOBS, deadline_seconds=90)
         await first_generation_started(chat, job_ids)
         await asyncio.to_thread(engine.stop)
         await asyncio.sleep(OUTAGE_SECONDS)
@@ -78,8 +82,48 @@ async def test_jobs_fail_with_deadline_when_the_engine_stays_down_past_it(
 ) -> None:
     engine.stop()
     async with worker_against(settings, isolated_namespace, engine.base_url) as chat:
-        jobs = [job(sampling={"max_tokens": 24, "seed": n}, deadline_seconds=8) for n in range(3)]
-        for chat_job in jobs:
-            await chat.submit(chat_job)
-        ended = await outcomes(chat, [j.job_id for j in jobs])
+        ended = await outcomes(chat, await submitted(chat, 3, max_tokens=24, deadline_seconds=8))
     assert ended == [ErrorType.deadline.value] * 3
+
+
+async def backlog_of(chat: ChatClient, count: int) -> None:
+    async def reached() -> None:
+        while await generate_backlog(chat) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)  # Temporal's count is read by RPC: there is no event to wait on
+
+    await asyncio.wait_for(reached(), timeout=BACKLOG_WITHIN_SECONDS)
+
+
+async def test_generations_wait_in_the_queue_while_the_engine_is_down_and_complete_once_it_is_up(
+    engine: EngineProcess, settings: Settings, isolated_namespace: str
+) -> None:
+    engine.stop()
+    async with worker_against(settings, isolated_namespace, engine.base_url) as chat:
+        job_ids = await submitted(chat, WAITING_JOBS, deadline_seconds=90)
+        await backlog_of(chat, WAITING_JOBS)
+        await asyncio.sleep(HELD_FOR_SECONDS)
+        assert await generate_backlog(chat) == WAITING_JOBS
+        assert [(await chat.status(job_id)).stage for job_id in job_ids] == ["generating"] * WAITING_JOBS
+        assert [await failed_generate_tries(chat, job_id) for job_id in job_ids] == [0] * WAITING_JOBS
+        await asyncio.to_thread(engine.start)
+        ended = await outcomes(chat, job_ids)
+        failed_tries = [await failed_generate_tries(chat, job_id) for job_id in job_ids]
+    assert [r if isinstance(r, str) else "ok" for r in ended] == ["ok"] * WAITING_JOBS
+    assert failed_tries == [0] * WAITING_JOBS
+
+
+async def test_tries_that_found_the_engine_unavailable_do_not_count_towards_the_generation_failed_cap(
+    settings: Settings, isolated_namespace: str
+) -> None:
+    # FAKE engine: the real llama.cpp server cannot be made to answer 503 and then 500 on demand. One try finds it
+    # unavailable (503, e.g. loading), then every try fails (500): the job ends after GENERATION_FAILED_TRIES of
+    # those, not counting the first.
+    unavailable = Scripted(status=503, body={"error": "Model is loading"})
+    failing = Scripted(status=500, body={"error": "internal"})
+    async with FakeEngine([unavailable] + [failing] * GENERATION_FAILED_TRIES) as engine:
+        async with worker_against(settings, isolated_namespace, engine.base_url) as chat:
+            chat_job = job(sampling={"max_tokens": 16, "seed": 1}, deadline_seconds=80)
+            await chat.submit(chat_job)
+            ended = await outcomes(chat, [chat_job.job_id])
+    assert ended == [ErrorType.generation_failed.value]
+    assert len(engine.requests) == 1 + GENERATION_FAILED_TRIES

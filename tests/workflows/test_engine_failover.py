@@ -1,0 +1,75 @@
+"""Several engines: two worker groups on the same task queues, each with a llama.cpp server (SmolLM2) of its own
+(tests/engine_process.py), on the session's real Temporal dev server. A worker takes no generation task while
+its engine is down, so jobs reach the worker whose engine is up. The session's shared engine is never touched."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+
+from orchestrator.client import ChatClient
+from orchestrator.devstack import DevStack
+from orchestrator.settings import Settings
+from tests.engine_process import EngineProcess
+from tests.helpers import failed_generate_tries, submitted, worker_against
+from workflows.models import ChatResult
+
+JOBS = 2
+DEADLINE_SECONDS = 150
+# Guards against a stuck job, not timing assertions.
+GENERATING_WITHIN_SECONDS = 60.0
+RESULTS_WITHIN_SECONDS = 120.0
+
+
+async def outcome(chat: ChatClient, job_id: str) -> str:
+    """`ok` for a result with content, else the type of the job's failure."""
+    try:
+        result = await chat.result(job_id)
+    except WorkflowFailureError as failure:
+        assert isinstance(failure.cause, ApplicationError), repr(failure.cause)
+        return failure.cause.type or ""
+    return "ok" if isinstance(result, ChatResult) and result.content else "empty"
+
+
+async def outcomes(chat: ChatClient, job_ids: list[str]) -> list[str]:
+    gathered = asyncio.gather(*(outcome(chat, job_id) for job_id in job_ids))
+    return await asyncio.wait_for(gathered, timeout=RESULTS_WITHIN_SECONDS)
+
+
+async def first_generation_started(chat: ChatClient, job_ids: list[str]) -> None:
+    async def started() -> None:
+        while not any([(await chat.status(job_id)).tokens > 0 for job_id in job_ids]):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)  # the status is read by query and heartbeat: there is no event to wait on
+
+    await asyncio.wait_for(started(), timeout=GENERATING_WITHIN_SECONDS)
+
+
+async def test_jobs_complete_on_the_worker_whose_engine_is_up(
+    stack: DevStack, settings: Settings, isolated_namespace: str, tmp_path: Path
+) -> None:
+    with EngineProcess(settings, tmp_path) as engine_a, EngineProcess(settings, tmp_path) as engine_b:
+        await asyncio.to_thread(engine_a.stop)
+        # One generation per job (a rejected reply is returned flagged): the test is about where generations run.
+        async with (
+            worker_against(settings, isolated_namespace, engine_a.base_url, max_attempts=1) as chat,
+            worker_against(settings, isolated_namespace, engine_b.base_url, max_attempts=1),
+        ):
+            # A down, B up: every job on B; A's worker takes none (against A, its try would fail).
+            on_b = await submitted(chat, JOBS, deadline_seconds=DEADLINE_SECONDS)
+            on_b_ended = await outcomes(chat, on_b)
+            on_b_failed_tries = [await failed_generate_tries(chat, job_id) for job_id in on_b]
+
+            # B stopped while it generates; A back: the jobs it was running and the rest complete on A.
+            moved = await submitted(chat, JOBS, deadline_seconds=DEADLINE_SECONDS, first_seed=JOBS)
+            await first_generation_started(chat, moved)
+            await asyncio.to_thread(engine_b.stop)
+            await asyncio.to_thread(engine_a.start)
+            moved_ended = await outcomes(chat, moved)
+            moved_failed_tries = [await failed_generate_tries(chat, job_id) for job_id in moved]
+    assert on_b_ended == ["ok"] * JOBS
+    assert on_b_failed_tries == [0] * JOBS
+    assert moved_ended == ["ok"] * JOBS
+    assert sum(moved_failed_tries) >= 1  # B was stopped mid-generation: that try failed and was retried on A
