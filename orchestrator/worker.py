@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 
 from characters import bundled_characters
 from orchestrator.client import payload_converter
+from orchestrator.engines import Engine, detected_engine
 from orchestrator.inference import InferenceClient
 from orchestrator.settings import Settings
 from orchestrator.tokens import token_counter
@@ -32,20 +33,26 @@ MAX_HEARTBEAT_THROTTLE = timedelta(seconds=0.5)
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
 
-def engine_client(settings: Settings) -> InferenceClient:
+async def settings_engine(settings: Settings) -> Engine:
+    """The description of the engine CHAT_WORKER_ENGINE names, or (auto) the one at CHAT_WORKER_INFERENCE_BASE_URL."""
+    return await detected_engine(settings.engine, settings.inference_base_url, settings.engine_api_key)
+
+
+def engine_client(settings: Settings, engine: Engine) -> InferenceClient:
     return InferenceClient(
         settings.inference_base_url,
         settings.model_name,
         api_key=settings.engine_api_key,
         timeout=settings.inference_timeout_seconds,
+        engine=engine,
     )
 
 
-async def job_activities(settings: Settings) -> JobActivities:
+async def job_activities(settings: Settings, engine: Engine) -> JobActivities:
     """The local activities, with what they need read and checked now rather than inside the first job."""
     bundled_characters()
     policy = load_policy(settings.policy_file)
-    counter = await token_counter(settings)
+    counter = await token_counter(settings, engine)
     logger.info("token counts from: {}", counter.name)
     return JobActivities(
         settings.job_limits,
@@ -69,8 +76,8 @@ def worker_client(client: Client, settings: Settings) -> Client:
     )
 
 
-async def build_workers(client: Client, settings: Settings) -> list[Worker]:
-    jobs = await job_activities(settings)
+async def build_workers(client: Client, settings: Settings, engine: Engine) -> list[Worker]:
+    jobs = await job_activities(settings, engine)
     client = worker_client(client, settings)
     workflows = Worker(
         client,
@@ -82,7 +89,7 @@ async def build_workers(client: Client, settings: Settings) -> list[Worker]:
     generation = Worker(
         client,
         task_queue=settings.generate_task_queue,
-        activities=[ChatActivities(engine_client(settings), settings.log_chat_text).generate],
+        activities=[ChatActivities(engine_client(settings, engine), settings.log_chat_text).generate],
         max_concurrent_activities=settings.generation_slots,
         max_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
@@ -91,21 +98,29 @@ async def build_workers(client: Client, settings: Settings) -> list[Worker]:
 
 
 async def run_workers(
-    client: Client, settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None
+    client: Client,
+    settings: Settings,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    engine: Engine | None = None,
 ) -> None:
-    """Run until `stop` is set, then shut the workers down gracefully. `ready` is set once they poll."""
+    """Run until `stop` is set, then shut the workers down gracefully. `ready` is set once they poll. `engine`:
+    the engine's description when the caller already has it, else found now (`settings_engine`)."""
     await check_search_attributes(client, settings.temporal_namespace)
+    engine = engine or await settings_engine(settings)
     async with AsyncExitStack() as stack:
-        for worker in await build_workers(client, settings):
+        for worker in await build_workers(client, settings, engine):
             await stack.enter_async_context(worker)
         if ready is not None:
             ready.set()
         logger.info(
-            "worker polling task queues {} and {} ({} generation slots, engine {})",
+            "worker polling task queues {} and {} ({} generation slots, engine {} at {}{})",
             settings.task_queue,
             settings.generate_task_queue,
             settings.generation_slots,
+            engine.label,
             settings.inference_base_url,
+            ", detected" if settings.engine == "auto" and engine.kind is not None else "",
         )
         await stop.wait()
         logger.info("shutting down workers")

@@ -52,6 +52,9 @@ OVERLOADED_RETRY_DELAY = timedelta(seconds=5)
 # A generation is retried until the job's deadline (an engine outage is waited out), but an engine that is up
 # and keeps failing it is given this many tries, counted over all of the generation's tries.
 GENERATION_FAILED_TRIES = 4
+# `prepare` waits for an engine that is down while it counts tokens (retried until the job's deadline, see
+# workflows.chat.PREPARE_RETRY); any other failure of it ends after this many tries.
+PREPARE_TRIES = 3
 SLOW_SECONDS = 20.0
 
 
@@ -116,6 +119,26 @@ class JobActivities:
 
     @activity.defn(name="prepare")
     async def prepare(self, request: PrepareRequest) -> Prepared:
+        try:
+            return await self._prepared(request)
+        except ApplicationError:
+            raise  # the job's own failures, already non-retryable
+        except EngineError as error:
+            logger.warning(
+                "prepare job={} try={}: the engine's tokenizer failed ({})",
+                request.job.job_id,
+                activity.info().attempt,
+                error.type.value,
+            )
+            raise prepare_error(error, activity.info().attempt) from error
+        except Exception as error:
+            if activity.info().attempt < PREPARE_TRIES:
+                raise
+            raise ApplicationError(
+                f"prepare failed: {type(error).__name__}", type=type(error).__name__, non_retryable=True
+            ) from error
+
+    async def _prepared(self, request: PrepareRequest) -> Prepared:
         job = request.job
         if self._log_chat_text:
             logger.debug("prepare job={} last message: {}", job.job_id, job.messages[-1].content)
@@ -171,6 +194,15 @@ def application_error(error: EngineError, try_number: int) -> ApplicationError:
         type=error.type.value,
         non_retryable=gave_up or not error.retryable,
         next_retry_delay=OVERLOADED_RETRY_DELAY if error.type is ErrorType.engine_overloaded else None,
+    )
+
+
+def prepare_error(error: EngineError, try_number: int) -> ApplicationError:
+    """prepare's failure for the engine's error (from its tokenizer) on its `try_number`th try: an engine that is
+    down is waited for, anything else ends after PREPARE_TRIES tries."""
+    waits = error.type is ErrorType.engine_unavailable
+    return ApplicationError(
+        error.message, type=error.type.value, non_retryable=not waits and try_number >= PREPARE_TRIES
     )
 
 

@@ -7,6 +7,7 @@ import socket
 import sys
 
 from orchestrator.cli.command import Command
+from orchestrator.engines import detected_engine
 from orchestrator.errors import StartupError
 from orchestrator.health import engine_is_down, poller_identities, queues_without_local_poller
 from orchestrator.settings import Settings
@@ -28,11 +29,12 @@ async def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         print(f"unhealthy: no worker on {hostname} polls {' and '.join(missing)}", file=sys.stderr)
         return 1
-    if await engine_is_down(settings.inference_base_url):
+    engine = await detected_engine(settings.engine, settings.inference_base_url, settings.engine_api_key, quiet=True)
+    if await engine_is_down(settings.inference_base_url, engine):
         # Still 0: the jobs wait for the engine, and a restart of this container would not bring it back.
         print(f"degraded: engine down at {settings.inference_base_url}", file=sys.stderr)
         return 0
-    print(f"healthy: a worker on {hostname} polls {' and '.join(pollers)}", file=sys.stderr)
+    print(f"healthy: a worker on {hostname} polls {' and '.join(pollers)} (engine: {engine.label})", file=sys.stderr)
     return 0
 
 

@@ -1,6 +1,10 @@
 """Engine outages on the real stack: the session's Temporal dev server and a llama.cpp server (SmolLM2) of
 the test's own (tests/engine_process.py), stopped with SIGTERM while jobs run, as an orchestrator stops the
-engine's container. The session's shared engine is never touched."""
+engine's container. The session's shared engine is never touched.
+
+The prepare tests count tokens through the engine (CHAT_WORKER_TOKENIZER=engine: for llama.cpp the table's
+route, llama-cpp-python's POST /extras/tokenize/count), so that `prepare` needs the engine as TGI's and vLLM's
+/tokenize make it need theirs; the embedded stack itself counts with the GGUF."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from orchestrator.devstack import DevStack
 from orchestrator.settings import Settings
 from tests.engine_process import EngineProcess
 from tests.helpers import job, worker_against
+from workflows.activities import PREPARE_TRIES
 from workflows.models import ChatResult, ErrorType
 
 JOBS = 4
@@ -83,3 +88,35 @@ async def test_jobs_fail_with_deadline_when_the_engine_stays_down_past_it(
             await chat.submit(chat_job)
         ended = await outcomes(chat, [j.job_id for j in jobs])
     assert ended == [ErrorType.deadline.value] * 3
+
+
+def prepare_failures(logs: list[str], job_id: str) -> int:
+    return sum(line.startswith(f"prepare job={job_id} try=") and "(EngineUnavailable)" in line for line in logs)
+
+
+async def test_prepare_waits_out_an_engine_outage_while_it_counts_tokens(
+    engine: EngineProcess, settings: Settings, isolated_namespace: str, all_logs: list[str]
+) -> None:
+    async with worker_against(settings, isolated_namespace, engine.base_url, tokenizer="engine") as chat:
+        await asyncio.to_thread(engine.stop)
+        chat_job = job(sampling={"max_tokens": 16, "seed": 3}, deadline_seconds=90)
+        await chat.submit(chat_job)
+        await asyncio.sleep(OUTAGE_SECONDS)
+        await asyncio.to_thread(engine.start)
+        (ended,) = await outcomes(chat, [chat_job.job_id])
+    assert isinstance(ended, ChatResult), ended
+    assert ended.outcome == "ok" and ended.content
+    # prepare met the outage, and was tried more often than a failure that is not an outage may be.
+    assert prepare_failures(all_logs, chat_job.job_id) > PREPARE_TRIES
+
+
+async def test_prepare_fails_with_deadline_when_the_engine_stays_down_past_it(
+    engine: EngineProcess, settings: Settings, isolated_namespace: str, all_logs: list[str]
+) -> None:
+    async with worker_against(settings, isolated_namespace, engine.base_url, tokenizer="engine") as chat:
+        await asyncio.to_thread(engine.stop)
+        chat_job = job(sampling={"max_tokens": 16, "seed": 4}, deadline_seconds=8)
+        await chat.submit(chat_job)
+        ended = await outcomes(chat, [chat_job.job_id])
+    assert ended == [ErrorType.deadline.value]
+    assert prepare_failures(all_logs, chat_job.job_id) > 0
