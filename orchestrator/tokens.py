@@ -158,7 +158,7 @@ class EngineCounter(CachedCounter):
         self._slots = asyncio.Semaphore(CONCURRENT_REQUESTS)
 
     def _where(self) -> str:
-        return f"POST {self._client.base_url}{self._route.path.lstrip('/')}"
+        return f"POST {str(self._client.base_url).rstrip('/')}{self._route.path}"
 
     async def _count(self, text: str) -> int:
         try:
