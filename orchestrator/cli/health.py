@@ -44,7 +44,8 @@ HEALTH = Command(
     "health probe)",
     description="Ask Temporal (CHAT_WORKER_TEMPORAL_ADDRESS) for the pollers of the task queues 'chat' "
     "and 'chat-generate' and exit 0 when a worker on this host is among them (naming the engine, "
-    "CHAT_WORKER_ENGINE or detected), else exit 1 with one line saying why. While the engine (CHAT_WORKER_INFERENCE_BASE_URL) is down it still exits 0, printing "
+    "CHAT_WORKER_ENGINE or detected), else exit 1 with one line saying why. While the engine "
+    "(CHAT_WORKER_INFERENCE_BASE_URL) is down it still exits 0, printing "
     "'degraded: engine down': jobs wait for the engine. The worker image's HEALTHCHECK runs it.",
     run=cmd_health,
 )
