@@ -25,7 +25,7 @@ from orchestrator.codec import new_key_line
 from orchestrator.devstack import TEMPORAL_DEV_SERVER, DevStack, settings_on_free_ports
 from orchestrator.settings import Settings
 from orchestrator.tokens import installed_gguf
-from orchestrator.worker import engine_client, job_activities, workers_running
+from orchestrator.worker import engine_client, job_activities, settings_engine, workers_running
 
 RESULTS = ROOT / "bench" / "results"
 FULL = {"pairs": 20, "jobs": 1000, "context_repeats": 20}
@@ -103,11 +103,12 @@ async def stack_benchmarks(
 
     # One attempt per job: validation retries off, so both paths make exactly one generation.
     model = settings.model_copy(update={"task_queue": "bench-model", "max_attempts": 1})
+    engine = await settings_engine(model)
     async with workers_running(client, model):
         overhead = await measure_overhead(
             ChatClient(client, model),
-            await job_activities(model),
-            engine_client(model),
+            await job_activities(model, engine),
+            engine_client(model, engine),
             pairs=config.pairs,
             max_tokens=config.max_tokens,
             progress=progress,

@@ -1,6 +1,6 @@
 """The worker-start check against the engine it talks to: TGI's `GET /info` must grant the token limits
-and the concurrency the worker assumes, or the worker refuses to run. Engines without `/info` (llama.cpp,
-vLLM) are not checked."""
+and the concurrency the worker assumes, or the worker refuses to run. Engines without `/info` in the table
+(orchestrator/engines.py: vLLM, llama.cpp, one not detected) are not checked."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from loguru import logger
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from orchestrator.engine_env import slots_over_cap
+from orchestrator.engines import Engine
 from orchestrator.settings import Settings
 
 INFO_TIMEOUT_SECONDS = 10.0
@@ -39,7 +40,7 @@ def engine_mismatches(settings: Settings, info: EngineInfo) -> list[str]:
 
 
 async def engine_info(base_url: str) -> EngineInfo | None:
-    """TGI's /info; None when the engine has none (404: llama.cpp, vLLM) or answers something else."""
+    """TGI's /info; None when it answers anything but a TGI /info body."""
     async with httpx2.AsyncClient(timeout=INFO_TIMEOUT_SECONDS) as http:
         response = await http.get(f"{base_url}/info")
     if response.status_code != 200:
@@ -50,15 +51,18 @@ async def engine_info(base_url: str) -> EngineInfo | None:
         return None
 
 
-async def engine_limit_problems(settings: Settings) -> list[str]:
+async def engine_limit_problems(settings: Settings, engine: Engine) -> list[str]:
     """The worker-start check. An engine that cannot be reached yet is not a reason to refuse: generation
     retries until it is up, and the check only warns."""
+    if not engine.has_info:
+        logger.info("engine limits not checked: {} has no /info", engine.label)
+        return []
     try:
         info = await engine_info(settings.inference_base_url)
     except httpx2.TransportError as error:
         logger.warning("engine limits not checked: {} does not answer ({!r})", settings.inference_base_url, error)
         return []
     if info is None:
-        logger.info("engine limits not checked: {} has no TGI /info", settings.inference_base_url)
+        logger.warning("engine limits not checked: {} answers no TGI /info", settings.inference_base_url)
         return []
     return engine_mismatches(settings, info)

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import httpx2
 
+from orchestrator.engines import GENERIC, Engine
 from orchestrator.settings import Settings
 
 ENGINE_CHECK_TIMEOUT_SECONDS = 5.0
@@ -48,14 +49,16 @@ async def poller_identities(settings: Settings) -> dict[str, list[str]]:
     return identities
 
 
-async def engine_is_down(base_url: str) -> bool:
-    """Whether the engine is down: TGI's and vLLM's `GET /health` is not 200; an engine without it (404:
-    llama.cpp's server) is down when `GET /v1/models` answers 5xx. Refused or reset is down; slow is not."""
+async def engine_is_down(base_url: str, engine: Engine = GENERIC) -> bool:
+    """Whether the engine is down: its health route (the table's, orchestrator/engines.py) is not 200; an engine
+    without one (llama.cpp's server; or a 404 from an engine not detected) is down when `GET /v1/models`
+    answers 5xx. Refused or reset is down; slow is not."""
     async with httpx2.AsyncClient(base_url=base_url, timeout=ENGINE_CHECK_TIMEOUT_SECONDS) as http:
         try:
-            health = await http.get("/health")
-            if health.status_code != 404:
-                return health.status_code != 200
+            if engine.health_path is not None:
+                health = await http.get(engine.health_path)
+                if health.status_code != 404:
+                    return health.status_code != 200
             return (await http.get("/v1/models")).status_code >= 500
         except httpx2.TimeoutException:
             return False

@@ -24,6 +24,7 @@ from huggingface_hub.errors import (
 )
 from pydantic import BaseModel
 
+from orchestrator.engines import GENERIC, Engine
 from workflows.models import EngineError, ErrorType, GenerateResult, Message, ResolvedSampling
 
 _TOO_LONG_MARKERS = (
@@ -155,15 +156,16 @@ def translated(error: Exception) -> EngineError:
     raise error
 
 
-def request_parameters(sampling: ResolvedSampling) -> dict[str, Any]:
-    """Sampling as the engine wants it: no None anywhere (llama.cpp answers 500), no top_p of 1.0 (TGI
-    rejects it; leaving it out means the same), no zero penalty (some engines reject the field)."""
+def request_parameters(sampling: ResolvedSampling, engine: Engine) -> dict[str, Any]:
+    """Sampling as the engine wants it (its rules in the table, orchestrator/engines.py): no None anywhere
+    (llama.cpp answers 500), no top_p of 1.0 where it must be below (TGI; leaving it out means the same), no
+    zero penalty (some engines reject the field)."""
     params: dict[str, Any] = {
         "max_tokens": sampling.max_tokens,
         "temperature": sampling.temperature,
         "seed": sampling.seed,
     }
-    if sampling.top_p < 1.0:
+    if sampling.top_p < 1.0 or not engine.top_p_below_one:
         params["top_p"] = sampling.top_p
     if sampling.frequency_penalty:
         params["frequency_penalty"] = sampling.frequency_penalty
@@ -183,8 +185,17 @@ def chunk_from(output: Any) -> ChatChunk:
 
 
 class InferenceClient:
-    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        engine: Engine = GENERIC,
+    ) -> None:
         self.base_url, self.model, self._api_key, self._timeout = base_url, model, api_key, timeout
+        self.engine = engine
 
     async def stream_chat(
         self, messages: list[Message], sampling: ResolvedSampling, stop: list[str] | None = None
@@ -199,8 +210,8 @@ class InferenceClient:
                     model=self.model,
                     stream=True,
                     stream_options={"include_usage": True},
-                    stop=stop or None,
-                    **request_parameters(sampling),
+                    stop=self.engine.stops(stop or []) or None,
+                    **request_parameters(sampling, self.engine),
                 )
                 async for output in stream:
                     yield chunk_from(output)

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from characters import describe_validation_error
 from orchestrator.engine_env import ENGINE_ENV_SETTINGS, merged_with_engine_env, read_engine_env, slots_over_cap
+from orchestrator.engines import EngineChoice
 from workflows.models import DEFAULT_LOW_WATER, EngineLimits, JobLimits, generate_task_queue
 
 ENV_PREFIX = "CHAT_WORKER_"
@@ -34,6 +35,8 @@ class Settings(BaseSettings):
 
     # Inference engine (TGI in production, llama.cpp locally; any OpenAI-compatible chat API)
     inference_base_url: str = "http://127.0.0.1:8088"
+    # Which engine that is (orchestrator/engines.py); auto asks it at worker start.
+    engine: EngineChoice = "auto"
     model_name: str = "smollm2"
     api_key: SecretStr | None = None
     # The engine's own limits; locally llama.cpp's n_ctx is max_total_tokens.
@@ -45,7 +48,8 @@ class Settings(BaseSettings):
     # share of the room, and the prompt's front then stays put for the engine's prefix cache (1: drop as
     # little as possible, every turn).
     context_low_water: float = Field(default=DEFAULT_LOW_WATER, gt=0, le=1)
-    # How prompts are counted: the engine's /tokenize (TGI, vLLM), the local GGUF, the estimate, or auto.
+    # How prompts are counted: the engine's tokenize route (see orchestrator/engines.py), the local GGUF, the
+    # estimate, or auto (the engine's when it answers beside generation: TGI, vLLM; else the GGUF, else estimate).
     tokenizer: Literal["auto", "engine", "gguf", "estimate"] = "auto"
 
     # What a job may ask for

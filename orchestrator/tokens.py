@@ -1,7 +1,10 @@
-"""Token counters for the context budget: the engine's own tokenizer endpoint (TGI and vLLM answer
-`POST /tokenize` from their router, beside generation), the local GGUF's vocabulary (the embedded llama.cpp
-stack: llama-cpp-python's own tokenize endpoint waits behind any running generation), or the documented
-estimate. Counts are cached: consecutive turns of a conversation resend the same history."""
+"""Token counters for the context budget: the engine's own tokenize route (the table's, orchestrator/engines.py:
+TGI and vLLM answer it from their router, beside generation), the local GGUF's vocabulary (the embedded
+llama.cpp stack: llama-cpp-python's tokenize route waits behind any running generation), or the documented
+estimate. Counts are cached: consecutive turns of a conversation resend the same history.
+
+An engine that is down (refused or reset, 502/503/504) raises EngineError(engine_unavailable) from the
+counter, which `prepare` waits out; any other failure is a TokenizerUnavailable."""
 
 from __future__ import annotations
 
@@ -19,9 +22,11 @@ from typing import Any
 import httpx2
 from loguru import logger
 
+from orchestrator.engines import Engine, TokenizeRoute
 from orchestrator.errors import StartupError
 from orchestrator.settings import Settings
 from workflows.context import estimate_tokens
+from workflows.models import EngineError, ErrorType
 
 CACHE_SIZE = 50_000
 CONCURRENT_REQUESTS = 16
@@ -134,35 +139,43 @@ class GgufCounter(CachedCounter):
         return await asyncio.to_thread(lambda: [self._count_one(text) for text in texts])
 
 
-def _tokens_in(body: Any) -> int:
-    """TGI answers a list of tokens; vLLM an object with `count`."""
-    if isinstance(body, list):
-        return len(body)
-    if isinstance(body, dict) and isinstance(body.get("count"), int):
-        return body["count"]
-    raise TokenizerUnavailable(f"unexpected /tokenize answer: {str(body)[:200]}")
+DOWN_STATUSES = frozenset({502, 503, 504})
 
 
 class EngineCounter(CachedCounter):
-    """The engine's `POST /tokenize`: TGI takes {"inputs"}, vLLM {"model", "prompt"}."""
+    """The engine's tokenize route, as the table describes it."""
 
     name = "engine"
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, model: str, route: TokenizeRoute, api_key: str | None = None, timeout: float = 10.0
+    ) -> None:
         super().__init__()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx2.AsyncClient(base_url=base_url, headers=headers, timeout=timeout)
         self._model = model
+        self._route = route
         self._slots = asyncio.Semaphore(CONCURRENT_REQUESTS)
 
+    def _where(self) -> str:
+        return f"POST {str(self._client.base_url).rstrip('/')}{self._route.path}"
+
     async def _count(self, text: str) -> int:
-        async with self._slots:
-            response = await self._client.post(
-                "/tokenize", json={"inputs": text, "prompt": text, "model": self._model, "add_special_tokens": False}
-            )
+        try:
+            async with self._slots:
+                response = await self._client.post(self._route.path, json=self._route.body(text, self._model))
+        except httpx2.TimeoutException:
+            raise TokenizerUnavailable(f"{self._where()} did not answer in time") from None  # slow is not down
+        except httpx2.TransportError as error:
+            raise EngineError(ErrorType.engine_unavailable, f"{self._where()}: {type(error).__name__}") from None
+        if response.status_code in DOWN_STATUSES:
+            raise EngineError(ErrorType.engine_unavailable, f"{self._where()} answered HTTP {response.status_code}")
         if response.status_code != 200:
-            raise TokenizerUnavailable(f"POST {self._client.base_url}/tokenize answered HTTP {response.status_code}")
-        return _tokens_in(response.json())
+            raise TokenizerUnavailable(f"{self._where()} answered HTTP {response.status_code}")
+        count = self._route.tokens_in(_json_or_none(response))
+        if count is None:
+            raise TokenizerUnavailable(f"{self._where()} answered something that is not a token count")
+        return count
 
     async def _count_missing(self, texts: list[str]) -> list[int]:
         return list(await asyncio.gather(*(self._count(text) for text in texts)))
@@ -170,24 +183,35 @@ class EngineCounter(CachedCounter):
     async def check(self) -> None:
         try:
             await self._count("hello")
-        except httpx2.TransportError as error:
-            raise TokenizerUnavailable(f"cannot reach {self._client.base_url}/tokenize: {error!r}") from None
+        except EngineError as error:
+            raise TokenizerUnavailable(f"cannot reach the engine's tokenizer: {error.message}") from None
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
 
-async def token_counter(settings: Settings) -> CachedCounter:
-    """The worker's counter for CHAT_WORKER_TOKENIZER: engine, gguf, estimate, or auto (the engine's endpoint
-    when it answers, else the local GGUF when there is one, else the estimate)."""
+def _json_or_none(response: httpx2.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+async def token_counter(settings: Settings, engine: Engine) -> CachedCounter:
+    """The worker's counter for CHAT_WORKER_TOKENIZER: engine (the engine's tokenize route), gguf, estimate, or
+    auto (the engine's route when it answers beside generation, else the local GGUF when there is one, else the
+    estimate)."""
     choice = settings.tokenizer
-    if choice in ("engine", "auto"):
-        engine = EngineCounter(settings.inference_base_url, settings.model_name, settings.engine_api_key)
+    route = engine.tokenize
+    if choice == "engine" and route is None:
+        raise TokenizerUnavailable(f"CHAT_WORKER_TOKENIZER=engine but the {engine.label} engine has no tokenize route")
+    if route is not None and (choice == "engine" or (choice == "auto" and route.beside_generation)):
+        counter = EngineCounter(settings.inference_base_url, settings.model_name, route, settings.engine_api_key)
         try:
-            await engine.check()
-            return engine
+            await counter.check()
+            return counter
         except TokenizerUnavailable:
-            await engine.aclose()
+            await counter.aclose()
             if choice == "engine":
                 raise
     gguf = installed_gguf(settings)
@@ -200,7 +224,7 @@ async def token_counter(settings: Settings) -> CachedCounter:
     if choice == "gguf":
         raise TokenizerUnavailable("CHAT_WORKER_TOKENIZER=gguf but no GGUF model was found")
     if choice == "auto":
-        logger.warning("no tokenizer available (engine has no /tokenize, no local GGUF): estimating token counts")
+        logger.warning("no tokenizer available (no engine tokenize route, no local GGUF): estimating token counts")
     return CachedCounter()
 
 

@@ -12,6 +12,7 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
+from functools import partial
 
 from loguru import logger
 from temporalio.client import Client
@@ -20,6 +21,8 @@ from temporalio.worker import FixedSizeSlotSupplier, PollerBehaviorSimpleMaximum
 from characters import bundled_characters
 from orchestrator.codec import EncryptionCodec
 from orchestrator.engine_watch import EngineWatch, GenerationSlots
+from orchestrator.engines import Engine, detected_engine
+from orchestrator.health import engine_is_down
 from orchestrator.inference import InferenceClient
 from orchestrator.settings import Settings
 from orchestrator.tokens import token_counter
@@ -41,20 +44,26 @@ UNUSED_SLOTS = FixedSizeSlotSupplier(100)
 GENERATION_POLLS = PollerBehaviorSimpleMaximum(maximum=1)
 
 
-def engine_client(settings: Settings) -> InferenceClient:
+async def settings_engine(settings: Settings) -> Engine:
+    """The description of the engine CHAT_WORKER_ENGINE names, or (auto) the one at CHAT_WORKER_INFERENCE_BASE_URL."""
+    return await detected_engine(settings.engine, settings.inference_base_url, settings.engine_api_key)
+
+
+def engine_client(settings: Settings, engine: Engine) -> InferenceClient:
     return InferenceClient(
         settings.inference_base_url,
         settings.model_name,
         api_key=settings.engine_api_key,
         timeout=settings.inference_timeout_seconds,
+        engine=engine,
     )
 
 
-async def job_activities(settings: Settings) -> JobActivities:
+async def job_activities(settings: Settings, engine: Engine) -> JobActivities:
     """The local activities, with what they need read and checked now rather than inside the first job."""
     bundled_characters()
     policy = load_policy(settings.policy_file)
-    counter = await token_counter(settings)
+    counter = await token_counter(settings, engine)
     logger.info("token counts from: {}", counter.name)
     return JobActivities(
         settings.job_limits,
@@ -84,8 +93,8 @@ def generation_tuner(settings: Settings, watch: EngineWatch) -> WorkerTuner:
     )
 
 
-async def build_workers(client: Client, settings: Settings, watch: EngineWatch) -> list[Worker]:
-    jobs = await job_activities(settings)
+async def build_workers(client: Client, settings: Settings, engine: Engine, watch: EngineWatch) -> list[Worker]:
+    jobs = await job_activities(settings, engine)
     client = worker_client(client)
     workflows = Worker(
         client,
@@ -97,7 +106,7 @@ async def build_workers(client: Client, settings: Settings, watch: EngineWatch) 
     generation = Worker(
         client,
         task_queue=settings.generate_task_queue,
-        activities=[ChatActivities(engine_client(settings), settings.log_chat_text, watch.mark_down).generate],
+        activities=[ChatActivities(engine_client(settings, engine), settings.log_chat_text, watch.mark_down).generate],
         tuner=generation_tuner(settings, watch),
         activity_task_poller_behavior=GENERATION_POLLS,
         max_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,
@@ -107,23 +116,31 @@ async def build_workers(client: Client, settings: Settings, watch: EngineWatch) 
 
 
 async def run_workers(
-    client: Client, settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None
+    client: Client,
+    settings: Settings,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    engine: Engine | None = None,
 ) -> None:
-    """Run until `stop` is set, then shut the workers down gracefully. `ready` is set once they poll."""
+    """Run until `stop` is set, then shut the workers down gracefully. `ready` is set once they poll. `engine`:
+    the engine's description when the caller already has it, else found now (`settings_engine`)."""
     await check_search_attributes(client, settings.temporal_namespace)
+    engine = engine or await settings_engine(settings)
     async with AsyncExitStack() as stack:
-        watch = EngineWatch(settings.inference_base_url)
+        watch = EngineWatch(settings.inference_base_url, is_down=partial(engine_is_down, engine=engine))
         stack.push_async_callback(watch.aclose)  # after the workers: their shutdown may still wait on it
-        for worker in await build_workers(client, settings, watch):
+        for worker in await build_workers(client, settings, engine, watch):
             await stack.enter_async_context(worker)
         if ready is not None:
             ready.set()
         logger.info(
-            "worker polling task queues {} and {} ({} generation slots, engine {})",
+            "worker polling task queues {} and {} ({} generation slots, engine {} at {}{})",
             settings.task_queue,
             settings.generate_task_queue,
             settings.generation_slots,
+            engine.label,
             settings.inference_base_url,
+            ", detected" if settings.engine == "auto" and engine.kind is not None else "",
         )
         await stop.wait()
         logger.info("shutting down workers")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from loguru import logger
@@ -54,6 +54,11 @@ OVERLOADED_RETRY_DELAY = timedelta(seconds=5)
 # do not count. The count travels from try to try as the heartbeat's second detail (Temporal hands a try the
 # last heartbeat of the tries before it).
 GENERATION_FAILED_TRIES = 4
+# `prepare` waits for an engine that is down while it counts tokens (retried until the job's deadline, see
+# workflows.chat.PREPARE_RETRY), trying again after 1, 2, 4, 8, then every 10 s; any other failure of it ends
+# after PREPARE_TRIES tries.
+PREPARE_TRIES = 3
+ENGINE_DOWN_MAX_RETRY_DELAY = timedelta(seconds=10)
 SLOW_SECONDS = 20.0
 
 
@@ -118,6 +123,26 @@ class JobActivities:
 
     @activity.defn(name="prepare")
     async def prepare(self, request: PrepareRequest) -> Prepared:
+        try:
+            return await self._prepared(request)
+        except ApplicationError:
+            raise  # the job's own failures, already non-retryable
+        except EngineError as error:
+            logger.warning(
+                "prepare job={} try={}: the engine's tokenizer failed ({})",
+                request.job.job_id,
+                activity.info().attempt,
+                error.type.value,
+            )
+            raise prepare_error(error, activity.info().attempt, request.wait_until) from error
+        except Exception as error:
+            if activity.info().attempt < PREPARE_TRIES:
+                raise
+            raise ApplicationError(
+                f"prepare failed: {type(error).__name__}", type=type(error).__name__, non_retryable=True
+            ) from error
+
+    async def _prepared(self, request: PrepareRequest) -> Prepared:
         job = request.job
         if self._log_chat_text:
             logger.debug("prepare job={} last message: {}", job.job_id, job.messages[-1].content)
@@ -183,6 +208,24 @@ def application_error(error: EngineError, failed_tries: int) -> ApplicationError
         non_retryable=gave_up or not error.retryable,
         next_retry_delay=OVERLOADED_RETRY_DELAY if error.type is ErrorType.engine_overloaded else None,
     )
+
+
+def prepare_error(error: EngineError, try_number: int, wait_until: datetime | None) -> ApplicationError:
+    """prepare's failure for the engine's error (from its tokenizer) on its `try_number`th try: an engine that is
+    down is waited for until `wait_until` (the job's deadline; then the job fails with Deadline), anything else
+    ends after PREPARE_TRIES tries. The wait is enforced here: the SDK's local-activity retries were seen to run
+    on past their schedule-to-close timeout."""
+    if error.type is not ErrorType.engine_unavailable:
+        return ApplicationError(error.message, type=error.type.value, non_retryable=try_number >= PREPARE_TRIES)
+    if wait_until is None:  # a run begun before prepare waited: its retry policy ends it after 3 tries
+        return ApplicationError(error.message, type=error.type.value)
+    left = wait_until - datetime.now(UTC)
+    if left <= timedelta(0):
+        return ApplicationError(
+            "the job's deadline passed while the engine was down", type=ErrorType.deadline.value, non_retryable=True
+        )
+    delay = min(timedelta(seconds=2 ** min(try_number - 1, 4)), ENGINE_DOWN_MAX_RETRY_DELAY, left)
+    return ApplicationError(error.message, type=error.type.value, next_retry_delay=delay)
 
 
 def unexpected_failure(error: Exception) -> ApplicationError:

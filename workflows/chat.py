@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         FailedEvent,
         GenerateRequest,
         GenerateResult,
+        JobLimits,
         JobStatus,
         Prepared,
         PrepareRequest,
@@ -96,6 +97,23 @@ GENERATE_RETRY = RetryPolicy(
 LOCAL_RETRY = RetryPolicy(
     maximum_attempts=3, non_retryable_error_types=[ErrorType.invalid_job.value, ErrorType.context_too_large.value]
 )
+PREPARE_WAITS_FOR_THE_ENGINE = "prepare-waits-for-the-engine"
+# No attempt limit: the job's deadline bounds prepare's retries (its schedule-to-close timeout, and prepare itself
+# stops waiting for an engine that is down then, see workflows.activities.prepare_error), so an engine that is
+# down while prepare counts tokens is waited out; prepare ends any other failure after 3 tries. Runs begun before
+# PREPARE_WAITS_FOR_THE_ENGINE use LOCAL_RETRY.
+PREPARE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    non_retryable_error_types=LOCAL_RETRY.non_retryable_error_types,
+)
+# Waits longer than this between prepare's tries are workflow timers, so that no workflow task stays open through
+# an engine outage (shorter ones run inside the worker while the task is held).
+PREPARE_LOCAL_RETRY_THRESHOLD = timedelta(seconds=1)
+# A raw start without deadline_seconds (ChatClient always sets one) gets the worker's default deadline, which
+# only prepare learns; until then prepare waits this long, JobLimits' own default.
+PREPARE_DEADLINE_UNLESS_GIVEN = JobLimits().default_deadline_seconds
 
 
 def parsed_job(raw: RawValue) -> ChatJob:
@@ -253,15 +271,23 @@ class ChatWorkflow:
 
     async def _prepare(self, job: ChatJob, budget_share: float = 1.0) -> Prepared:
         before = workflow.now()
+        waits = workflow.patched(PREPARE_WAITS_FOR_THE_ENGINE)
+        deadline = workflow.info().start_time + timedelta(seconds=job.deadline_seconds or PREPARE_DEADLINE_UNLESS_GIVEN)
+        if waits and deadline <= before:
+            raise deadline_passed()
         try:
             prepared = await workflow.execute_local_activity_method(
                 JobActivities.prepare,
-                PrepareRequest(job=job, budget_share=budget_share),
+                PrepareRequest(job=job, budget_share=budget_share, wait_until=deadline if waits else None),
                 start_to_close_timeout=LOCAL_TIMEOUT,
-                retry_policy=LOCAL_RETRY,
+                schedule_to_close_timeout=deadline - before if waits else None,
+                retry_policy=PREPARE_RETRY if waits else LOCAL_RETRY,
+                local_retry_threshold=PREPARE_LOCAL_RETRY_THRESHOLD if waits else None,
                 summary="prepare context",
             )
         except ActivityError as error:
+            if waits and (error.retry_state == RetryState.TIMEOUT or workflow.now() >= deadline):
+                raise deadline_passed() from error  # the engine was still down at the job's deadline
             raise failure(error) from error
         self._context_ms += (workflow.now() - before).total_seconds() * 1000
         return prepared

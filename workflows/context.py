@@ -74,8 +74,6 @@ from workflows.sampling import max_tokens_for
 # the assistant's turn that generation starts.
 MESSAGE_OVERHEAD = 5
 REPLY_PRIMER = 3
-# At most 4 stop sequences: TGI's default MAX_STOP_SEQUENCES.
-MAX_STOP_SEQUENCES = 4
 CONTINUE_INSTRUCTION = (
     "Continue your last message from exactly where it stopped. Do not repeat any of it and do not start a new message."
 )
@@ -257,7 +255,7 @@ def context_pieces(job: ChatJob, character: Character | None) -> ContextPieces:
 
 def stop_sequences(user_name: str) -> list[str]:
     names = dict.fromkeys([user_name, "User"])
-    return [f"\n{name}:" for name in names][:MAX_STOP_SEQUENCES]
+    return [f"\n{name}:" for name in names]  # an engine's own limit is applied where the request is sent
 
 
 def _system_text(pieces: ContextPieces, lore: list[LorePiece], examples: list[str]) -> str:

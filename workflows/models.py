@@ -6,6 +6,7 @@ Plain JSON on the wire: every model here round-trips through `pydantic_data_conv
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -277,6 +278,8 @@ class PrepareRequest(StrictModel):
     job: ChatJob
     # 1.0 normally; smaller after the engine still answered "input too long".
     budget_share: float = 1.0
+    # Until when prepare waits for an engine that is down (runs begun before prepare-waits-for-the-engine: none).
+    wait_until: datetime | None = None
 
 
 class Prepared(StrictModel):

@@ -7,6 +7,7 @@ import socket
 import sys
 
 from orchestrator.cli.command import Command
+from orchestrator.engines import detected_engine
 from orchestrator.errors import StartupError
 from orchestrator.health import engine_is_down, poller_identities, queues_without_local_poller
 from orchestrator.settings import Settings
@@ -25,7 +26,8 @@ async def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     hostname = socket.gethostname()
     missing = queues_without_local_poller(pollers, hostname)
-    engine_down = await engine_is_down(settings.inference_base_url)
+    engine = await detected_engine(settings.engine, settings.inference_base_url, settings.engine_api_key, quiet=True)
+    engine_down = await engine_is_down(settings.inference_base_url, engine)
     if engine_down:
         # The generation worker takes no task, so does not poll, while its engine is down (engine_watch.py).
         missing = [queue for queue in missing if queue != settings.generate_task_queue]
@@ -36,7 +38,7 @@ async def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
         # Still 0: the jobs wait for the engine, and a restart of this container would not bring it back.
         print(f"degraded: engine down at {settings.inference_base_url}", file=sys.stderr)
         return 0
-    print(f"healthy: a worker on {hostname} polls {' and '.join(pollers)}", file=sys.stderr)
+    print(f"healthy: a worker on {hostname} polls {' and '.join(pollers)} (engine: {engine.label})", file=sys.stderr)
     return 0
 
 
@@ -45,8 +47,9 @@ HEALTH = Command(
     help="exit 0 when this host's worker polls both task queues, also while the engine is down (the container's "
     "health probe)",
     description="Ask Temporal (CHAT_WORKER_TEMPORAL_ADDRESS) for the pollers of the task queues 'chat' "
-    "and 'chat-generate' and exit 0 when a worker on this host is among them, else exit 1 with one "
-    "line saying why. While the engine (CHAT_WORKER_INFERENCE_BASE_URL) is down it still exits 0, printing "
+    "and 'chat-generate' and exit 0 when a worker on this host is among them (naming the engine, "
+    "CHAT_WORKER_ENGINE or detected), else exit 1 with one line saying why. While the engine "
+    "(CHAT_WORKER_INFERENCE_BASE_URL) is down it still exits 0, printing "
     "'degraded: engine down': jobs wait for the engine. The worker image's HEALTHCHECK runs it.",
     run=cmd_health,
 )

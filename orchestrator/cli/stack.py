@@ -19,15 +19,16 @@ DEMO_MESSAGE = "*shakes the rain off my coat* Evening, Mira. Quiet night?"
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.engine_check import engine_limit_problems
-    from orchestrator.worker import run_workers, stop_on_signals
+    from orchestrator.worker import run_workers, settings_engine, stop_on_signals
 
-    problems = await engine_limit_problems(settings)
+    engine = await settings_engine(settings)
+    problems = await engine_limit_problems(settings, engine)
     if problems:
         raise CliError(
             f"the engine at {settings.inference_base_url} disagrees with this worker: " + "; ".join(problems)
         )
     client = await connected(settings)
-    await run_workers(client, settings, stop_on_signals())
+    await run_workers(client, settings, stop_on_signals(), engine=engine)
     return 0
 
 

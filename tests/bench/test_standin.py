@@ -5,6 +5,7 @@ import asyncio
 from pathlib import Path
 
 from bench.standin import STANDIN_REPLY, StandIn, job_marker
+from orchestrator.engines import ENGINES, EngineKind
 from orchestrator.inference import InferenceClient
 from orchestrator.settings import Settings
 from orchestrator.tokens import token_counter
@@ -32,7 +33,7 @@ async def test_tokenize_is_not_found_so_the_worker_falls_back() -> None:
     async with StandIn(0.01) as standin:
         no_gguf = Path("/nonexistent.gguf")
         settings = Settings(_env_file=None, inference_base_url=standin.base_url, local_model_path=no_gguf)  # type: ignore[call-arg]
-        counter = await token_counter(settings)
+        counter = await token_counter(settings, ENGINES[EngineKind.tgi])  # a TGI whose /tokenize is not found
     assert counter.name == "estimate"
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from orchestrator.devstack import DevStack, free_port
 from orchestrator.engine_check import EngineInfo, engine_info, engine_limit_problems, engine_mismatches
+from orchestrator.engines import ENGINES, EngineKind, detected_engine
 from orchestrator.settings import Settings, SettingsError, load_settings
 from tests.helpers import ROOT, run
 
@@ -142,12 +143,14 @@ def test_info_that_differs_names_each_problem() -> None:
 
 async def test_llama_cpp_has_no_info_so_nothing_is_checked(stack: DevStack, settings: Settings) -> None:
     assert await engine_info(settings.inference_base_url) is None
-    assert await engine_limit_problems(settings) == []
+    engine = await detected_engine("auto", settings.inference_base_url)
+    assert engine == ENGINES[EngineKind.llamacpp]
+    assert await engine_limit_problems(settings, engine) == []
 
 
-async def test_an_engine_that_is_not_up_yet_is_not_a_reason_to_refuse() -> None:
+async def test_a_tgi_that_is_not_up_yet_is_not_a_reason_to_refuse() -> None:
     settings = Settings(_env_file=None, inference_base_url=f"http://127.0.0.1:{free_port()}")  # type: ignore[call-arg]
-    assert await engine_limit_problems(settings) == []
+    assert await engine_limit_problems(settings, ENGINES[EngineKind.tgi]) == []
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 import pytest
 
+from orchestrator.engines import ENGINES, EngineKind
 from orchestrator.inference import classify, engine_error, request_parameters
 from workflows.models import ErrorType, ResolvedSampling
 
@@ -74,11 +75,12 @@ def test_status_alone_decides_when_the_body_says_nothing() -> None:
     assert classify(418, "") is ErrorType.invalid_request
 
 
-def test_request_never_carries_nulls_or_top_p_one() -> None:
-    params = request_parameters(ResolvedSampling(temperature=0.7, top_p=1.0, max_tokens=50, seed=3))
+def test_request_never_carries_nulls_or_top_p_one_to_tgi() -> None:
+    tgi = ENGINES[EngineKind.tgi]
+    params = request_parameters(ResolvedSampling(temperature=0.7, top_p=1.0, max_tokens=50, seed=3), tgi)
     assert params == {"max_tokens": 50, "temperature": 0.7, "seed": 3}
     params = request_parameters(
-        ResolvedSampling(temperature=0.7, top_p=0.9, max_tokens=50, seed=3, frequency_penalty=0.3)
+        ResolvedSampling(temperature=0.7, top_p=0.9, max_tokens=50, seed=3, frequency_penalty=0.3), tgi
     )
     assert params["top_p"] == 0.9 and params["frequency_penalty"] == 0.3
     assert None not in params.values()

@@ -27,7 +27,9 @@ async def test_healthy_while_this_hosts_worker_polls_both_queues(chat: object, s
             break
         await asyncio.sleep(0.2)
     assert done.returncode == 0, done.stderr
-    assert done.stderr.strip() == f"healthy: a worker on {socket.gethostname()} polls chat and chat-generate"
+    assert done.stderr.strip() == (
+        f"healthy: a worker on {socket.gethostname()} polls chat and chat-generate (engine: llama.cpp)"
+    )
 
 
 async def test_unhealthy_when_no_worker_polls_the_queues(chat: object, settings: Settings) -> None:

@@ -1,7 +1,11 @@
 """Engine outages on the real stack: the session's Temporal dev server and a llama.cpp server (SmolLM2) of
 the test's own (tests/engine_process.py), stopped with SIGTERM while jobs run, as an orchestrator stops the
 engine's container. The session's shared engine is never touched. While the engine is down the worker takes no
-generation task: they wait in Temporal's queue."""
+generation task: they wait in Temporal's queue.
+
+The prepare tests count tokens through the engine (CHAT_WORKER_TOKENIZER=engine: for llama.cpp the table's
+route, llama-cpp-python's POST /extras/tokenize/count), so that `prepare` needs the engine as TGI's and vLLM's
+/tokenize make it need theirs; the embedded stack itself counts with the GGUF."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from orchestrator.settings import Settings
 from tests.engine_process import EngineProcess
 from tests.fake_engine import FakeEngine, Scripted
 from tests.helpers import failed_generate_tries, generate_backlog, job, submitted, worker_against
-from workflows.activities import GENERATION_FAILED_TRIES
+from workflows.activities import GENERATION_FAILED_TRIES, PREPARE_TRIES
 from workflows.models import ChatResult, ErrorType
 
 JOBS = 4
@@ -127,3 +131,36 @@ async def test_tries_that_found_the_engine_unavailable_do_not_count_towards_the_
             ended = await outcomes(chat, [chat_job.job_id])
     assert ended == [ErrorType.generation_failed.value]
     assert len(engine.requests) == 1 + GENERATION_FAILED_TRIES
+
+
+def prepare_failures(logs: list[str], job_id: str) -> int:
+    return sum(line.startswith(f"prepare job={job_id} try=") and "(EngineUnavailable)" in line for line in logs)
+
+
+async def test_prepare_waits_out_an_engine_outage_while_it_counts_tokens(
+    engine: EngineProcess, settings: Settings, isolated_namespace: str, all_logs: list[str]
+) -> None:
+    # One generation (max_attempts=1): what is tested is prepare's wait, on a machine shared with other test runs.
+    wired = {"tokenizer": "engine", "max_attempts": 1}
+    async with worker_against(settings, isolated_namespace, engine.base_url, **wired) as chat:
+        await asyncio.to_thread(engine.stop)
+        chat_job = job(sampling={"max_tokens": 16, "seed": 3}, deadline_seconds=120)
+        await chat.submit(chat_job)
+        await asyncio.sleep(OUTAGE_SECONDS)
+        await asyncio.to_thread(engine.start)
+        (ended,) = await outcomes(chat, [chat_job.job_id])
+    assert isinstance(ended, ChatResult) and ended.content, ended
+    # prepare met the outage, and was tried more often than a failure that is not an outage may be.
+    assert prepare_failures(all_logs, chat_job.job_id) > PREPARE_TRIES
+
+
+async def test_prepare_fails_with_deadline_when_the_engine_stays_down_past_it(
+    engine: EngineProcess, settings: Settings, isolated_namespace: str, all_logs: list[str]
+) -> None:
+    async with worker_against(settings, isolated_namespace, engine.base_url, tokenizer="engine") as chat:
+        await asyncio.to_thread(engine.stop)
+        chat_job = job(sampling={"max_tokens": 16, "seed": 4}, deadline_seconds=8)
+        await chat.submit(chat_job)
+        ended = await outcomes(chat, [chat_job.job_id])
+    assert ended == [ErrorType.deadline.value]
+    assert prepare_failures(all_logs, chat_job.job_id) > 0
