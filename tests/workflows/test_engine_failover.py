@@ -18,6 +18,7 @@ from tests.helpers import failed_generate_tries, submitted, worker_against
 from workflows.models import ChatResult
 
 JOBS = 2
+MOVED_MAX_TOKENS = 200
 DEADLINE_SECONDS = 150
 # Guards against a stuck job, not timing assertions.
 GENERATING_WITHIN_SECONDS = 60.0
@@ -63,7 +64,10 @@ async def test_jobs_complete_on_the_worker_whose_engine_is_up(
             on_b_failed_tries = [await failed_generate_tries(chat, job_id) for job_id in on_b]
 
             # B stopped while it generates; A back: the jobs it was running and the rest complete on A.
-            moved = await submitted(chat, JOBS, deadline_seconds=DEADLINE_SECONDS, first_seed=JOBS)
+            # Long replies, so that B is stopped mid-generation rather than after a 16-token one ended.
+            moved = await submitted(
+                chat, JOBS, max_tokens=MOVED_MAX_TOKENS, deadline_seconds=DEADLINE_SECONDS, first_seed=JOBS
+            )
             await first_generation_started(chat, moved)
             await asyncio.to_thread(engine_b.stop)
             await asyncio.to_thread(engine_a.start)

@@ -63,7 +63,9 @@ async def test_a_rejected_replys_regeneration_starts_before_the_new_jobs_queued_
         regenerated = await generations(chat, first.job_id)
         new_first = [(await generations(chat, j.job_id))[0] for j in new]
 
-    assert [key for key, _, _ in regenerated] == [JOB_PRIORITY, JOB_PRIORITY - 1]
+    # A third generation may have been scheduled before the cancel reached the job: one level up as well.
+    keys = [key for key, _, _ in regenerated]
+    assert keys[:2] == [JOB_PRIORITY, JOB_PRIORITY - 1] and set(keys[1:]) == {JOB_PRIORITY - 1}
     assert {key for key, _, _ in new_first} == {JOB_PRIORITY}
     _, regeneration_scheduled, regeneration_started = regenerated[1]
     assert regeneration_started is not None
