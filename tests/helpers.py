@@ -12,10 +12,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from pydantic import ValidationError
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+
 from orchestrator.client import ChatClient, connect
 from orchestrator.settings import Settings
 from orchestrator.worker import workers_running
-from workflows.models import ChatJob, JobType
+from workflows.models import ChatJob, ChatResult, JobType, Verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 # <checkout>/../shared: the real character cards, read in place, never copied into the repo.
@@ -109,3 +114,60 @@ async def worker_against(
             await asyncio.sleep(0.2)
     async with workers_running(wired_client, wired):
         yield ChatClient(wired_client, wired)
+
+
+async def outcome(chat: ChatClient, job_id: str) -> ChatResult | str:
+    """The job's result, or the type of its failure (the error class when it is not the workflow's own, e.g.
+    TimeoutError for Temporal's execution timeout)."""
+    try:
+        return await chat.result(job_id)
+    except WorkflowFailureError as failure:
+        if isinstance(failure.cause, ApplicationError):
+            return failure.cause.type or ""
+        return type(failure.cause).__name__
+
+
+async def outcomes(chat: ChatClient, job_ids: list[str], within_seconds: float) -> list[ChatResult | str]:
+    """Every job's `outcome`; `within_seconds` guards against a job that never ends."""
+    gathered = asyncio.gather(*(outcome(chat, job_id) for job_id in job_ids))
+    return await asyncio.wait_for(gathered, timeout=within_seconds)
+
+
+async def mid_generation(chat: ChatClient, job_ids: list[str], within_seconds: float = 60) -> None:
+    """Returns once one of the jobs is generating and its reply has begun (tokens reported by heartbeat)."""
+
+    async def begun() -> None:
+        while True:
+            for job_id in job_ids:
+                status = await chat.status(job_id)
+                if status.stage == "generating" and status.tokens > 0:
+                    return
+            await asyncio.sleep(0.2)  # the stage is read by query: there is no event to wait on
+
+    await asyncio.wait_for(begun(), timeout=within_seconds)
+
+
+async def generate_tries(client: Client, workflow_id: str) -> list[int]:
+    """For each generation the job ran, the try it ended on (history keeps only the last try's start)."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+    ]
+
+
+async def verdicts(client: Client, workflow_id: str) -> list[Verdict]:
+    """The verdict on each reply the job checked, from the check_reply results its history records."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    found = []
+    for event in history.events:
+        if event.event_type != EventType.EVENT_TYPE_MARKER_RECORDED:
+            continue
+        data = event.marker_recorded_event_attributes.details.get("data")
+        for value in await client.data_converter.decode(list(data.payloads) if data else []):
+            try:
+                found.append(Verdict.model_validate(value))
+            except ValidationError:  # another local activity's result (prepare, record_metrics)
+                continue
+    return found
