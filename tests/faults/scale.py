@@ -12,8 +12,9 @@ FAULTS_ENV = "CHAT_WORKER_FAULTS"
 @dataclass(frozen=True)
 class Scale:
     name: str
-    # The jobs of the Temporal and worker scenarios: reply length, and a deadline that only a stuck job reaches
-    # (the machine is shared: the engine's speed varies several-fold).
+    # The jobs of the Temporal and worker scenarios: reply length (shorter replies are cut off and rejected, and
+    # regenerated), and a deadline that only a stuck job reaches (on a shared machine the engine's speed varies
+    # ten-fold).
     reply_tokens: int
     deadline_seconds: float
     # Temporal dev server stopped (SIGTERM), killed (SIGKILL), or down for a while, then restarted on its file.
@@ -35,12 +36,12 @@ class Scale:
 
 CI = Scale(
     name="ci",
-    reply_tokens=32,
+    reply_tokens=48,
     deadline_seconds=300.0,
-    temporal_jobs=6,
+    temporal_jobs=4,
     temporal_down_seconds=15.0,
-    worker_jobs=6,
-    sigterm_jobs=6,
+    worker_jobs=4,
+    sigterm_jobs=4,
     sigterm_max_tokens=48,
     sigterm_deadline_seconds=300.0,
     burst_jobs=30,

@@ -1,8 +1,9 @@
 """The Temporal dev server stopped (SIGTERM), killed (SIGKILL) or down for a while (60 s at full size) with jobs
 in flight, then restarted on its SQLite file and ports: a dev server of the test's own (the session's is shared
 by other tests), a `python -m orchestrator worker` subprocess that must ride the outage out, and the session's
-real llama.cpp server. Every job completes with a reply, and no finished generation is done twice (before the
-fix, a stream's final flush into the dead server raised RPCError and the finished reply was thrown away)."""
+real llama.cpp server. Every job completes with a reply (before the fix, a stream's final flush into the dead
+server raised RPCError and the finished reply was thrown away), and no finished generation is done twice: that
+last check still fails at times after an outage longer than the heartbeat timeout (see the marker below)."""
 
 from __future__ import annotations
 
@@ -34,17 +35,18 @@ RESULTS_WITHIN_SECONDS = SCALE.deadline_seconds + SCALE.temporal_down_seconds + 
 
 # Known gap (measured): an outage longer than the generation's heartbeat timeout (10 s) times out every try that
 # was running when the server went away. The worker keeps a reply whose final flush failed, but when the server
-# is back it refuses the try's completion ("Activity not found on completion") and runs the generation again.
-# Every job still completes; the finished reply is thrown away. Strict: once fixed, this marker must go.
-OUTAGE_REDOES_FINISHED_GENERATIONS = pytest.mark.xfail(
+# is back it refuses that try's completion ("Activity not found on completion") and the generation runs again:
+# the job completes, the finished reply is thrown away. Whether a reply finishes during the outage depends on the
+# engine's speed, so this is not strict; FinishedWorkRedone is the only failure it covers. Remove once fixed.
+OUTAGE_MAY_REDO_FINISHED_GENERATIONS = pytest.mark.xfail(
     raises=FinishedWorkRedone,
-    strict=True,
-    reason="a try timed out by its heartbeat during the outage is redone after it finished (issue 12)",
+    strict=False,
+    reason="a try timed out by its heartbeat during the outage is run again after it finished (issue 12)",
 )
 
 
 @pytest.mark.parametrize(
-    "fault", ["sigterm", "sigkill", pytest.param("down", marks=OUTAGE_REDOES_FINISHED_GENERATIONS)]
+    "fault", ["sigterm", "sigkill", pytest.param("down", marks=OUTAGE_MAY_REDO_FINISHED_GENERATIONS)]
 )
 async def test_jobs_in_flight_survive_the_temporal_server_going_away(
     fault: str, stack: DevStack, settings: Settings, tmp_path: Path
@@ -68,7 +70,7 @@ async def test_jobs_in_flight_survive_the_temporal_server_going_away(
             await mid_generation(chat, job_ids)
             await asyncio.to_thread(temporal.kill if fault == "sigkill" else temporal.stop)
             await asyncio.sleep(down_seconds)
-            await asyncio.to_thread(temporal.start)
+            restart_seconds = await asyncio.to_thread(temporal.start)
             ended = await outcomes(chat, job_ids, RESULTS_WITHIN_SECONDS)
             tries = [await generate_tries(chat.temporal, chat.handle(j).id) for j in job_ids]
             runs = [
@@ -78,7 +80,7 @@ async def test_jobs_in_flight_survive_the_temporal_server_going_away(
     results = [r for r in ended if isinstance(r, ChatResult)]
     generations = finished_generations(log)
     print(
-        f"\n[faults:{SCALE.name}] temporal {fault} (down {down_seconds:.0f} s): "
+        f"\n[faults:{SCALE.name}] temporal {fault} (down {down_seconds:.0f} s + {restart_seconds:.1f} s to restart): "
         f"{len(results)}/{len(jobs)} completed ({sum(r.outcome == 'ok' for r in results)} ok), "
         f"generation tries {sorted(t for ts in tries for t in ts)}, "
         f"finished generations done twice: {sum(n > 1 for n in generations.values())}"
