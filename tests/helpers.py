@@ -133,7 +133,7 @@ async def outcomes(chat: ChatClient, job_ids: list[str], within_seconds: float) 
     return await asyncio.wait_for(gathered, timeout=within_seconds)
 
 
-async def mid_generation(chat: ChatClient, job_ids: list[str], within_seconds: float = 60) -> None:
+async def mid_generation(chat: ChatClient, job_ids: list[str], within_seconds: float = 120) -> None:
     """Returns once one of the jobs is generating and its reply has begun (tokens reported by heartbeat)."""
 
     async def begun() -> None:

@@ -14,7 +14,7 @@ from orchestrator.devstack import DevStack
 from orchestrator.settings import Settings
 from tests.fake_engine import FakeEngine, Scripted, broken_stream, overloaded, reply_stream
 from tests.faults.scale import SCALE
-from tests.helpers import generate_tries, job, outcomes, worker_against
+from tests.helpers import generate_tries, job, outcomes, verdicts, worker_against
 from workflows.models import ChatResult
 
 pytestmark = pytest.mark.faults
@@ -30,7 +30,8 @@ async def through_fake_engine(
     settings: Settings, namespace: str, script: list[Scripted]
 ) -> tuple[list[ChatResult | str], list[int], int]:
     """SCALE.fake_jobs jobs through a worker whose engine answers `script`, then REPLY to every later request:
-    their outcomes, every job's generation tries, and the requests the engine saw."""
+    their outcomes, every job's generation tries, and the requests the engine saw. Each job's one checked reply
+    is REPLY, accepted."""
     async with FakeEngine(script, then=reply_stream(REPLY)) as engine:
         async with worker_against(settings, namespace, engine.base_url) as chat:
             jobs = [job() for _ in range(SCALE.fake_jobs)]
@@ -38,7 +39,9 @@ async def through_fake_engine(
             job_ids = [j.job_id for j in jobs]
             ended = await outcomes(chat, job_ids, RESULTS_WITHIN_SECONDS)
             tries = [t for j in job_ids for t in await generate_tries(chat.temporal, chat.handle(j).id)]
-            return ended, tries, len(engine.requests)
+            checked = [await verdicts(chat.temporal, chat.handle(j).id) for j in job_ids]
+    assert [[(v.valid, v.cleaned) for v in vs] for vs in checked] == [[(True, REPLY)]] * len(jobs)
+    return ended, tries, len(engine.requests)
 
 
 async def test_jobs_retry_through_a_429_storm_and_complete(
