@@ -4,6 +4,7 @@ engine, and a typical roleplay job. Fixtures live in conftest.py; test modules i
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from pydantic import ValidationError
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
@@ -158,16 +158,16 @@ async def generate_tries(client: Client, workflow_id: str) -> list[int]:
 
 
 async def verdicts(client: Client, workflow_id: str) -> list[Verdict]:
-    """The verdict on each reply the job checked, from the check_reply results its history records."""
+    """The verdict on each reply the job checked: the results of its check_reply local activities, which its
+    history records as markers (details: "data", the SDK's JSON naming the activity type; "result")."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     found = []
     for event in history.events:
-        if event.event_type != EventType.EVENT_TYPE_MARKER_RECORDED:
+        details = event.marker_recorded_event_attributes.details
+        if event.event_type != EventType.EVENT_TYPE_MARKER_RECORDED or "data" not in details:
             continue
-        data = event.marker_recorded_event_attributes.details.get("data")
-        for value in await client.data_converter.decode(list(data.payloads) if data else []):
-            try:
-                found.append(Verdict.model_validate(value))
-            except ValidationError:  # another local activity's result (prepare, record_metrics)
-                continue
+        if json.loads(details["data"].payloads[0].data).get("activity_type") != "check_reply":
+            continue
+        [value] = await client.data_converter.decode(list(details["result"].payloads))
+        found.append(Verdict.model_validate(value))
     return found
