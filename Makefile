@@ -33,7 +33,8 @@ test: $(INSTALLED) lint
 	$(PY) -m pytest
 
 # The fault suite (tests/faults) at the sizes of issue 12's probes: 60 s Temporal outage, 12 jobs per restart,
-# 10 × 400-token replies through a worker's SIGTERM, 200 jobs at once. `make test` runs it CI-sized.
+# 10 × 400-token replies through a worker's SIGTERM, 200 jobs at once; about 10 minutes on 2 busy cores.
+# `make test` runs it CI-sized (about 2 minutes on a quiet machine; tests/faults/scale.py has both sizes).
 test-faults-full: $(INSTALLED)
 	CHAT_WORKER_FAULTS=full $(PY) -m pytest -m faults tests/faults -s
 
