@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo dev worker test test-compose bench lint format clean
+.PHONY: install demo dev worker test test-faults-full test-compose bench lint format clean
 
 # llama-cpp-python compiles llama.cpp on first install (~5 min on 2 cores); pip caches the wheel after that.
 $(INSTALLED): pyproject.toml
@@ -31,6 +31,12 @@ lint: $(INSTALLED)
 
 test: $(INSTALLED) lint
 	$(PY) -m pytest
+
+# The fault suite (tests/faults) at the sizes of issue 12's probes: 60 s Temporal outage, 12 jobs per restart,
+# 10 × 400-token replies through a worker's SIGTERM, 200 jobs at once; about 10 minutes on 2 busy cores.
+# `make test` runs it CI-sized (about 2 minutes on a quiet machine; tests/faults/scale.py has both sizes).
+test-faults-full: $(INSTALLED)
+	CHAT_WORKER_FAULTS=full $(PY) -m pytest -m faults tests/faults -s
 
 # The production stack (docker-compose.yml) up on this host, one chat job through it, down. Needs a Docker
 # engine with Compose v2.20+, an NVIDIA GPU, and internet for the first weights pull (~15 GB, kept in the

@@ -2,8 +2,8 @@
 (TGI over max-concurrent-requests), 401, and errors that TGI sends inside a 200 stream. Everything else
 is tested against the real llama.cpp server.
 
-It answers POST /v1/chat/completions with scripted responses, one per request, in order, and 404 to
-anything else."""
+It answers POST /v1/chat/completions with scripted responses, one per request, in order (then `then`, if
+given, to every later request), and 404 to anything else."""
 
 from __future__ import annotations
 
@@ -30,15 +30,33 @@ def delta(text: str, finish_reason: str | None = None) -> dict[str, object]:
     }
 
 
-def reply_stream(text: str) -> Scripted:
+def text_deltas(text: str) -> list[object]:
     words = text.split(" ")
-    chunks = [delta(w if i == 0 else " " + w) for i, w in enumerate(words)]
-    return Scripted(events=[*chunks, delta("", "stop"), "[DONE]"])
+    return [delta(w if i == 0 else " " + w) for i, w in enumerate(words)]
+
+
+def reply_stream(text: str) -> Scripted:
+    return Scripted(events=[*text_deltas(text), delta("", "stop"), "[DONE]"])
+
+
+def overloaded() -> Scripted:
+    """TGI's answer over its max concurrent requests."""
+    return Scripted(status=429, body={"error": "Model is overloaded", "error_type": "overloaded"})
+
+
+def broken_stream(text: str, error: str, error_type: str) -> Scripted:
+    """A 200 stream that sends `text` as deltas and then an error event, as TGI does when generation fails
+    after it began (e.g. error_type "generation" for a CUDA OOM, "overloaded")."""
+    return Scripted(events=[*text_deltas(text), {"error": error, "error_type": error_type}])
+
+
+EXHAUSTED = Scripted(status=500, body={"error": "script exhausted"})
 
 
 class FakeEngine:
-    def __init__(self, script: list[Scripted]) -> None:
+    def __init__(self, script: list[Scripted], then: Scripted | None = None) -> None:
         self.script = list(script)
+        self.then = then
         self.requests: list[dict[str, object]] = []
         self._server: asyncio.Server | None = None
 
@@ -68,7 +86,7 @@ class FakeEngine:
             response = Scripted(status=404, body={"error": "not found"})  # e.g. the worker probing /tokenize
         else:
             self.requests.append(body)
-            response = self.script.pop(0) if self.script else Scripted(status=500, body={"error": "script exhausted"})
+            response = self.script.pop(0) if self.script else self.then or EXHAUSTED
         if response.events:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
             for event in response.events:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -14,14 +15,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from temporalio.api.enums.v1 import PendingActivityState
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 
 from orchestrator.client import ChatClient, connect
 from orchestrator.settings import Settings
 from orchestrator.worker import workers_running
 from workflows.chat import ChatWorkflow
-from workflows.models import ChatJob, ChatResult, JobType
+from workflows.models import ChatJob, ChatResult, JobType, Verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 # <checkout>/../shared: the real character cards, read in place, never copied into the repo.
@@ -187,3 +189,60 @@ async def generate_backlog(chat: ChatClient) -> int:
         )
     )
     return described.stats.approximate_backlog_count
+
+
+async def outcome(chat: ChatClient, job_id: str) -> ChatResult | str:
+    """The job's result, or the type of its failure (the error class when it is not the workflow's own, e.g.
+    TimeoutError for Temporal's execution timeout)."""
+    try:
+        return await chat.result(job_id)
+    except WorkflowFailureError as failure:
+        if isinstance(failure.cause, ApplicationError):
+            return failure.cause.type or ""
+        return type(failure.cause).__name__
+
+
+async def outcomes(chat: ChatClient, job_ids: list[str], within_seconds: float) -> list[ChatResult | str]:
+    """Every job's `outcome`; `within_seconds` guards against a job that never ends."""
+    gathered = asyncio.gather(*(outcome(chat, job_id) for job_id in job_ids))
+    return await asyncio.wait_for(gathered, timeout=within_seconds)
+
+
+async def mid_generation(chat: ChatClient, job_ids: list[str], within_seconds: float = 120) -> None:
+    """Returns once one of the jobs is generating and its reply has begun (tokens reported by heartbeat)."""
+
+    async def begun() -> None:
+        while True:
+            for job_id in job_ids:
+                status = await chat.status(job_id)
+                if status.stage == "generating" and status.tokens > 0:
+                    return
+            await asyncio.sleep(0.2)  # the stage is read by query: there is no event to wait on
+
+    await asyncio.wait_for(begun(), timeout=within_seconds)
+
+
+async def generate_tries(client: Client, workflow_id: str) -> list[int]:
+    """For each generation the job ran, the try it ended on (history keeps only the last try's start)."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+    ]
+
+
+async def verdicts(client: Client, workflow_id: str) -> list[Verdict]:
+    """The verdict on each reply the job checked: the results of its check_reply local activities, which its
+    history records as markers (details: "data", the SDK's JSON naming the activity type; "result")."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    found = []
+    for event in history.events:
+        details = event.marker_recorded_event_attributes.details
+        if event.event_type != EventType.EVENT_TYPE_MARKER_RECORDED or "data" not in details:
+            continue
+        if json.loads(details["data"].payloads[0].data).get("activity_type") != "check_reply":
+            continue
+        [value] = await client.data_converter.decode(list(details["result"].payloads))
+        found.append(Verdict.model_validate(value))
+    return found

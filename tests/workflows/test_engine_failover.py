@@ -7,15 +7,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from temporalio.client import WorkflowFailureError
-from temporalio.exceptions import ApplicationError
-
 from orchestrator.client import ChatClient
 from orchestrator.devstack import DevStack
 from orchestrator.settings import Settings
 from tests.engine_process import EngineProcess
-from tests.helpers import failed_generate_tries, submitted, worker_against
-from workflows.models import ChatResult
+from tests.helpers import failed_generate_tries, mid_generation, submitted, worker_against
+from tests.helpers import outcomes as outcomes_within
 
 JOBS = 2
 MOVED_MAX_TOKENS = 200
@@ -25,27 +22,10 @@ GENERATING_WITHIN_SECONDS = 60.0
 RESULTS_WITHIN_SECONDS = 120.0
 
 
-async def outcome(chat: ChatClient, job_id: str) -> str:
-    """`ok` for a result with content, else the type of the job's failure."""
-    try:
-        result = await chat.result(job_id)
-    except WorkflowFailureError as failure:
-        assert isinstance(failure.cause, ApplicationError), repr(failure.cause)
-        return failure.cause.type or ""
-    return "ok" if isinstance(result, ChatResult) and result.content else "empty"
-
-
 async def outcomes(chat: ChatClient, job_ids: list[str]) -> list[str]:
-    gathered = asyncio.gather(*(outcome(chat, job_id) for job_id in job_ids))
-    return await asyncio.wait_for(gathered, timeout=RESULTS_WITHIN_SECONDS)
-
-
-async def first_generation_started(chat: ChatClient, job_ids: list[str]) -> None:
-    async def started() -> None:
-        while not any([(await chat.status(job_id)).tokens > 0 for job_id in job_ids]):  # noqa: ASYNC110
-            await asyncio.sleep(0.1)  # the status is read by query and heartbeat: there is no event to wait on
-
-    await asyncio.wait_for(started(), timeout=GENERATING_WITHIN_SECONDS)
+    """`ok` for a result with content, else the type of the job's failure."""
+    ended = await outcomes_within(chat, job_ids, RESULTS_WITHIN_SECONDS)
+    return [r if isinstance(r, str) else "ok" if r.content else "empty" for r in ended]
 
 
 async def test_jobs_complete_on_the_worker_whose_engine_is_up(
@@ -68,7 +48,7 @@ async def test_jobs_complete_on_the_worker_whose_engine_is_up(
             moved = await submitted(
                 chat, JOBS, max_tokens=MOVED_MAX_TOKENS, deadline_seconds=DEADLINE_SECONDS, first_seed=JOBS
             )
-            await first_generation_started(chat, moved)
+            await mid_generation(chat, moved, GENERATING_WITHIN_SECONDS)
             await asyncio.to_thread(engine_b.stop)
             await asyncio.to_thread(engine_a.start)
             moved_ended = await outcomes(chat, moved)

@@ -14,8 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowFailureError
-from temporalio.exceptions import ApplicationError
 
 from orchestrator.client import ChatClient
 from orchestrator.devstack import DevStack
@@ -23,6 +21,7 @@ from orchestrator.settings import Settings
 from tests.engine_process import EngineProcess
 from tests.fake_engine import FakeEngine, Scripted
 from tests.helpers import failed_generate_tries, generate_backlog, job, submitted, worker_against
+from tests.helpers import outcomes as outcomes_within
 from workflows.activities import GENERATION_FAILED_TRIES, PREPARE_TRIES
 from workflows.models import ChatResult, ErrorType
 
@@ -43,18 +42,8 @@ def engine(stack: DevStack, settings: Settings, tmp_path: Path) -> Iterator[Engi
         yield running
 
 
-async def outcome(chat: ChatClient, job_id: str) -> ChatResult | str:
-    """The job's result, or the type of its failure."""
-    try:
-        return await chat.result(job_id)
-    except WorkflowFailureError as failure:
-        assert isinstance(failure.cause, ApplicationError), repr(failure.cause)
-        return failure.cause.type or ""
-
-
 async def outcomes(chat: ChatClient, job_ids: list[str]) -> list[ChatResult | str]:
-    gathered = asyncio.gather(*(outcome(chat, job_id) for job_id in job_ids))
-    return await asyncio.wait_for(gathered, timeout=RESULTS_WITHIN_SECONDS)
+    return await outcomes_within(chat, job_ids, RESULTS_WITHIN_SECONDS)
 
 
 async def first_generation_started(chat: ChatClient, job_ids: list[str]) -> None:
