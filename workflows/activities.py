@@ -11,6 +11,7 @@ Nothing here logs chat text (ids, counts, codes and timings only) unless CHAT_WO
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -60,6 +61,8 @@ GENERATION_FAILED_TRIES = 4
 PREPARE_TRIES = 3
 ENGINE_DOWN_MAX_RETRY_DELAY = timedelta(seconds=10)
 SLOW_SECONDS = 20.0
+# Finished replies kept by the worker for a retry of the same generation (see `FinishedReplies`).
+KEPT_REPLIES = 1024
 
 
 class ChatEngine(Protocol):
@@ -240,6 +243,29 @@ def queue_ms(info: activity.Info) -> float:
     return max(0.0, (info.started_time - info.current_attempt_scheduled_time).total_seconds() * 1000)
 
 
+class FinishedReplies:
+    """The replies this worker finished, by generation (workflow run and activity id), the most recent
+    KEPT_REPLIES of them. When Temporal was unreachable longer than a generation's heartbeat timeout, it refuses the
+    finished try's completion and retries the generation: that retry gets the reply back instead of a new one. A
+    regeneration is another activity (another id), so it never gets a kept reply. In memory only, never stored."""
+
+    def __init__(self, size: int = KEPT_REPLIES) -> None:
+        self._size = size
+        self._replies: OrderedDict[tuple[str, str, str], GenerateResult] = OrderedDict()
+
+    @staticmethod
+    def key(info: activity.Info) -> tuple[str, str, str]:
+        return (info.workflow_id or "", info.workflow_run_id or "", info.activity_id)
+
+    def get(self, info: activity.Info) -> GenerateResult | None:
+        return self._replies.get(self.key(info))
+
+    def keep(self, info: activity.Info, result: GenerateResult) -> None:
+        self._replies[self.key(info)] = result
+        while len(self._replies) > self._size:
+            self._replies.popitem(last=False)
+
+
 class ChatActivities:
     """`on_engine_unavailable` is called when a generation finds the engine unavailable (the worker's gate then
     takes no more generation tasks until the engine is up)."""
@@ -250,11 +276,21 @@ class ChatActivities:
         self._engine = engine
         self._log_chat_text = log_chat_text
         self._on_engine_unavailable = on_engine_unavailable
+        self._finished = FinishedReplies()
 
     @activity.defn(name="generate")
     async def generate(self, request: GenerateRequest) -> GenerateResult:
         """Streams the reply to the engine's caller and, as it grows, to the job's stream."""
         info = activity.info()
+        kept = self._finished.get(info)
+        if kept is not None:
+            logger.info(
+                "generate job={} attempt={} try={}: the reply finished on an earlier try is returned",
+                request.job_id,
+                request.attempt,
+                info.attempt,
+            )
+            return kept
         failed_before = failed_tries_before(info)
         streamed = 0
 
@@ -325,4 +361,5 @@ class ChatActivities:
         )
         if self._log_chat_text:
             logger.debug("reply job={} attempt={}: {}", request.job_id, request.attempt, result.content)
+        self._finished.keep(info, result)
         return result

@@ -16,7 +16,6 @@ from orchestrator.client import ChatClient, connect
 from orchestrator.devstack import DevStack, settings_on_free_ports
 from orchestrator.settings import Settings
 from tests.faults.processes import (
-    FinishedWorkRedone,
     TemporalProcess,
     check_none_finished_twice,
     finished_generations,
@@ -33,21 +32,7 @@ pytestmark = pytest.mark.faults
 RESULTS_WITHIN_SECONDS = SCALE.deadline_seconds + SCALE.temporal_down_seconds + 60
 
 
-# Known gap (measured): an outage longer than the generation's heartbeat timeout (10 s) times out every try that
-# was running when the server went away. The worker keeps a reply whose final flush failed, but when the server
-# is back it refuses that try's completion ("Activity not found on completion") and the generation runs again:
-# the job completes, the finished reply is thrown away. Whether a reply finishes during the outage depends on the
-# engine's speed, so this is not strict; FinishedWorkRedone is the only failure it covers. Remove once fixed.
-OUTAGE_MAY_REDO_FINISHED_GENERATIONS = pytest.mark.xfail(
-    raises=FinishedWorkRedone,
-    strict=False,
-    reason="a try timed out by its heartbeat during the outage is run again after it finished (issue 12)",
-)
-
-
-@pytest.mark.parametrize(
-    "fault", ["sigterm", "sigkill", pytest.param("down", marks=OUTAGE_MAY_REDO_FINISHED_GENERATIONS)]
-)
+@pytest.mark.parametrize("fault", ["sigterm", "sigkill", "down"])
 async def test_jobs_in_flight_survive_the_temporal_server_going_away(
     fault: str, stack: DevStack, settings: Settings, tmp_path: Path
 ) -> None:

@@ -170,3 +170,31 @@ async def test_a_try_that_finds_the_engine_down_keeps_the_count_and_closes_the_g
     assert error.value.type == ErrorType.engine_unavailable.value and not error.value.non_retryable
     assert closed == [True]
     assert heartbeats[-1] == (0, 2)
+
+
+class CountedAnswers(Answers):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def complete(self, *args: object, **kwargs: object) -> GenerateResult:
+        self.calls += 1
+        return await super().complete(*args, **kwargs)
+
+
+async def test_a_retry_of_a_finished_generation_gets_its_reply_back_and_a_regeneration_a_new_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Temporal refuses a finished try's completion when the try timed out meanwhile (the server was unreachable
+    # longer than the heartbeat timeout) and retries the same activity: the engine is not asked again.
+    monkeypatch.setattr(WorkflowStreamClient, "from_within_activity", lambda **kwargs: QuietStream())
+    engine = CountedAnswers()
+    activities = ChatActivities(engine)
+    request = GenerateRequest(job_id="j5", attempt=1, messages=[Message(role="user", content="hi")], sampling=SAMPLING)
+    environment = ActivityEnvironment()
+    first = await environment.run(activities.generate, request)
+    environment.info = dataclasses.replace(environment.info, attempt=2)
+    retried = await environment.run(activities.generate, request)
+    assert engine.calls == 1 and retried == first
+    environment.info = dataclasses.replace(environment.info, activity_id="another", attempt=1)
+    await environment.run(activities.generate, request.model_copy(update={"attempt": 2}))
+    assert engine.calls == 2
