@@ -41,11 +41,13 @@ WARNINGS = frozenset({"short"})
 FIXED = frozenset({"speaks_for_user"})
 
 
-# A sentence end: terminal punctuation and the closing marks after it, or a closing mark or code fence ending
-# the text. It counts only where the quotes and asterisks before it are balanced and it is not a list number.
-SENTENCE_END = re.compile(r"""[.!?…]+[)"'*”’\]_~]*(?=\s|$)|(?:[*"”)\]]|```)(?=\s*$)""")
+# A sentence end: terminal punctuation and the closing marks after it, or a closing asterisk, bracket or code
+# fence ending the text (a closing quote alone may end a word: `or "neuromusic"`). It counts only where the
+# quotes and asterisks before it are balanced and it is not a list number.
+SENTENCE_END = re.compile(r"""[.!?…]+[)"'*”’\]_~]*(?=\s|$)|(?:[*)\]]|```)(?=\s*$)""")
 LIST_NUMBER = re.compile(r"(?:^|\n)[ \t]*\d+[.)]$")
-LIST_ITEM = re.compile(r"^[ \t]*(?:\d+[.)]|[-•])[ \t]+\S.*$", re.MULTILINE)
+LIST_MARK = r"(?:\d+[.)]|\[\d+\]|[-•])"
+LIST_ITEM = re.compile(rf"^[ \t]*{LIST_MARK}[ \t]+\S.*$", re.MULTILINE)
 QUOTED = re.compile(r'"[^"\n]*"|“[^”\n]*”')
 # An action between asterisks; one never closed runs to the end of its line.
 ACTION = re.compile(r"(?<!\*)\*(?![*\s])(?:[^*]+(?<!\s)\*(?!\*)|[^*\n]+$)", re.MULTILINE)
@@ -64,10 +66,14 @@ OUT_OF_CHARACTER = re.compile(
     r"|\bi (?:don't|do not) have (?:a )?(?:personal |physical |real )?(?:feelings|emotions|body|experiences|opinions)\b"
     r"|\b(?:the|my) (?:previous|last) (?:response|reply|answer|prompt)\b"
     r"|\bi(?: am|'m) (?:\w+ )?in (?:the|this|your) story\b"
-    r"|\b(?:my|your|this|the|its|our) (?:story|description|response|reply|prompt|chapter)\b[^.!?\n]{0,40}"
-    r"\b(?:writ|edit|shar|summari[sz]|creat)\w*|\b(?:writ|edit|shar|summari[sz]|creat)\w* (?:a |the |this |my |your )?"
-    r"(?:story|description|chapter)\b"
-    r"|\[\s*(?:understood|noted|acknowledged)\b|https?://"
+    # the story as a text being written: "I've been writing a story", "your story has been edited"
+    r"|\b(?:writ|edit|summari[sz])\w* (?:a |the |this |my |your )?(?:story|description|chapter)\b"
+    r"|\b(?:story|description|chapter|response) (?:has been|have been|will be|was|is being) "
+    r"(?:writ|edit|shar|creat|told)\w*"
+    r"|\b(?:your|this|our|the) story continues\b|\bin the context of (?:your|this|our|the) story\b"
+    r"|\bi(?:'ll| will) respond (?:in|with|to your)\b"
+    r"|\blet me (?:explain|give you (?:a |an )?(?:\w+ )?explanation)\b|\bi(?:'ll| will) explain (?:it|how|what|this)\b"
+    r"|\[\s*(?:understood|noted|acknowledged)\b|https?://|\(\("
     # assistant mode: offers of help, tutorials, summaries
     r"|\bi(?: am|'m) glad (?:to hear )?(?:that )?you(?: are|'re) interested\b"
     r"|\bhow (?:can|may) i (?:help|assist) you\b|\bi(?: am|'m) here to (?:help|assist|chat)\b"
@@ -97,15 +103,29 @@ REFUSAL = re.compile(
 )
 # Template markers of a card or prompt left in the reply.
 TEMPLATE_MARKER = r"<(?:char|user|bot|chr)>|\{\{(?:char|user)\}\}"
-# A code block or a list of three or more points: assistant mode when nothing around it is in scene.
+# A code block or a list: assistant mode when nothing around it is in scene.
 CODE_OR_LIST = re.compile(
-    r"```|^#{1,4} \S|(?:^[ \t]*(?:\d+[.)]|[-•])[ \t]+\S.*\n(?:[ \t]*\n)?){2,}^[ \t]*(?:\d+[.)]|[-•])[ \t]+\S",
-    re.MULTILINE,
+    rf"```|^[ \t]*{LIST_MARK}[ \t]+\S.*\n(?:[ \t]*\n)?^[ \t]*{LIST_MARK}[ \t]+\S"
+    r"|(?:^|\s)1[.)]\s.{1,200}?\s2[.)]\s.{1,200}?\s3[.)]\s",
+    re.MULTILINE | re.DOTALL,
+)
+# A markdown heading: never part of a scene.
+HEADING = re.compile(r"^[ \t]*#{1,4} \S", re.MULTILINE)
+# Who can be in a scene: persons, as pronouns. A roleplay reply of some length with no one in it, no action and
+# no line of dialogue (or all of it one quote) is an essay or an explanation, not the character.
+PERSONS = re.compile(r"\b(?:i|me|my|mine|you|your|we|us|our|she|he|her|him|his)\b", re.IGNORECASE)
+ESSAY_WORDS = 20
+# What an essay does and a scene description does not: define its subject ("X is a ...", "Rome: a city").
+DEFINING = re.compile(
+    r"\b(?:is|are|was|were|has|had|it's|has been|have been) (?:a|an|one of the)\b"
+    r"|\b(?:is|are|was|were) the \w+ (?:of|by|that|which|in)\b|^[\w ]{1,30}: an? \w",
+    re.IGNORECASE | re.MULTILINE,
 )
 
 # The user as the subject of a clause in narration ("You nod", "and you lean in", "Your heart races").
 USER_SUBJECT = re.compile(
-    r"\b(?:you|your (?:heart|cheeks?|face|pulse|breath|knees|body|skin|hands?|eyes|lips|voice))\s+"
+    r"\b(?:you(?:'re| are)?(?= \w+ing\b)|you|your (?:heart|cheeks?|face|pulse|breath|knees|body|skin|hands?|eyes"
+    r"|lips|voice))\s+"
     r"(?:(?:\w+ly|just|still|never|always|only|even|also|then|now)\s+)?(?P<verb>[\w']+)",
     re.IGNORECASE,
 )
@@ -120,6 +140,8 @@ SAID_TO_SOMEONE = frozenset(
     "believe guess wish say promised promise came went left lied made told took saved kept found broke".split()
 )
 CLAUSE_OPENERS = frozenset({"and", "then", "so", "but"})
+# "You sit down and I'll tell you a story": a proposal in dialogue, not narration.
+PROPOSAL = re.compile(r"[^.!?\n]*\b(?:and|,) (?:i'll|i will|let me)\b", re.IGNORECASE)
 
 
 def _blanked(text: str, spans: Sequence[tuple[int, int]]) -> str:
@@ -153,9 +175,10 @@ def narration(text: str) -> tuple[str, bool]:
 
 
 def _speaker_label(*names: str) -> str:
-    """A line's "Name:" label, bold or quoted ("**Name:**", "**Name**:", '"Name":')."""
+    """A line's "Name:" label, bold, quoted or bracketed, with a stage direction or not ("**Name:**",
+    "**Name**:", '"Name":', "[Name]:", "Name (smiling):")."""
     alternatives = "|".join(re.escape(n) for n in names if n)
-    return rf"^[ \t]*[*_]*[\"“]?(?:{alternatives})[\"”]?[*_]*[ \t]*:[*_]*"
+    return rf"^[ \t]*[*_]*[\"“\[]?(?:{alternatives})[\"”\]]?(?: \([^)\n]{{1,40}}\))?[*_]*[ \t]*:[*_]*"
 
 
 def _first_name(name: str) -> str:
@@ -170,23 +193,27 @@ def without_own_label(text: str, char_name: str) -> str:
 
 def user_turn_start(text: str, user_name: str) -> int | None:
     """Where the reply starts writing the user's lines under a label, if it does."""
-    label = _speaker_label(user_name, _first_name(user_name), "{{user}}", "User", "You")
-    match = re.search(label, text, flags=re.IGNORECASE | re.MULTILINE)
-    return match.start() if match else None
+    names = (user_name, _first_name(user_name), "{{user}}", "User", "You", "Human")
+    at_line_start = re.search(_speaker_label(*names), text, flags=re.IGNORECASE | re.MULTILINE)
+    # or after a sentence end on the same line: 'She smiles. Tam: Thanks.'
+    alternatives = "|".join(re.escape(n) for n in names[:2])
+    inline = re.search(rf"(?<=[.!?*\"”] )(?:{alternatives}):", text, flags=re.IGNORECASE)
+    found = [m.start() for m in (at_line_start, inline) if m]
+    return min(found) if found else None
 
 
 def _opens_clause(told: str, at: int) -> bool:
     before = told[:at].rstrip(" \t")
     if not before or before[-1] in '.!?…\n*:;—-"”,':
         return True
-    return before.split()[-1].lower() in CLAUSE_OPENERS
+    return before.split()[-1].lower().strip('*_"“”') in CLAUSE_OPENERS
 
 
 def _acts(verb: str, marked: bool) -> bool:
     """Whether the word after "you" says what the user does; where nothing marks the narration, only a
     present tense that dialogue seldom uses to speak of someone counts."""
     verb = verb.lower()
-    if verb in NOT_ACTING or "'" in verb:
+    if verb in NOT_ACTING or "'" in verb or (not marked and verb.endswith("ing")):
         return False
     return marked or (verb not in SAID_TO_SOMEONE and not verb.endswith("ed"))
 
@@ -208,13 +235,28 @@ def user_narration_start(text: str, char_name: str) -> int | None:
     starts = [
         match.start()
         for match in USER_SUBJECT.finditer(told)
-        if _opens_clause(told, match.start()) and _acts(match["verb"], marked)
+        if _opens_clause(told, match.start())
+        and _acts(match["verb"], marked)
+        and (marked or not PROPOSAL.match(told, match.end()))
     ]
-    own_name = re.escape(_first_name(char_name))
-    if marked and own_name:
-        acting_on_me = rf"\bI (?!am\b|was\b)\w+ (?:\w+ )?(?:at |to |with |toward |towards )?{own_name}\b"
+    own_names = "|".join(re.escape(n) for n in {char_name, _first_name(char_name)} if n)
+    if marked and own_names:
+        acting_on_me = rf"\bI (?!am\b|was\b)\w+ (?:\w+ )?(?:at |to |with |toward |towards )?(?:{own_names})\b"
         starts += [m.start() for m in re.finditer(acting_on_me, told, flags=re.IGNORECASE)]
+    starts += [start for start in _opening_quotes(text) if own_names and _addresses(text, start, own_names)]
     return sentence_start(text, min(starts)) if starts else None
+
+
+def _opening_quotes(text: str) -> list[int]:
+    straight = [i for i, c in enumerate(text) if c == '"'][::2]
+    return sorted(straight + [i for i, c in enumerate(text) if c == "“"])
+
+
+def _addresses(text: str, quote_start: int, names: str) -> bool:
+    """Whether the quoted line opens by calling the character by name ("Alright, Captain Varga, ..."):
+    someone else speaking to them, in a scene of two the user."""
+    opening = rf"[\"“](?:\w+[,!] )?(?:{names})[,.!?]"
+    return re.match(opening, text[quote_start:], flags=re.IGNORECASE) is not None
 
 
 def _balanced(text: str) -> bool:
@@ -334,8 +376,20 @@ def out_of_character(text: str, spec: ReplySpec) -> bool:
     narrated = without_dialogue(text).replace("’", "'")
     if OUT_OF_CHARACTER.search(narrated) or writes_about_the_roleplay(narrated, spec):
         return True
-    in_scene = ACTION.search(text) or QUOTED.search(CODE_SPAN.sub("", text))
-    return bool(CODE_OR_LIST.search(text)) and not in_scene
+    if HEADING.search(text):
+        return True
+    outside_code = CODE_SPAN.sub("", text)
+    in_scene = ACTION.search(text) or without_dialogue(outside_code) != outside_code
+    return not in_scene and (bool(CODE_OR_LIST.search(text)) or is_essay(without_dialogue(text), spec))
+
+
+def is_essay(narrated: str, spec: ReplySpec) -> bool:
+    """Whether the text speaks of a subject with no one of the scene in it: no person, no name."""
+    names = {_first_name(spec.char_name), _first_name(spec.user_name)}
+    mentioned = any(re.search(rf"\b{re.escape(n)}\b", narrated, flags=re.IGNORECASE) for n in names if n)
+    if len(narrated.split()) < ESSAY_WORDS or mentioned or PERSONS.search(narrated):
+        return False
+    return DEFINING.search(narrated) is not None
 
 
 CODE_SPAN = re.compile(r"```.*?(?:```|$)", re.DOTALL)
@@ -383,7 +437,7 @@ def validate(
 ) -> Verdict:
     text, reasons = cleaned_reply(reply, spec, finish_reason)
     blocking: list[str] = []
-    if "cut_off" in reasons and ends_mid_sentence(text):
+    if "cut_off" in reasons and trimmed_to_sentence(text) is None:
         blocking.append("cut_off")  # nothing to trim back to
     if not text:
         blocking.append("empty")

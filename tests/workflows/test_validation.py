@@ -335,3 +335,54 @@ def test_cut_off_ends_a_list_at_its_last_whole_line_and_not_at_a_number() -> Non
     assert trimmed_to_sentence("The rhymes are these:\n\n1.") is None
     code = "A function that names the answer:\n```python\nanswer = 42\n```"
     assert check(code, ReplySpec(job_type=JobType.conversation), "length").reasons == []
+
+
+def test_an_essay_with_no_one_of_the_scene_in_it_is_out_of_character() -> None:
+    essay = (
+        "The Roman Empire was one of the largest empires in history, lasting for centuries and shaping law, "
+        "language and architecture across Europe. Its decline came slowly, through trouble and invasions."
+    )
+    assert "out_of_character" in check(essay).reasons
+    assert "out_of_character" in check(f'"{essay}"').reasons  # all of it one quote is no scene either
+    for scene in (
+        "Rain drums on the tin roof. Lamps flicker along the quay, and somewhere out in the dark a ship's bell "
+        "rings twice over the slow hiss of the sea.",
+        "The harbour is quiet tonight. Rain drums on the roof of the Drowned Lantern, and the lamps flicker in the "
+        "wind. Somewhere a bell rings twice, and then the only sound is the sea.",
+        f"Mira shrugs. {essay}",
+    ):
+        assert "out_of_character" not in check(scene).reasons, scene
+    assert "out_of_character" not in check(essay, ReplySpec(job_type=JobType.conversation)).reasons
+
+
+def test_a_list_or_a_heading_in_roleplay_is_out_of_character() -> None:
+    assert "out_of_character" in check("[1] Mira keeps a tavern.\n[2] She likes rum and gossip.").reasons
+    assert "out_of_character" in check('"A Tale"\n## Setting\nThe harbour, at night, in the rain.').reasons
+
+
+def test_a_quoted_line_calling_the_character_by_name_is_the_user() -> None:
+    verdict = check(f'{GOOD} "Alright, Mira, we don\'t need a room after all."')
+    assert verdict.cleaned == GOOD and "speaks_for_user" in verdict.reasons
+    assert "speaks_for_user" not in check(f'{GOOD} "Mira\'s the name," she says. "Don\'t wear it out."').reasons
+
+
+def test_more_second_person_narration_and_its_hard_negatives() -> None:
+    verdict = check(f"{GOOD} *You're trembling as she steps closer.*")
+    assert verdict.cleaned == GOOD and "speaks_for_user" in verdict.reasons
+    for reply in (
+        '*Mira laughs.* "You\'re blushing, sailor. Sit, before you fall over."',
+        "You sit down by the fire and I'll tell you a story about the sea.",
+        "You're kidding me. Nobody drinks that much rum and walks out of here.",
+    ):
+        assert "speaks_for_user" not in check(reply).reasons, reply
+
+
+def test_a_closing_quote_alone_is_not_a_sentence_end() -> None:
+    verdict = check('The node is called an Epi-brain. Some call it a "neuromusic"', finish="length")
+    assert verdict.cleaned == "The node is called an Epi-brain." and "cut_off" in verdict.reasons
+
+
+def test_more_label_forms_of_the_user() -> None:
+    for tail in ("\n[Tam]: I will.", "\nTam (smiling): I will.", "\nHuman: I will.", " Tam: I will."):
+        verdict = check(f"{GOOD}{tail}")
+        assert verdict.cleaned == GOOD and verdict.reasons == ["speaks_for_user"], tail
