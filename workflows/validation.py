@@ -71,7 +71,8 @@ OUT_OF_CHARACTER = re.compile(
     r"|\b(?:story|description|chapter|response) (?:has been|have been|will be|was|is being) "
     r"(?:writ|edit|shar|creat|told)\w*"
     r"|\b(?:your|this|our|the) story continues\b|\bin the context of (?:your|this|our|the) story\b"
-    r"|\bi(?:'ll| will) respond (?:in|with|to your)\b"
+    r"|\bi(?:'ll| will) respond (?:in|with|to your)\b|\b(?:my|your) (?:character|description)\b"
+    r"|\b(?:next|previous|last) scene\b|^[ \t]*(?:Q|A|Question|Answer|Assistant|AI):"
     r"|\blet me (?:explain|give you (?:a |an )?(?:\w+ )?explanation)\b|\bi(?:'ll| will) explain (?:it|how|what|this)\b"
     r"|\[\s*(?:understood|noted|acknowledged)\b|https?://|\(\("
     # assistant mode: offers of help, tutorials, summaries
@@ -85,7 +86,7 @@ OUT_OF_CHARACTER = re.compile(
     r"|steps|tips|ways|examples?|list|explanation|summary|overview|guide|breakdown|plot points)\b"
     r"|\b(?:summary|plot) of (?:this|the|our|my) (?:current )?story\b"
     r"|\bin (?:conclusion|summary)\b|\bi hope (?:this|that) helps\b",
-    re.IGNORECASE,
+    re.IGNORECASE | re.MULTILINE,
 )
 REFUSAL = re.compile(
     r"\bi (?:can(?:no|')t|won't|will not|am (?:not able|unable) to) (?:assist|help)(?: you)? with (?:this|that|your)"
@@ -132,11 +133,11 @@ USER_SUBJECT = re.compile(
 # Words after "you" that are never the user acting: auxiliaries, perception, vocatives ("you fool").
 NOT_ACTING = frozenset(
     "are were can could will would shall should must may might have had has do does did don't didn't can't won't "
-    "is was see hear notice fool idiot two all there guys".split()
+    "is was see hear notice seem seems seemed fool idiot two all there guys".split()
 )
 # Where nothing tells dialogue from narration: the verbs that dialogue uses to speak of someone.
 SAID_TO_SOMEONE = frozenset(
-    "know need seem seemed look looks think mean want like love hate sound got get owe remind deserve understand "
+    "know need look looks think mean want like love hate sound got get owe remind deserve understand "
     "believe guess wish say promised promise came went left lied made told took saved kept found broke".split()
 )
 CLAUSE_OPENERS = frozenset({"and", "then", "so", "but"})
@@ -162,16 +163,15 @@ def without_dialogue(text: str) -> str:
     return blanked if blanked.strip() else text
 
 
-def narration(text: str) -> tuple[str, bool]:
-    """The reply's narration (the rest blanked), and whether quotes or asterisks tell it from dialogue: with
-    quotes, all that is outside them; with asterisks only, what is inside them; with neither, all of it."""
+def narration(text: str) -> tuple[str, str]:
+    """The reply's narration as quotes or asterisks mark it, and the text that may be narration or unquoted
+    dialogue (the rest blanked in each): with quotes, all that is outside them is narration; with asterisks
+    only, what is inside them is, and what is outside may be either; with neither, all of it may be either."""
     if QUOTED.search(text):
-        return _blanked(text, _spans(QUOTED, text)), True
+        return _blanked(text, _spans(QUOTED, text)), ""
     actions = _spans(ACTION, text)
-    if actions:
-        gaps = zip([0, *(end for _, end in actions)], [*(start for start, _ in actions), len(text)], strict=True)
-        return _blanked(text, list(gaps)), True
-    return text, False
+    gaps = list(zip([0, *(end for _, end in actions)], [*(start for start, _ in actions), len(text)], strict=True))
+    return _blanked(text, gaps), _blanked(text, actions)
 
 
 def _speaker_label(*names: str) -> str:
@@ -230,17 +230,18 @@ def sentence_start(text: str, at: int) -> int:
 def user_narration_start(text: str, char_name: str) -> int | None:
     """Where the reply starts narrating what the user does, feels or says ("You nod", "*I look at Mira*" when
     Mira is the character), if it does."""
-    told, marked = narration(text)
-    told = _blanked(told, _spans(LIST_ITEM, told))  # instructions in a list are not narration
+    marked, unmarked = (_blanked(t, _spans(LIST_ITEM, t)) for t in narration(text))  # a list instructs
     starts = [
         match.start()
+        for told, is_marked in ((marked, True), (unmarked, False))
         for match in USER_SUBJECT.finditer(told)
         if _opens_clause(told, match.start())
-        and _acts(match["verb"], marked)
-        and (marked or not PROPOSAL.match(told, match.end()))
+        and _acts(match["verb"], is_marked)
+        and (is_marked or not PROPOSAL.match(told, match.end()))
     ]
     own_names = "|".join(re.escape(n) for n in {char_name, _first_name(char_name)} if n)
-    if marked and own_names:
+    told = marked
+    if told.strip() and own_names:
         acting_on_me = rf"\bI (?!am\b|was\b)\w+ (?:\w+ )?(?:at |to |with |toward |towards )?(?:{own_names})\b"
         starts += [m.start() for m in re.finditer(acting_on_me, told, flags=re.IGNORECASE)]
     starts += [start for start in _opening_quotes(text) if own_names and _addresses(text, start, own_names)]

@@ -101,6 +101,12 @@ INVITING_TURNS = [
     "Can you explain what a neural network is?",
     "Write me a short essay about the history of Rome.",
 ]
+# And turns after a history where the character already wrote the user's part (development split only).
+WRITE_MY_PART_TURNS = [
+    "*I wait for you to continue.*",
+    "What happens next? Write my part too.",
+    "Describe how I react.",
+]
 # Histories that provoke: an earlier reply that wrote the user's lines, a reply repeated word for word.
 HISTORIES: dict[str, list[tuple[str, str]]] = {
     "none": [],
@@ -189,6 +195,19 @@ def plans(rng: random.Random) -> list[Plan]:
                 rng.choice(characters),
                 rng.choice(PERSONAS),
                 rng.choice(["none", "greeting", "spoke_for_user"]),
+                turn,
+                rng.randrange(2**31),
+                rng.choice(TEMPERATURES),
+                rng.choice([64, 96, 128]),
+            )
+        )
+    for turn, _ in itertools.product(WRITE_MY_PART_TURNS, range(6)):
+        out.append(
+            Plan(
+                JobType.roleplay,
+                rng.choice(characters),
+                rng.choice(PERSONAS),
+                "spoke_for_user",
                 turn,
                 rng.randrange(2**31),
                 rng.choice(TEMPERATURES),
