@@ -27,9 +27,10 @@ REASONS: dict[str, str] = {
     "short": f"warning: fewer than {SHORT_CHARS} characters",
     "repetitive": "repeats its own sentences or phrases: a sentence again with small changes, a phrase three "
     "times or more, clauses stamped from one template",
-    "echoes_history": "repeats an earlier assistant message",
-    "out_of_character": "roleplay only: assistant mode (code blocks, tutorials, essays, offers of help), or talk "
-    "of being an AI, a character, a chatbot or words on a page",
+    "echoes_history": "repeats an earlier assistant message, word for word or with small changes",
+    "out_of_character": "roleplay only: assistant mode (code blocks, lists, tutorials, essays with no one of the "
+    "scene in them, offers of help), or fourth-wall talk (being an AI, a character, a chatbot or words on a page; "
+    "the story or scene as a text; the prompt's instructions)",
     "refusal": "an assistant-style refusal or apology-and-decline in a roleplay or unrestricted job",
     "speaks_for_user": "writes the user's part: their lines under any label, or narration of what they do, feel "
     "or say (cut off in `cleaned`)",
@@ -39,8 +40,18 @@ REASONS: dict[str, str] = {
 }
 WARNINGS = frozenset({"short"})
 FIXED = frozenset({"speaks_for_user"})
+# The jobs where a character speaks: the user's part and refusals are checked there.
+CHARACTER_JOBS = frozenset({JobType.roleplay, JobType.unrestricted})
+# Two sentences of at least NEAR_WORDS words this similar are one sentence back with small changes.
+NEAR_WORDS = 5
+NEAR_RATIO = 0.8
+# A phrase of PHRASE_WORDS words three times is a stamp.
+PHRASE_WORDS = 4
+# A reply sharing this much of its vocabulary with an earlier assistant message (words in common / words in
+# either) is that message with small changes.
+ECHO_SHARED = 0.6
 
-
+CODE_SPAN = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 # A sentence end: terminal punctuation and the closing marks after it, or a closing asterisk, bracket or code
 # fence ending the text (a closing quote alone may end a word: `or "neuromusic"`). It counts only where the
 # quotes and asterisks before it are balanced and it is not a list number.
@@ -240,10 +251,9 @@ def user_narration_start(text: str, char_name: str) -> int | None:
         and (is_marked or not PROPOSAL.match(told, match.end()))
     ]
     own_names = "|".join(re.escape(n) for n in {char_name, _first_name(char_name)} if n)
-    told = marked
-    if told.strip() and own_names:
+    if own_names:
         acting_on_me = rf"\bI (?!am\b|was\b)\w+ (?:\w+ )?(?:at |to |with |toward |towards )?(?:{own_names})\b"
-        starts += [m.start() for m in re.finditer(acting_on_me, told, flags=re.IGNORECASE)]
+        starts += [m.start() for m in re.finditer(acting_on_me, marked, flags=re.IGNORECASE)]
     starts += [start for start in _opening_quotes(text) if own_names and _addresses(text, start, own_names)]
     return sentence_start(text, min(starts)) if starts else None
 
@@ -260,17 +270,25 @@ def _addresses(text: str, quote_start: int, names: str) -> bool:
     return re.match(opening, text[quote_start:], flags=re.IGNORECASE) is not None
 
 
-def _balanced(text: str) -> bool:
-    stars = len(SINGLE_ASTERISK.findall(text))
-    return stars % 2 == 0 and text.count('"') % 2 == 0 and text.count("“") <= text.count("”")
+def _balanced_at(text: str) -> list[bool]:
+    """For each offset, whether the quotes and asterisks before it are balanced."""
+    stars = {m.start() for m in SINGLE_ASTERISK.finditer(text)}
+    balanced, open_stars, straight, curly = [True], 0, 0, 0
+    for i, c in enumerate(text):
+        open_stars += i in stars
+        straight += c == '"'
+        curly += (c == "“") - (c == "”")
+        balanced.append(open_stars % 2 == 0 and straight % 2 == 0 and curly <= 0)
+    return balanced
 
 
 def sentence_ends(text: str) -> list[int]:
     """Offsets just after each real sentence end, or complete list line, with quotes and asterisks balanced
     before it; a list number ("1.") is not one."""
-    ends = [m.end() for m in SENTENCE_END.finditer(text) if not LIST_NUMBER.search(text[: m.end()])]
+    ends = [m.end() for m in SENTENCE_END.finditer(text) if not LIST_NUMBER.search(text, 0, m.end())]
     ends += [m.end() for m in LIST_ITEM.finditer(text) if m.end() < len(text)]
-    return sorted(end for end in set(ends) if _balanced(text[:end]))
+    balanced = _balanced_at(text)
+    return sorted(end for end in set(ends) if balanced[end])
 
 
 def trimmed_to_sentence(text: str) -> str | None:
@@ -291,20 +309,19 @@ def _ngrams(words: list[str], size: int) -> list[tuple[str, ...]]:
     return [tuple(words[i : i + size]) for i in range(len(words) - size + 1)]
 
 
-# Two sentences of at least NEAR_WORDS words this similar are one sentence back with small changes.
-NEAR_WORDS = 5
-NEAR_RATIO = 0.8
-# A phrase of PHRASE_WORDS words three times is a stamp.
-PHRASE_WORDS = 4
+def _similar(a: list[str], b: list[str]) -> bool:
+    matcher = SequenceMatcher(None, a, b, autojunk=False)
+    # The cheap upper bounds first: most pairs fail them.
+    return (
+        matcher.real_quick_ratio() >= NEAR_RATIO
+        and matcher.quick_ratio() >= NEAR_RATIO
+        and matcher.ratio() >= NEAR_RATIO
+    )
 
 
 def _near_duplicates(sentences: list[list[str]]) -> bool:
     long = [s for s in sentences if len(s) >= NEAR_WORDS]
-    return any(
-        SequenceMatcher(None, a, b, autojunk=False).ratio() >= NEAR_RATIO
-        for i, a in enumerate(long)
-        for b in long[i + 1 :]
-    )
+    return any(_similar(a, b) for i, a in enumerate(long) for b in long[i + 1 :])
 
 
 def _phrase_thrice(words: list[str]) -> bool:
@@ -357,11 +374,6 @@ def echoes_history(text: str, history: Sequence[Message]) -> bool:
     return False
 
 
-# A reply sharing this much of its vocabulary with an earlier assistant message (words in common / words in
-# either) is that message with small changes.
-ECHO_SHARED = 0.6
-
-
 def writes_about_the_roleplay(text: str, spec: ReplySpec) -> bool:
     """Instructions for writing the roleplay ("write as Mira", "never write actions for Tam") or its template
     markers: the system prompt coming back, not the character."""
@@ -393,9 +405,6 @@ def is_essay(narrated: str, spec: ReplySpec) -> bool:
     return DEFINING.search(narrated) is not None
 
 
-CODE_SPAN = re.compile(r"```.*?(?:```|$)", re.DOTALL)
-
-
 def user_part_start(text: str, spec: ReplySpec) -> int | None:
     """Where the reply starts writing the user's part: a labelled line, or (where a character speaks)
     narration of what the user does."""
@@ -404,9 +413,6 @@ def user_part_start(text: str, spec: ReplySpec) -> int | None:
         starts.append(user_narration_start(text, spec.char_name))
     found = [s for s in starts if s is not None]
     return min(found) if found else None
-
-
-CHARACTER_JOBS = frozenset({JobType.roleplay, JobType.unrestricted})
 
 
 def cleaned_reply(raw: str, spec: ReplySpec, finish_reason: str) -> tuple[str, list[str]]:

@@ -386,3 +386,27 @@ def test_more_label_forms_of_the_user() -> None:
     for tail in ("\n[Tam]: I will.", "\nTam (smiling): I will.", "\nHuman: I will.", " Tam: I will."):
         verdict = check(f"{GOOD}{tail}")
         assert verdict.cleaned == GOOD and verdict.reasons == ["speaks_for_user"], tail
+
+
+def test_fourth_wall_talk_of_the_story_as_a_text() -> None:
+    for reply in (
+        "It's the next scene, but I have a few changes to bring in before we go on.",
+        "In my description, I'll try to create a sense of who I am for you.",
+        "The forest has inspired an adventure based on your character, which is exciting!",
+        "A: [for the most part]\nThe tavern is quiet tonight and the rain has stopped.",
+        "I've been writing a story about a cat who rides a robot across the city.",
+    ):
+        assert "out_of_character" in check(reply).reasons, reply
+    for reply in (
+        '"You fit the description," she says, tapping the poster. "Every word of it."',
+        "*Mira laughs.* A sailor with a story to tell, are you? Sit, then, and tell it.",
+    ):
+        assert "out_of_character" not in check(reply).reasons, reply
+
+
+def test_with_asterisks_only_the_text_outside_them_may_be_narration_too() -> None:
+    verdict = check("*smiles* I think about the fire and the laughter. You sit down and grumble at the cold.")
+    assert (
+        verdict.cleaned == "*smiles* I think about the fire and the laughter." and "speaks_for_user" in verdict.reasons
+    )
+    assert "speaks_for_user" not in check("*smiles* You seem tired tonight. You look like you need a drink.").reasons
