@@ -180,3 +180,233 @@ def test_any_text_gets_a_consistent_verdict(job_type: JobType, raw: str, finish:
         assert verdict.cleaned and not blocking & set(verdict.reasons)
     else:
         assert verdict.reasons
+
+
+# Rules of issue #13 (each with hard negatives).
+
+
+def test_the_users_lines_under_any_label_are_cut() -> None:
+    alex = ReplySpec(job_type=JobType.roleplay, char_name="Mira", user_name="Alex Morgan")
+    for label in ("You:", "Alex:", "**Alex Morgan:**", "**Alex**:", '"Alex":', "User:"):
+        verdict = check(f"{GOOD}\n{label} I will.", alex)
+        assert verdict.cleaned == GOOD and verdict.reasons == ["speaks_for_user"] and verdict.valid, label
+
+
+def test_narrating_what_the_user_does_is_cut_before_it() -> None:
+    verdict = check('She kisses your cheek. You whisper "I love you" back, and your heart races.')
+    assert verdict.cleaned == "She kisses your cheek." and verdict.reasons == ["speaks_for_user", "short"]
+    verdict = check(f'{GOOD} *You blush and look away.* "Stay," she says.')
+    assert verdict.cleaned == GOOD and "speaks_for_user" in verdict.reasons
+    verdict = check(f"{GOOD} *Her eyes meet yours and you lean in, unable to resist.*")
+    assert verdict.cleaned == GOOD and "speaks_for_user" in verdict.reasons
+
+
+def test_a_reply_that_opens_with_the_users_part_leaves_nothing() -> None:
+    for reply in (
+        "*You blush and look away, unable to meet her eyes.* Mira laughs softly.",
+        "You feel a chill as you realise she is right. You agree to go with her.",
+        '"The fight will go both ways," you say, raising your shield.',
+    ):
+        verdict = check(reply)
+        assert not verdict.valid and verdict.reasons[:2] == ["speaks_for_user", "empty"], reply
+
+
+def test_a_narrator_acting_on_the_character_is_the_user() -> None:
+    verdict = check(f'{GOOD}\n*I look at Mira with a warm smile.* "Hello."')
+    assert verdict.cleaned == GOOD and "speaks_for_user" in verdict.reasons
+
+
+def test_the_own_label_left_by_the_cut_goes() -> None:
+    verdict = check(f"{GOOD}\n\nMira: *You look up at me and smile.*")
+    assert verdict.cleaned == GOOD
+
+
+def test_speaks_for_user_second_person_hard_negatives() -> None:
+    for reply in (
+        '"You look like you walked all night," Mira says. "You should sit. You need warmth."',
+        '"Do you blush like that for everyone?" she teases, leaning on the bar.',
+        '*She takes your hand and leads you to the window.* "Look. The lights of the harbour."',
+        "*Mira leans toward you.* You came back. You look tired, and you know it.",
+        "Welcome! You must be the new sailor. You look like you need a drink.",
+        "1. You open the map.\n2. You find the pass.\n3. You follow the river.",
+    ):
+        assert "speaks_for_user" not in check(reply).reasons, reply
+    # Outside a character's voice, "you" is just the reader.
+    for job_type in (JobType.conversation, JobType.enhance):
+        spec = ReplySpec(job_type=job_type, user_name="Tam")
+        assert "speaks_for_user" not in check("You nod and open the book. You feel ready.", spec).reasons
+
+
+def test_out_of_character_being_a_character_or_words_on_a_page() -> None:
+    for reply in (
+        "I'm just a character in a story, so I can't really feel the cold.",
+        "Remember, I'm only words on a screen. Still, I'm happy to keep going.",
+        "As a chatbot, I don't really have a tavern, but let's imagine one!",
+        "I am a dedicated AI assistant with a talent for stories and tea.",
+        "I'm a non-player character, but I can still pour you a drink.",
+    ):
+        assert "out_of_character" in check(reply).reasons, reply
+
+
+def test_out_of_character_assistant_mode() -> None:
+    for reply in (
+        "I'm glad you're interested in learning about swords! A longsword has a double edge.",
+        "Here's a step-by-step explanation of how the lock works, then we can go on.",
+        "Here’s how you do it: take the pick and turn it slowly until it clicks.",
+        "Sure thing. You can find the map at https://example.com/map for the whole city.",
+        "[Understood] I will stay in character from now on.",
+        "1. Write as Mira, never for Tam.\n2. Keep each reply short and to the point.",
+        "```python\ndef pour(ale):\n    return ale\n```",
+        "## About Mira\nA tavern keeper of the harbour, fond of rum and gossip.",
+    ):
+        assert "out_of_character" in check(reply).reasons, reply
+
+
+def test_out_of_character_new_rules_hard_negatives() -> None:
+    coder = ReplySpec(job_type=JobType.roleplay, char_name="Sensei", user_name="Kai")
+    in_scene = '*He turns the laptop to you.* "A loop is patience."\n```python\nfor b in range(3):\n    inhale()\n```'
+    for reply, spec in (
+        (in_scene, coder),
+        ('She closes the book. "Words on a page can\'t hold him forever," she mutters.', ROLEPLAY),
+        ('"I\'m here to help you, darling, whether you like it or not," she laughs.', ROLEPLAY),
+        ('"Are you an AI?" she repeats, laughing. "I am a woman with a tavern to run."', ROLEPLAY),
+    ):
+        assert "out_of_character" not in check(reply, spec).reasons, reply
+    conversation = ReplySpec(job_type=JobType.conversation)
+    assert "out_of_character" not in check("Here's a Python function:\n```python\nx = 1\n```", conversation).reasons
+
+
+def test_apologise_and_decline() -> None:
+    for reply in (
+        "I'm sorry, but I can't continue with that. Is there something else?",
+        "I apologize, but I am not comfortable writing that scene.",
+        "I'm sorry, but I don't have real credit card numbers to give you.",
+    ):
+        assert "refusal" in check(reply).reasons, reply
+    for reply in (
+        '"I\'m sorry, but I can\'t stay," Ilsa says, pulling on her gloves. "The train leaves at nine."',
+        '*She shakes her head.* "No. I won\'t help you with that, not after what you did." *She turns away.*',
+        "I'm sorry for your loss. I can only imagine how you feel.",
+    ):
+        assert "refusal" not in check(reply).reasons, reply
+
+
+def test_repetition_by_paraphrase() -> None:
+    for reply in (
+        '"I missed you so much," she says. "I have missed you so very much," she says again.',
+        "She smiles at you warmly. She smiles at you softly. She smiles at you gently, eyes kind.",
+        "The night is dark and the wind is cold. Mira lights the lamp, and the night is dark and the wind is "
+        "cold outside. She sighs, because the night is dark and the wind is cold.",
+    ):
+        assert "repetitive" in check(reply).reasons, reply
+    for reply in (
+        '"Run," she whispers. "Run, run, run!" *The footsteps grow louder behind the door.* "Run!"',
+        '"I remember the river. I remember the fire. I remember the night you left," she says softly.',
+        '"Never again," she says. "Never again, do you hear me? Never again will I wait for you."',
+    ):
+        assert "repetitive" not in check(reply).reasons, reply
+
+
+def test_echoes_history_with_small_changes() -> None:
+    earlier = "I'm fine, thank you. It is a fine day, a fine day indeed."
+    history = [Message(role="user", content="hi"), Message(role="assistant", content=earlier)]
+    assert (
+        "echoes_history"
+        in check("I'm fine, I promise. A fine day indeed is a fine day indeed.", history=history).reasons
+    )
+    assert "echoes_history" not in check("Fine, thank you. Now, about that room of yours.", history=history).reasons
+
+
+def test_an_opening_quote_or_asterisk_is_not_a_sentence_end() -> None:
+    for reply, cleaned in (
+        ('She waits by the door. Then she turns to you and says, "', "She waits by the door."),
+        ("Mira pours the ale and slides it over. *", "Mira pours the ale and slides it over."),
+        ('*She smiles.* "Come in, come in. The fire is', "*She smiles.*"),
+        ('She nods and steps aside. "Come in. The fire is warm and', "She nods and steps aside."),
+    ):
+        verdict = check(reply, finish="length")
+        assert verdict.cleaned == cleaned and "cut_off" in verdict.reasons, reply
+    verdict = check('*She reaches for the lamp. "Who is', finish="length")
+    assert not verdict.valid and "cut_off" in verdict.reasons
+
+
+def test_cut_off_ends_a_list_at_its_last_whole_line_and_not_at_a_number() -> None:
+    assert trimmed_to_sentence("Names:\n1. Erebo\n2. Elyria\n3. Ewi") == "Names:\n1. Erebo\n2. Elyria"
+    assert trimmed_to_sentence("The rhymes are these:\n\n1.") is None
+    code = "A function that names the answer:\n```python\nanswer = 42\n```"
+    assert check(code, ReplySpec(job_type=JobType.conversation), "length").reasons == []
+
+
+def test_an_essay_with_no_one_of_the_scene_in_it_is_out_of_character() -> None:
+    essay = (
+        "The Roman Empire was one of the largest empires in history, lasting for centuries and shaping law, "
+        "language and architecture across Europe. Its decline came slowly, through trouble and invasions."
+    )
+    assert "out_of_character" in check(essay).reasons
+    assert "out_of_character" in check(f'"{essay}"').reasons  # all of it one quote is no scene either
+    for scene in (
+        "Rain drums on the tin roof. Lamps flicker along the quay, and somewhere out in the dark a ship's bell "
+        "rings twice over the slow hiss of the sea.",
+        "The harbour is quiet tonight. Rain drums on the roof of the Drowned Lantern, and the lamps flicker in the "
+        "wind. Somewhere a bell rings twice, and then the only sound is the sea.",
+        f"Mira shrugs. {essay}",
+    ):
+        assert "out_of_character" not in check(scene).reasons, scene
+    assert "out_of_character" not in check(essay, ReplySpec(job_type=JobType.conversation)).reasons
+
+
+def test_a_list_or_a_heading_in_roleplay_is_out_of_character() -> None:
+    assert "out_of_character" in check("[1] Mira keeps a tavern.\n[2] She likes rum and gossip.").reasons
+    assert "out_of_character" in check('"A Tale"\n## Setting\nThe harbour, at night, in the rain.').reasons
+
+
+def test_a_quoted_line_calling_the_character_by_name_is_the_user() -> None:
+    verdict = check(f'{GOOD} "Alright, Mira, we don\'t need a room after all."')
+    assert verdict.cleaned == GOOD and "speaks_for_user" in verdict.reasons
+    assert "speaks_for_user" not in check(f'{GOOD} "Mira\'s the name," she says. "Don\'t wear it out."').reasons
+
+
+def test_more_second_person_narration_and_its_hard_negatives() -> None:
+    verdict = check(f"{GOOD} *You're trembling as she steps closer.*")
+    assert verdict.cleaned == GOOD and "speaks_for_user" in verdict.reasons
+    for reply in (
+        '*Mira laughs.* "You\'re blushing, sailor. Sit, before you fall over."',
+        "You sit down by the fire and I'll tell you a story about the sea.",
+        "You're kidding me. Nobody drinks that much rum and walks out of here.",
+    ):
+        assert "speaks_for_user" not in check(reply).reasons, reply
+
+
+def test_a_closing_quote_alone_is_not_a_sentence_end() -> None:
+    verdict = check('The node is called an Epi-brain. Some call it a "neuromusic"', finish="length")
+    assert verdict.cleaned == "The node is called an Epi-brain." and "cut_off" in verdict.reasons
+
+
+def test_more_label_forms_of_the_user() -> None:
+    for tail in ("\n[Tam]: I will.", "\nTam (smiling): I will.", "\nHuman: I will.", " Tam: I will."):
+        verdict = check(f"{GOOD}{tail}")
+        assert verdict.cleaned == GOOD and verdict.reasons == ["speaks_for_user"], tail
+
+
+def test_fourth_wall_talk_of_the_story_as_a_text() -> None:
+    for reply in (
+        "It's the next scene, but I have a few changes to bring in before we go on.",
+        "In my description, I'll try to create a sense of who I am for you.",
+        "The forest has inspired an adventure based on your character, which is exciting!",
+        "A: [for the most part]\nThe tavern is quiet tonight and the rain has stopped.",
+        "I've been writing a story about a cat who rides a robot across the city.",
+    ):
+        assert "out_of_character" in check(reply).reasons, reply
+    for reply in (
+        '"You fit the description," she says, tapping the poster. "Every word of it."',
+        "*Mira laughs.* A sailor with a story to tell, are you? Sit, then, and tell it.",
+    ):
+        assert "out_of_character" not in check(reply).reasons, reply
+
+
+def test_with_asterisks_only_the_text_outside_them_may_be_narration_too() -> None:
+    verdict = check("*smiles* I think about the fire and the laughter. You sit down and grumble at the cold.")
+    assert (
+        verdict.cleaned == "*smiles* I think about the fire and the laughter." and "speaks_for_user" in verdict.reasons
+    )
+    assert "speaks_for_user" not in check("*smiles* You seem tired tonight. You look like you need a drink.").reasons
