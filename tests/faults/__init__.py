@@ -10,7 +10,10 @@ Probe → test (here unless a path is given):
   test_temporal_server.py::test_jobs_in_flight_survive_the_temporal_server_going_away[sigterm|sigkill|down]
 - worker SIGTERM during generations (CI: 48-token replies; full: 10 jobs × 400 tokens) → test_worker_restarts.py::
   test_a_stopped_workers_generations_finish_in_its_grace_or_run_again
-- engine down and restarted → tests/workflows/test_engine_outage.py
+- engine down mid-run and restarted (CI: 15 s, 4 jobs; full: 8.6 s / 40 s / 3 min, 10 jobs) →
+  tests/workflows/test_engine_outage.py::test_jobs_wait_out_an_engine_outage_and_all_complete (marker faults);
+  engine down before submit, prepare's counting, several engines → that file, test_prepare_waits.py,
+  test_engine_failover.py
 - raw JSON that does not decode, other malformed jobs (hypothesis, through the client and as raw JSON) →
   tests/workflows/test_bad_inputs.py; a job the worker cannot decrypt → tests/orchestrator/test_privacy.py
 - valid but heavy jobs (a heavy neighbour) → tests/workflows/test_heavy_prepare.py

@@ -29,6 +29,10 @@ class Scale:
     burst_jobs: int
     burst_deadline_seconds: float
     burst_max_tokens: int
+    # The engine (a llama.cpp server of the test's own) stopped mid-run for each of these, then restarted.
+    engine_jobs: int
+    engine_outages_seconds: tuple[float, ...]
+    engine_deadline_seconds: float
     # The fault-injecting fake engine.
     fake_jobs: int
     storm_429s: int
@@ -47,6 +51,9 @@ CI = Scale(
     burst_jobs=30,
     burst_deadline_seconds=20.0,
     burst_max_tokens=40,
+    engine_jobs=4,
+    engine_outages_seconds=(15.0,),
+    engine_deadline_seconds=90.0,
     fake_jobs=6,
     storm_429s=12,
 )
@@ -64,6 +71,10 @@ FULL = Scale(
     burst_jobs=200,
     burst_deadline_seconds=120.0,
     burst_max_tokens=48,
+    engine_jobs=10,
+    # The probes: restarted after 8.6 s, down 40 s, down 3 minutes.
+    engine_outages_seconds=(8.6, 40.0, 180.0),
+    engine_deadline_seconds=300.0,
     fake_jobs=20,
     storm_429s=60,
 )

@@ -20,16 +20,17 @@ from orchestrator.devstack import DevStack
 from orchestrator.settings import Settings
 from tests.engine_process import EngineProcess
 from tests.fake_engine import FakeEngine, Scripted
+from tests.faults.scale import SCALE
 from tests.helpers import failed_generate_tries, generate_backlog, job, submitted, worker_against
 from tests.helpers import outcomes as outcomes_within
 from workflows.activities import GENERATION_FAILED_TRIES, PREPARE_TRIES
 from workflows.models import ChatResult, ErrorType
 
-JOBS = 4
-OUTAGE_SECONDS = 15.0
 # Guards against a stuck job, not timing assertions.
 GENERATING_WITHIN_SECONDS = 60.0
 RESULTS_WITHIN_SECONDS = 120.0
+# The prepare test's outage.
+OUTAGE_SECONDS = 15.0
 BACKLOG_WITHIN_SECONDS = 30.0
 WAITING_JOBS = 3
 # While the engine is down, Temporal would have retried a failing generation several times in this long.
@@ -54,19 +55,23 @@ async def first_generation_started(chat: ChatClient, job_ids: list[str]) -> None
     await asyncio.wait_for(started(), timeout=GENERATING_WITHIN_SECONDS)
 
 
+@pytest.mark.faults
+@pytest.mark.parametrize("outage_seconds", SCALE.engine_outages_seconds)
 async def test_jobs_wait_out_an_engine_outage_and_all_complete(
-    engine: EngineProcess, settings: Settings, isolated_namespace: str
+    outage_seconds: float, engine: EngineProcess, settings: Settings, isolated_namespace: str
 ) -> None:
     async with worker_against(settings, isolated_namespace, engine.base_url) as chat:
         # The deadline leaves room for the outage and for the engine working through the queue after it, on a
         # machine shared with other test runs.
-        job_ids = await submitted(chat, JOBS, deadline_seconds=90)
+        job_ids = await submitted(chat, SCALE.engine_jobs, deadline_seconds=SCALE.engine_deadline_seconds)
         await first_generation_started(chat, job_ids)
         await asyncio.to_thread(engine.stop)
-        await asyncio.sleep(OUTAGE_SECONDS)
+        await asyncio.sleep(outage_seconds)
         await asyncio.to_thread(engine.start)
-        ended = await outcomes(chat, job_ids)
-    assert [r if isinstance(r, str) else "ok" for r in ended] == ["ok"] * JOBS
+        ended = await outcomes_within(chat, job_ids, SCALE.engine_deadline_seconds + 60)
+    ok = [r if isinstance(r, str) else "ok" for r in ended]
+    print(f"[faults:{SCALE.name}] engine down {outage_seconds:g} s: {ok.count('ok')}/{len(ok)} ok")
+    assert ok == ["ok"] * SCALE.engine_jobs
     assert all(isinstance(r, ChatResult) and r.content for r in ended)
 
 
