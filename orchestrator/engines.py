@@ -109,7 +109,8 @@ class Engine(Frozen):
     top_p_below_one: bool
     # How a repetition penalty is sent; None: not at all. OpenAI's presence_penalty is never sent: TGI turns it
     # into repetition_penalty p + 2.0, a far stronger and different penalty. frequency_penalty is OpenAI's
-    # field on all three and is sent as it is.
+    # field on all three and is sent as it is; TGI divides each token's count by the sequence's length
+    # (server/text_generation_server/utils/logits_process.py), so it is much weaker there.
     repetition: RepetitionParameter | None
     structured_output: StructuredForm
     tokenize: TokenizeRoute | None
