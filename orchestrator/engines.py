@@ -76,6 +76,23 @@ def response_format(form: StructuredForm, schema: dict[str, Any], name: str = "r
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
 
 
+class RepetitionParameter(Frozen):
+    """How the engine takes a repetition penalty r: CTRL's (Keskar et al. 2019), the logit of a token already
+    seen divided by r (multiplied when negative), 1.0 none. All three implement that penalty; each names it
+    differently, and the worker sends it only when an attempt raised it above 1.0 (the engine's default)."""
+
+    field: str
+    # Sent as r + offset: TGI's chat API has no such field but turns `presence_penalty` p into its
+    # repetition_penalty p + 2.0, so r is sent as presence_penalty r - 2.0.
+    offset: float = 0.0
+    # Outside OpenAI's request fields: sent in huggingface_hub's `extra_body`, merged into the request's JSON.
+    extra: bool
+
+    def request_fields(self, penalty: float) -> dict[str, Any]:
+        sent = {self.field: round(penalty + self.offset, 6)}
+        return {"extra_body": sent} if self.extra else sent
+
+
 class Engine(Frozen):
     """What the worker must know about one engine."""
 
@@ -90,9 +107,11 @@ class Engine(Frozen):
     max_stop_sequences: int | None
     # TGI rejects top_p = 1.0 (it must be < 1.0); leaving it out means the same.
     top_p_below_one: bool
-    # TGI turns presence_penalty p into repetition_penalty p + 2.0, a far stronger and different penalty:
-    # presence_penalty is never sent there. frequency_penalty means the same on all of them.
-    sends_presence_penalty: bool
+    # How a repetition penalty is sent; None: not at all. OpenAI's presence_penalty is never sent: TGI turns it
+    # into repetition_penalty p + 2.0, a far stronger and different penalty. frequency_penalty is OpenAI's
+    # field on all three and is sent as it is; TGI divides each token's count by the sequence's length
+    # (server/text_generation_server/utils/logits_process.py), so it is much weaker there.
+    repetition: RepetitionParameter | None
     structured_output: StructuredForm
     tokenize: TokenizeRoute | None
 
@@ -111,7 +130,10 @@ ENGINES: dict[EngineKind, Engine] = {
         has_info=True,
         max_stop_sequences=4,
         top_p_below_one=True,
-        sends_presence_penalty=False,
+        # router/src/lib.rs, ChatRequest::try_into_generate: `repetition_penalty = presence_penalty.map(|x| x + 2.0)`;
+        # validation.rs only wants it > 0. ChatRequest does not deny unknown fields: a `repetition_penalty`
+        # field would be ignored without a word.
+        repetition=RepetitionParameter(field="presence_penalty", offset=-2.0, extra=False),
         structured_output="tgi_grammar",
         # TGI's router: POST /tokenize {"inputs"} → [{"id", "text", "start", "stop"}, ...]
         tokenize=TokenizeRoute(
@@ -125,7 +147,9 @@ ENGINES: dict[EngineKind, Engine] = {
         has_info=False,
         max_stop_sequences=None,
         top_p_below_one=False,
-        sends_presence_penalty=True,
+        # vllm/entrypoints/openai/protocol.py, ChatCompletionRequest's extra sampling parameters:
+        # `repetition_penalty: Optional[float] = None` (then the model's generation_config, else 1.0).
+        repetition=RepetitionParameter(field="repetition_penalty", extra=True),
         structured_output="openai_json_schema",
         # vLLM's TokenizeRequest {"model", "prompt", "add_special_tokens"} → TokenizeResponse {"count", ...}
         tokenize=TokenizeRoute(
@@ -139,7 +163,9 @@ ENGINES: dict[EngineKind, Engine] = {
         has_info=False,
         max_stop_sequences=None,
         top_p_below_one=False,
-        sends_presence_penalty=True,
+        # llama-cpp-python's server (llama_cpp/server/types.py, CreateChatCompletionRequest): `repeat_penalty`,
+        # default 1.1, over the last 64 tokens; llama.cpp's llama-server takes the same field.
+        repetition=RepetitionParameter(field="repeat_penalty", extra=True),
         structured_output="json_object_schema",
         # llama-cpp-python's server (the embedded stack's): POST /extras/tokenize/count {"input"} → {"count"};
         # it tokenizes with BOS and special tokens, so a count is at most a token or two high. llama.cpp's own
@@ -163,7 +189,7 @@ GENERIC = Engine(
     has_info=False,
     max_stop_sequences=4,
     top_p_below_one=True,
-    sends_presence_penalty=False,
+    repetition=None,  # no field means CTRL's penalty on every OpenAI-compatible engine
     structured_output="openai_json_schema",
     tokenize=None,
 )

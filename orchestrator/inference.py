@@ -159,7 +159,8 @@ def translated(error: Exception) -> EngineError:
 def request_parameters(sampling: ResolvedSampling, engine: Engine) -> dict[str, Any]:
     """Sampling as the engine wants it (its rules in the table, orchestrator/engines.py): no None anywhere
     (llama.cpp answers 500), no top_p of 1.0 where it must be below (TGI; leaving it out means the same), no
-    zero penalty (some engines reject the field)."""
+    zero penalty (some engines reject the field), the repetition penalty in the engine's own form and only
+    when raised."""
     params: dict[str, Any] = {
         "max_tokens": sampling.max_tokens,
         "temperature": sampling.temperature,
@@ -169,6 +170,8 @@ def request_parameters(sampling: ResolvedSampling, engine: Engine) -> dict[str, 
         params["top_p"] = sampling.top_p
     if sampling.frequency_penalty:
         params["frequency_penalty"] = sampling.frequency_penalty
+    if sampling.repetition_penalty > 1.0 and engine.repetition is not None:
+        params.update(engine.repetition.request_fields(sampling.repetition_penalty))
     return params
 
 

@@ -154,7 +154,9 @@ class JobActivities:
             raise invalid_job(listed(problems))
         character = resolved_character(job)
         try:
-            context = await budgeted_context(job, character, self._engine_limits, self._counter, request.budget_share)
+            context = await budgeted_context(
+                job, character, self._engine_limits, self._counter, request.budget_share, request.reminders
+            )
         except ContextTooLarge as error:
             raise ApplicationError(str(error), type=ErrorType.context_too_large.value, non_retryable=True) from None
         return Prepared(
@@ -162,6 +164,7 @@ class JobActivities:
             character=character,
             max_attempts=self._limits.max_attempts,
             deadline_seconds=job.deadline_seconds or self._limits.default_deadline_seconds,
+            max_tokens_cap=self._limits.max_tokens_cap,
         )
 
     @activity.defn(name="check_reply")

@@ -47,8 +47,10 @@ with workflow.unsafe.imports_passed_through():
         GenerateResult,
         JobLimits,
         JobStatus,
+        JobType,
         Prepared,
         PrepareRequest,
+        Reminder,
         ReplySpec,
         ResolvedSampling,
         Stage,
@@ -56,7 +58,14 @@ with workflow.unsafe.imports_passed_through():
         generate_task_queue,
     )
     from workflows.results import Attempt, best_returnable, chat_result, job_metrics
-    from workflows.sampling import escalated_sampling, first_sampling
+    from workflows.sampling import (
+        escalated_sampling,
+        first_sampling,
+        max_tokens_ceiling,
+        max_tokens_for,
+        next_sampling,
+        reminders_after,
+    )
     from workflows.search_attributes import ATTEMPTS, CHARACTER_NAME, JOB_TYPE, OUTCOME
     from workflows.summaries import row_summary
 
@@ -73,6 +82,9 @@ BEST_REPLY_AT_DEADLINE = "best-reply-at-deadline"
 METRICS_NEVER_COST_THE_REPLY = "metrics-never-cost-the-reply"
 GENERATE_RETRIES_UNTIL_DEADLINE = "generate-retries-until-deadline"
 LATER_ATTEMPTS_GO_FIRST = "later-attempts-go-first"
+# After a rejected reply, the next attempt is changed by its reasons (workflows/sampling.py), and a reason that
+# calls for a reminder after the history has the context prepared again with it.
+ESCALATION_PER_REASON = "escalation-per-reason"
 # Temporal task priority of a job's generations (1 highest … 5 lowest; the server's default is 3). Every job has
 # this one for now (the ops issue makes it ChatJob.priority).
 JOB_PRIORITY = 3
@@ -269,7 +281,9 @@ class ChatWorkflow:
             raise deadline_passed()
         return await self._finish(job, prepared, best, started=started, late=True)
 
-    async def _prepare(self, job: ChatJob, budget_share: float = 1.0) -> Prepared:
+    async def _prepare(
+        self, job: ChatJob, budget_share: float = 1.0, reminders: list[Reminder] | None = None
+    ) -> Prepared:
         before = workflow.now()
         waits = workflow.patched(PREPARE_WAITS_FOR_THE_ENGINE)
         deadline = workflow.info().start_time + timedelta(seconds=job.deadline_seconds or PREPARE_DEADLINE_UNLESS_GIVEN)
@@ -278,7 +292,12 @@ class ChatWorkflow:
         try:
             prepared = await workflow.execute_local_activity_method(
                 JobActivities.prepare,
-                PrepareRequest(job=job, budget_share=budget_share, wait_until=deadline if waits else None),
+                PrepareRequest(
+                    job=job,
+                    budget_share=budget_share,
+                    wait_until=deadline if waits else None,
+                    reminders=reminders or [],
+                ),
                 start_to_close_timeout=LOCAL_TIMEOUT,
                 schedule_to_close_timeout=deadline - before if waits else None,
                 retry_policy=PREPARE_RETRY if waits else LOCAL_RETRY,
@@ -300,6 +319,7 @@ class ChatWorkflow:
             user_name=job.user_name,
         )
         shrunk = False
+        reminders: list[Reminder] = []
         while self._attempt < prepared.max_attempts:
             self._attempt += 1
             self._stage = "generating"
@@ -312,7 +332,7 @@ class ChatWorkflow:
                 if workflow.patched(SHRINK_IS_NOT_AN_ATTEMPT):
                     self._attempt -= 1  # the engine saw no reply: this attempt runs again on the smaller context
                 self._stage = "building_context"
-                prepared = await self._prepare(job, SHRUNK_BUDGET_SHARE)
+                prepared = await self._prepare(job, SHRUNK_BUDGET_SHARE, reminders)
                 continue
             self._stage = "validating"
             verdict = await workflow.execute_local_activity_method(
@@ -326,7 +346,23 @@ class ChatWorkflow:
             self._attempts.append(attempt)
             if verdict.valid:
                 return attempt
-            sampling = escalated_sampling(sampling, verdict.reasons, seed=self._new_seed())
+            if not workflow.patched(ESCALATION_PER_REASON):
+                sampling = escalated_sampling(sampling, verdict.reasons, seed=self._new_seed())
+                continue
+            roleplay = job.job_type is JobType.roleplay and prepared.character is not None
+            wanted = list(dict.fromkeys([*reminders, *reminders_after(verdict.reasons, roleplay)]))
+            if wanted != reminders and self._attempt < prepared.max_attempts:
+                reminders = wanted
+                self._stage = "building_context"
+                prepared = await self._prepare(job, SHRUNK_BUDGET_SHARE if shrunk else 1.0, reminders)
+            context = prepared.context
+            ceiling = max_tokens_ceiling(
+                max_tokens_for(job.job_type, job.sampling),
+                prepared.max_tokens_cap,
+                context.budget,
+                context.prompt_tokens,
+            )
+            sampling = next_sampling(sampling, verdict.reasons, self._new_seed(), ceiling)
         best = best_returnable(self._attempts)
         if best is None:
             reasons = ", ".join(r for a in self._attempts for r in a.verdict.reasons) or "none"

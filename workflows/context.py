@@ -26,7 +26,9 @@ engines' prefix caches reuse (a sawtooth window):
   `@@depth`, V2 `extensions.depth`, default 4 messages from the end) and stays at that message until the
   next drop, which lays it where its `position` says if it fires then. Entries laid with the prefix also
   stay until the next drop, even when their keys have scrolled out of the scan. The card's character note
-  (`extensions.depth_prompt`) is always its depth from the end, and `post_history_instructions` always last.
+  (`extensions.depth_prompt`) is always its depth from the end, and `post_history_instructions` always last
+  but for the reminders that an attempt after a rejected reply adds (workflows/prompts.py), which come after
+  it and go out when the newest turn leaves them no room.
 - Lorebook entries come before history, as before: constant ones by priority within the book's token
   budget; laid ones by priority within what the book's budget leaves and all but the newest turn's room;
   anchored ones by priority within what the book's budget leaves (they count against the history's room).
@@ -65,9 +67,10 @@ from workflows.models import (
     Insertion,
     JobType,
     Message,
+    Reminder,
     Window,
 )
-from workflows.prompts import system_prompt
+from workflows.prompts import REMINDERS, system_prompt
 from workflows.sampling import max_tokens_for
 
 # Tokens a chat template adds around each message (ChatML: <|im_start|>role\n … <|im_end|>\n), and once for
@@ -112,7 +115,7 @@ class LorePiece(BaseModel):
 class Note(BaseModel):
     """A text the card puts into the history at a depth (0: after the history)."""
 
-    kind: Literal["character_note", "post_history_instructions", "continue_instruction"]
+    kind: Literal["character_note", "post_history_instructions", "continue_instruction", "reminder"]
     text: str
     depth: int = 0
 
@@ -134,6 +137,7 @@ class ContextPieces(BaseModel):
     chat_indices: list[int]  # each one's index in the job's messages
     notes: list[Note]  # at their depth in the history
     after_history: list[Note]  # post-history instructions, then the continue instruction
+    reminders: list[Note] = []  # last of all, when they fit
 
     def texts(self) -> list[str]:
         """Every text `assemble` may count."""
@@ -146,7 +150,7 @@ class ContextPieces(BaseModel):
             *(p.text for p in [*self.constant_lore, *self.lore]),
             *self.examples,
             *(m.content for m in self.chat),
-            *(n.text for n in [*self.notes, *self.after_history]),
+            *(n.text for n in [*self.notes, *self.after_history, *self.reminders]),
         ]
 
 
@@ -192,7 +196,7 @@ def character_note(character: Character) -> tuple[str, int] | None:
     return str(note["prompt"]), depth if isinstance(depth, int) and depth >= 0 else DEFAULT_DEPTH
 
 
-def context_pieces(job: ChatJob, character: Character | None) -> ContextPieces:
+def context_pieces(job: ChatJob, character: Character | None, reminders: Iterable[Reminder] = ()) -> ContextPieces:
     name, user = char_name(character), job.user_name
 
     def filled(text: str) -> str:
@@ -250,12 +254,17 @@ def context_pieces(job: ChatJob, character: Character | None) -> ContextPieces:
         chat_indices=chat_indices,
         notes=[n for n in notes if n.text],
         after_history=[n for n in after_history if n.text],
+        reminders=[Note(kind="reminder", text=filled(REMINDERS[reminder])) for reminder in dict.fromkeys(reminders)],
     )
 
 
 def stop_sequences(user_name: str) -> list[str]:
-    names = dict.fromkeys([user_name, "User"])
-    return [f"\n{name}:" for name in names]  # an engine's own limit is applied where the request is sent
+    """The user's name as a line's label, where the model starts writing the user's turn (SillyTavern's default
+    stop strings): the user's own labels first, the plain one first of them, since an engine with a limit
+    (TGI: 4) takes the first ones (orchestrator/engines.py `Engine.stops`); then the generic labels. What a
+    stop string cannot express is cut after generation (workflows/validation.py)."""
+    own = [f"\n{user_name}:", f"\n**{user_name}:**", f"\n**{user_name}**:"]
+    return list(dict.fromkeys([*own, "\nYou:", "\nUser:"]))
 
 
 def _system_text(pieces: ContextPieces, lore: list[LorePiece], examples: list[str]) -> str:
@@ -390,6 +399,11 @@ def assemble(
             f"context_too_large: the system prompt, character, persona, scenario and newest message need "
             f"{core + turn_costs[-1]} tokens; the budget is {budget}"
         )
+    reminders_cost = sum(message_cost(n.text) for n in pieces.reminders)
+    if core + reminders_cost + turn_costs[-1] <= budget:
+        core += reminders_cost
+    else:  # a reminder never costs the job: the attempt goes without it
+        pieces = pieces.model_copy(update={"reminders": []})
     book_room = pieces.lore_budget if pieces.lore_budget is not None else math.inf
     constant = by_priority(pieces.constant_lore, min(book_room, budget - core), lambda p: cost(p.text))
     room = budget - core - lore_cost(constant)  # for laid lore, examples and history
@@ -502,7 +516,7 @@ def _laid_out(
             messages.append(Message(role="system", content=piece.text))
         if position < len(history):
             messages.append(history[position])
-    for note in pieces.after_history:
+    for note in [*pieces.after_history, *pieces.reminders]:
         insertions.append(Insertion(kind=note.kind, label=note.kind, message=len(messages), depth=0))
         messages.append(Message(role="system", content=note.text))
     return messages, insertions
@@ -515,13 +529,18 @@ class TextsCounter(Protocol):
 
 
 async def budgeted_context(
-    job: ChatJob, character: Character | None, limits: EngineLimits, counter: TextsCounter, budget_share: float = 1.0
+    job: ChatJob,
+    character: Character | None,
+    limits: EngineLimits,
+    counter: TextsCounter,
+    budget_share: float = 1.0,
+    reminders: Iterable[Reminder] = (),
 ) -> BuiltContext:
     """The job's context within the engine's budget (times `budget_share`), every piece counted once.
 
     The lorebook scans and the assembly run in a thread: with a thousand entries and a long history they would
     stall the event loop that the worker's other jobs share."""
-    pieces = await asyncio.to_thread(context_pieces, job, character)
+    pieces = await asyncio.to_thread(context_pieces, job, character, reminders)
     counts = await counter.count_many(pieces.texts())
     budget = token_budget(
         limits.max_input_tokens,
@@ -546,7 +565,12 @@ def build_context(
     budget: int,
     count: TokenCounter,
     low_water: float = DEFAULT_LOW_WATER,
+    reminders: Iterable[Reminder] = (),
 ) -> BuiltContext:
     return assemble(
-        context_pieces(job, character), user_name=job.user_name, budget=budget, count=count, low_water=low_water
+        context_pieces(job, character, reminders),
+        user_name=job.user_name,
+        budget=budget,
+        count=count,
+        low_water=low_water,
     )

@@ -61,6 +61,9 @@ class ResolvedSampling(StrictModel):
     max_tokens: int
     seed: int
     frequency_penalty: float = 0.0
+    # CTRL's repetition penalty (a seen token's logit divided by it; 1.0: none, the engine's default), which
+    # each engine takes in its own form (orchestrator/engines.py, `RepetitionParameter`).
+    repetition_penalty: float = Field(default=1.0, ge=1.0)
 
 
 def unencodable_field(value: object, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
@@ -243,11 +246,20 @@ class Dropped(StrictModel):
     lorebook_entries: int = 0
 
 
+class Reminder(StrEnum):
+    """A one-line instruction after the history for an attempt after a rejected reply (workflows/prompts.py
+    has the texts): `own_reply` after `speaks_for_user`, `in_character` after `out_of_character` or `refusal`
+    in roleplay."""
+
+    own_reply = "own_reply"
+    in_character = "in_character"
+
+
 class Insertion(StrictModel):
     """A piece the card or the book puts into the context, and where: `message` is its index in `messages`;
     `depth` (for a piece in the history) how many history messages follow it."""
 
-    kind: Literal["lorebook", "character_note", "post_history_instructions", "continue_instruction"]
+    kind: Literal["lorebook", "character_note", "post_history_instructions", "continue_instruction", "reminder"]
     label: str
     message: int
     depth: int | None = None  # None: in the system message, laid with the prefix
@@ -280,6 +292,8 @@ class PrepareRequest(StrictModel):
     budget_share: float = 1.0
     # Until when prepare waits for an engine that is down (runs begun before prepare-waits-for-the-engine: none).
     wait_until: datetime | None = None
+    # After rejected replies: what goes after the history, last (runs begun before escalation-per-reason: none).
+    reminders: list[Reminder] = []
 
 
 class Prepared(StrictModel):
@@ -287,6 +301,8 @@ class Prepared(StrictModel):
     character: Character | None
     max_attempts: int
     deadline_seconds: float
+    # The worker's cap on max_tokens, which a later attempt's may grow to (None: recorded before it was sent).
+    max_tokens_cap: int | None = None
 
 
 class ReplySpec(StrictModel):

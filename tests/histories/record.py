@@ -47,10 +47,18 @@ JOBS = {
         user_name="Tam",
         sampling={"max_tokens": 12, "seed": 3},
     ),
+    # The same, recorded after escalation-per-reason: the regeneration's sampling is chosen by its reason.
+    "roleplay_regenerated_per_reason": ChatJob(
+        job_id="history-roleplay-regenerated-per-reason",
+        messages=[{"role": "user", "content": "?"}],
+        character="Mira",
+        user_name="Tam",
+        sampling={"max_tokens": 12, "seed": 3},
+    ),
 }
 # Recorded by a worker whose policy forbids every reply but "?", with 2 attempts: the first reply is rejected,
 # so the history has a regeneration (queued one priority level up), and the job ends NoValidReply.
-REJECTED = {"roleplay_regenerated"}
+REJECTED = {"roleplay_regenerated", "roleplay_regenerated_per_reason"}
 EVERY_REPLY_FORBIDDEN = {"patterns": [{"pattern": r"^(?!\?$)[\s\S]", "why": "forbid every reply"}]}
 
 

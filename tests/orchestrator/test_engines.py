@@ -152,6 +152,23 @@ def test_tgis_traps_are_avoided_only_where_they_are() -> None:
     assert ENGINES[EngineKind.vllm].stops(stops) == stops == ENGINES[EngineKind.llamacpp].stops(stops)
 
 
+def test_a_repetition_penalty_goes_in_each_engines_own_form() -> None:
+    raised = ResolvedSampling(temperature=0.9, top_p=0.9, max_tokens=24, seed=1, repetition_penalty=1.15)
+    # TGI's chat API: presence_penalty p becomes repetition_penalty p + 2.0 (router/src/lib.rs).
+    tgi = request_parameters(raised, ENGINES[EngineKind.tgi])
+    assert tgi["presence_penalty"] == -0.85 and "extra_body" not in tgi
+    vllm = request_parameters(raised, ENGINES[EngineKind.vllm])
+    assert vllm["extra_body"] == {"repetition_penalty": 1.15} and "presence_penalty" not in vllm
+    llamacpp = request_parameters(raised, ENGINES[EngineKind.llamacpp])
+    assert llamacpp["extra_body"] == {"repeat_penalty": 1.15} and "presence_penalty" not in llamacpp
+    # An engine not known: no field means CTRL's penalty everywhere, so none is sent.
+    assert request_parameters(raised, GENERIC).keys() == {"max_tokens", "temperature", "seed", "top_p"}
+    unraised = raised.model_copy(update={"repetition_penalty": 1.0})
+    for engine in [*ENGINES.values(), GENERIC]:
+        params = request_parameters(unraised, engine)
+        assert not {"presence_penalty", "extra_body"} & params.keys(), engine.label
+
+
 def test_the_engine_setting_is_chat_worker_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     assert load_settings().engine == "auto"

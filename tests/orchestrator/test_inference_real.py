@@ -4,6 +4,7 @@ import httpcore2
 import pytest
 
 from orchestrator.devstack import DevStack, free_port
+from orchestrator.engines import ENGINES, EngineKind
 from orchestrator.inference import InferenceClient
 from orchestrator.settings import Settings
 from workflows.models import EngineError, ErrorType, Message, ResolvedSampling
@@ -46,6 +47,21 @@ async def test_same_seed_same_reply_other_seed_other_reply(engine: InferenceClie
 
 async def test_top_p_one_is_accepted(engine: InferenceClient) -> None:
     assert (await engine.complete(MESSAGES, sampling(top_p=1.0))).content
+
+
+async def test_an_escalated_repetition_penalty_reaches_llama_cpp(stack: DevStack, settings: Settings) -> None:
+    # Sent as llama.cpp's `repeat_penalty` in huggingface_hub's extra_body: the server takes it (no error), and
+    # it is not dropped on the way, since with the same seed it changes the draw.
+    engine = InferenceClient(settings.inference_base_url, settings.model_name, engine=ENGINES[EngineKind.llamacpp])
+    asked = [
+        *MESSAGES[:1],
+        Message(role="user", content="Say the word ale, again and again, as many times as you can."),
+    ]
+    plain = await engine.complete(asked, sampling(temperature=1.0, max_tokens=40))
+    again = await engine.complete(asked, sampling(temperature=1.0, max_tokens=40))
+    penalised = await engine.complete(asked, sampling(temperature=1.0, max_tokens=40, repetition_penalty=1.3))
+    assert plain.content == again.content
+    assert penalised.content and penalised.content != plain.content
 
 
 async def test_wrong_path_is_misconfigured(settings: Settings, stack: DevStack) -> None:

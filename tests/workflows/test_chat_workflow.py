@@ -24,6 +24,7 @@ from orchestrator.settings import Settings
 from tests.fake_engine import FakeEngine, Scripted, reply_stream
 from tests.helpers import USER_TEXT, job, worker_against
 from workflows.models import ChatResult, JobType
+from workflows.sampling import reminders_after
 
 
 async def generate_events(client: Client, workflow_id: str) -> tuple[list, list]:
@@ -328,8 +329,16 @@ async def test_each_job_type_runs_with_its_defaults(chat: ChatClient, client: Cl
     markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
     local_activities = [m for m in markers if m.marker_recorded_event_attributes.marker_name == "core_local_activity"]
     # prepare, one check per attempt, record_metrics: each a local activity marker in the history (the others
-    # are workflow.patched's version markers).
-    assert len(local_activities) == 2 + result.attempts
+    # are workflow.patched's version markers); prepare once more after each rejected reply that called for a
+    # new reminder after the history.
+    roleplay = job_type is JobType.roleplay
+    called_for: set[str] = set()
+    prepared_again = 0
+    for rejected in result.attempt_details[:-1]:
+        wanted = set(reminders_after(rejected.reasons, roleplay))
+        prepared_again += bool(wanted - called_for)
+        called_for |= wanted
+    assert len(local_activities) == 2 + result.attempts + prepared_again
 
 
 async def test_a_rejected_reply_is_regenerated_and_the_result_says_why(
@@ -350,10 +359,14 @@ async def test_a_rejected_reply_is_regenerated_and_the_result_says_why(
         (1, False, ["out_of_character"]),
         (2, True, []),
     ]
-    # The second try went out with a new seed and escalated sampling.
+    # The second try went out with a new seed, a little more temperature (no penalty: it did not repeat itself),
+    # and the character reminded last, after the history.
     first, second = engine.requests
     assert second["seed"] != first["seed"] == 5
-    assert second["temperature"] > first["temperature"] and second["frequency_penalty"] > 0
+    assert second["temperature"] > first["temperature"] and "frequency_penalty" not in second
+    assert second["messages"][:-1] == first["messages"]
+    assert second["messages"][-1]["role"] == "system"
+    assert second["messages"][-1]["content"].startswith("[Stay in character as Mira, in the scene with Tam")
     assert len(scheduled) == 2
 
 

@@ -42,9 +42,9 @@ from temporalio.worker import Worker
 
 from orchestrator.devstack import temporal_binary
 from orchestrator.worker import MAX_HEARTBEAT_THROTTLE
-from workflows.activities import CheckRequest, Prepared, PrepareRequest
+from workflows.activities import CheckRequest, Prepared, PrepareRequest, resolved_character
 from workflows.chat import JOB_PRIORITY, ChatWorkflow, ended_by, generation_priority
-from workflows.context import BuiltContext, Dropped
+from workflows.context import BuiltContext, Dropped, build_context, estimate_tokens, stop_sequences
 from workflows.models import (
     STREAM_TOPIC,
     CancelledEvent,
@@ -57,6 +57,7 @@ from workflows.models import (
     GenerateResult,
     JobMetrics,
     Message,
+    Reminder,
     StreamEvent,
     generate_task_queue,
 )
@@ -283,8 +284,9 @@ async def run_job(
     fakes: Fakes,
     while_running: Callable[[WorkflowHandle[ChatWorkflow, ChatResult]], Awaitable[None]] | None = None,
     task_timeout: timedelta | None = None,
+    chat_job: ChatJob | None = None,
 ) -> Ended:
-    chat_job = job()
+    chat_job = chat_job or job()
     async with workers(env.client, fakes) as task_queue:
         handle = await env.client.start_workflow(
             ChatWorkflow.run,
@@ -553,3 +555,55 @@ def test_a_temporal_failure_no_stage_handled_ends_the_job_with_a_named_failure(
     # activity's ApplicationError over unwrapped, and the stages convert their activities' failures.
     ended = ended_by(error)
     assert (ended.type, ended.message, ended.non_retryable) == (error_type, message, True)
+
+
+class BuildingFakes(Fakes):
+    """Fakes whose prepare builds the job's real context (workflows.context, the estimate as the tokenizer),
+    so that what the workflow asks of prepare shows in the messages it sends to generate."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.prepare_requests: list[PrepareRequest] = []
+
+    @activity.defn(name="prepare")
+    async def prepare(self, request: PrepareRequest) -> Prepared:
+        self.prepare_requests.append(request)
+        character = resolved_character(request.job)
+        context = build_context(request.job, character, budget=4000, count=estimate_tokens, reminders=request.reminders)
+        return Prepared(
+            context=context,
+            character=character,
+            max_attempts=self.max_attempts,
+            deadline_seconds=self.deadline_seconds,
+            max_tokens_cap=2048,
+        )
+
+
+async def test_after_speaking_for_the_user_the_next_generation_has_the_reminder_last_and_the_stops(
+    env: WorkflowEnvironment,
+) -> None:
+    rejected = verdict(["speaks_for_user", "too_short"], cleaned="Hm.")
+    fakes = BuildingFakes(verdicts=[rejected, rejected, verdict()])
+    result = (await run_job(env, fakes, chat_job=job(character="Mira"))).ok()
+    assert result.outcome == "ok" and result.attempts == 3
+    first, second, third = fakes.generated
+    own_reply = Message(role="system", content="[Write only Mira's reply; do not write Tam's words or actions.]")
+    assert own_reply not in first.messages and first.messages[-1].role == "user"
+    assert second.messages == [*first.messages, own_reply] == third.messages
+    assert first.stop == second.stop == stop_sequences("Tam")  # the user's names, from the first attempt
+    # Prepared again once, with the reminder; a second speaks_for_user finds it there already.
+    assert [r.reminders for r in fakes.prepare_requests] == [[], [Reminder.own_reply]]
+    assert (second.sampling.repetition_penalty, second.sampling.frequency_penalty) == (1.0, 0.0)
+
+
+async def test_after_a_repetitive_reply_out_of_character_the_next_has_the_character_reminder_and_penalties(
+    env: WorkflowEnvironment,
+) -> None:
+    fakes = BuildingFakes(verdicts=[verdict(["out_of_character", "repetitive"], cleaned="Hm."), verdict()])
+    await run_job(env, fakes, chat_job=job(character="Mira"))
+    first, second = fakes.generated
+    assert second.messages[:-1] == first.messages
+    assert second.messages[-1].content.startswith("[Stay in character as Mira, in the scene with Tam")
+    assert second.sampling.repetition_penalty > first.sampling.repetition_penalty == 1.0
+    assert second.sampling.frequency_penalty > first.sampling.frequency_penalty
+    assert second.sampling.temperature > first.sampling.temperature

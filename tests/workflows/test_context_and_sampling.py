@@ -51,7 +51,7 @@ def test_roleplay_context_starts_with_one_system_message_holding_the_character()
     system = built.messages[0].content
     assert "You are Mira" in system and "Tam" in system and "A tired sailor." in system
     assert mira.personality in system and "{{" not in system
-    assert built.stop == ["\nTam:", "\nUser:"]
+    assert built.stop == ["\nTam:", "\n**Tam:**", "\n**Tam**:", "\nYou:", "\nUser:"]
     assert 0 < built.prompt_tokens <= built.budget == LARGE
 
 
