@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from orchestrator.devstack import TEMPORAL_DEV_SERVER, launched, services, stopped, waited_until_ready
+from orchestrator.devstack import TEMPORAL_DEV_SERVER, services
 from orchestrator.settings import Settings
+from tests.engine_process import ServiceProcess
 from tests.helpers import ROOT, stack_env
 
 # Guards against a hang, not timing assertions.
@@ -26,41 +27,14 @@ WORKER_EXITS_WITHIN_SECONDS = 90.0
 POLLING = "worker polling task queues"
 
 
-class TemporalProcess:
+class TemporalProcess(ServiceProcess):
     """`with TemporalProcess(settings) as temporal:` a dev server on `settings`' ports with its SQLite file in
     `settings.state_dir`; `stop()` (SIGTERM), `kill()` (SIGKILL) and `start()` again on the same ports and file."""
 
     def __init__(self, settings: Settings) -> None:
-        self._service = next(s for s in services(settings) if s.name == TEMPORAL_DEV_SERVER)
-        self._service.log_file.parent.mkdir(parents=True, exist_ok=True)
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> float:
-        """Seconds until it answered."""
-        self._process = launched(self._service)
-        try:
-            return waited_until_ready(self._service, self._process)
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        if self._process is not None:
-            stopped([(self._service, self._process)], progress=print)
-            self._process = None
-
-    def kill(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait()
-            self._process = None
-
-    def __enter__(self) -> TemporalProcess:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        service = next(s for s in services(settings) if s.name == TEMPORAL_DEV_SERVER)
+        service.log_file.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(service)
 
 
 class WorkerProcess:

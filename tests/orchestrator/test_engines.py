@@ -16,25 +16,9 @@ from orchestrator.health import engine_is_down
 from orchestrator.inference import request_parameters
 from orchestrator.settings import Settings, SettingsError, load_settings
 from orchestrator.tokens import EngineCounter, GgufCounter, TokenizerUnavailable, smollm2_gguf, token_counter
+from tests.orchestrator.test_engine_limits import TGI_INFO  # GET /info for the settings in tgi.env
 from workflows.models import EngineError, ErrorType, ResolvedSampling
 
-# TGI 3.x GET /info (router/src/lib.rs, `struct Info`, its schema examples and a Qwen deployment's values).
-TGI_INFO = {
-    "model_id": "Qwen/Qwen2.5-7B-Instruct",
-    "model_sha": "a09a35458c702b33eeacc393d103063234e8bc28",
-    "model_pipeline_tag": "text-generation",
-    "max_concurrent_requests": 128,
-    "max_best_of": 2,
-    "max_stop_sequences": 4,
-    "max_input_tokens": 6144,
-    "max_total_tokens": 8192,
-    "validation_workers": 2,
-    "max_client_batch_size": 4,
-    "router": "text-generation-router",
-    "version": "3.3.7",
-    "sha": None,
-    "docker_label": None,
-}
 # TGI's GET /v1/models (router/src/server.rs, openai_get_model_info): the model id as its owner.
 TGI_MODELS = {
     "object": "list",
