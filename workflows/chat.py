@@ -357,6 +357,7 @@ class ChatWorkflow:
                 prepared = await self._prepare(job, SHRUNK_BUDGET_SHARE if shrunk else 1.0, reminders)
             context = prepared.context
             ceiling = max_tokens_ceiling(
+                job.sampling,
                 max_tokens_for(job.job_type, job.sampling),
                 prepared.max_tokens_cap,
                 context.budget,

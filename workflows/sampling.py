@@ -65,9 +65,14 @@ def escalated_sampling(previous: ResolvedSampling, reasons: list[str], seed: int
     )
 
 
-def max_tokens_ceiling(base_max_tokens: int, cap: int | None, budget: int, prompt_tokens: int) -> int:
-    """The most a later attempt may generate: the context was budgeted for `base_max_tokens` (the job's), so
-    what it left of its budget may go to the reply too; never above the worker's cap (None: the job's own)."""
+def max_tokens_ceiling(
+    requested: Sampling, base_max_tokens: int, cap: int | None, budget: int, prompt_tokens: int
+) -> int:
+    """The most a later attempt may generate. A job that set `max_tokens` gets never more than it asked for. Else
+    the context was budgeted for `base_max_tokens` (the job type's default), so what it left of its budget may go
+    to the reply too; never above the worker's cap (None: the default itself)."""
+    if requested.max_tokens is not None:
+        return requested.max_tokens
     room = base_max_tokens + max(0, budget - prompt_tokens)
     return min(room, cap if cap is not None else base_max_tokens)
 

@@ -6,7 +6,7 @@ import pytest
 from characters import Character
 from orchestrator.engines import ENGINES, GENERIC, EngineKind
 from workflows.context import build_context, estimate_tokens, stop_sequences
-from workflows.models import ChatJob, Message, Reminder, ResolvedSampling
+from workflows.models import ChatJob, Message, Reminder, ResolvedSampling, Sampling
 from workflows.sampling import (
     MAX_REPETITION_PENALTY,
     max_tokens_ceiling,
@@ -133,6 +133,11 @@ def test_cut_off_gives_more_tokens_within_the_limit() -> None:
 
 
 def test_the_max_tokens_ceiling_is_the_cap_and_what_the_context_left_of_its_budget() -> None:
-    assert max_tokens_ceiling(300, cap=2048, budget=6000, prompt_tokens=1000) == 2048
-    assert max_tokens_ceiling(300, cap=2048, budget=1200, prompt_tokens=1000) == 500
-    assert max_tokens_ceiling(300, cap=None, budget=6000, prompt_tokens=1000) == 300  # recorded without a cap
+    default = Sampling()
+    assert max_tokens_ceiling(default, 300, cap=2048, budget=6000, prompt_tokens=1000) == 2048
+    assert max_tokens_ceiling(default, 300, cap=2048, budget=1200, prompt_tokens=1000) == 500
+    assert max_tokens_ceiling(default, 300, cap=None, budget=6000, prompt_tokens=1000) == 300  # recorded without a cap
+
+
+def test_a_job_that_set_max_tokens_never_gets_more() -> None:
+    assert max_tokens_ceiling(Sampling(max_tokens=48), 48, cap=2048, budget=6000, prompt_tokens=1000) == 48
