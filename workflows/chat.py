@@ -18,7 +18,14 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.common import Priority, RawValue, RetryPolicy
 from temporalio.contrib.workflow_streams import WorkflowStream
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError, RetryState, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    RetryState,
+    is_cancelled_exception,
+)
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -305,8 +312,11 @@ class ChatWorkflow:
                 summary="prepare context",
             )
         except ActivityError as error:
-            if waits and (error.retry_state == RetryState.TIMEOUT or workflow.now() >= deadline):
-                raise deadline_passed() from error  # the engine was still down at the job's deadline
+            # The engine was still down at the job's deadline: Temporal's retry gave up, or the worker timed the local
+            # activity out (schedule-to-close, the deadline) within a workflow task that began just before it.
+            timed_out = error.retry_state == RetryState.TIMEOUT or isinstance(error.cause, TemporalTimeoutError)
+            if waits and (timed_out or workflow.now() >= deadline):
+                raise deadline_passed() from error
             raise failure(error) from error
         self._context_ms += (workflow.now() - before).total_seconds() * 1000
         return prepared
