@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from loguru import logger
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from orchestrator.client import ChatClient, connect
 from orchestrator.devstack import DevStack, settings_on_free_ports
@@ -57,9 +57,19 @@ async def isolated_namespace(client: Client) -> str:
     from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 
     name = f"faults-{uuid.uuid4().hex[:8]}"
-    await client.workflow_service.register_namespace(
-        RegisterNamespaceRequest(namespace=name, workflow_execution_retention_period=Duration(seconds=86400))
-    )
+    request = RegisterNamespaceRequest(namespace=name, workflow_execution_retention_period=Duration(seconds=86400))
+    for tries_left in reversed(range(5)):
+        # The dev server sometimes cancels a registration under load (CI saw "operation was canceled"); a retry of
+        # one that went through meanwhile finds the namespace there.
+        try:
+            await client.workflow_service.register_namespace(request)
+            break
+        except RPCError as error:
+            if error.status == RPCStatusCode.ALREADY_EXISTS:
+                break
+            if error.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.UNAVAILABLE) or not tries_left:
+                raise
+            await asyncio.sleep(0.5)
     for _ in range(50):  # a new namespace takes a moment to reach the frontend's cache
         try:
             await register_search_attributes(client, name)
