@@ -2,7 +2,8 @@
 in orchestrator/cli/health.py).
 
 Healthy means Temporal answers and lists a worker of this host (identity `pid@hostname`, the SDK's
-default) among the pollers of both task queues, `chat` and `chat-generate`. Temporal remembers a poller
+default) among the pollers of both task queues, `chat` and `chat-generate` (while the engine is down, of `chat`
+only: the generation worker takes no task then, so does not poll). Temporal remembers a poller
 for a few minutes, so a worker that lost Temporal turns unhealthy after that; a dead worker process ends
 the container by itself.
 
