@@ -29,24 +29,15 @@ from temporalio.worker import (
     SlotReserveContext,
 )
 
-from orchestrator import health
-
 CHECK_EVERY_SECONDS = 1.0
 
 EngineIsDown = Callable[[str], Awaitable[bool]]
 
 
-async def checked_engine_is_down(base_url: str) -> bool:
-    # Looked up at call time: the check is `orchestrator.health.engine_is_down`, whatever its engine awareness.
-    return await health.engine_is_down(base_url)
-
-
 class EngineWatch:
     """Whether the engine at `base_url` is up, as of a check at most `every_seconds` old."""
 
-    def __init__(
-        self, base_url: str, every_seconds: float = CHECK_EVERY_SECONDS, is_down: EngineIsDown = checked_engine_is_down
-    ) -> None:
+    def __init__(self, base_url: str, is_down: EngineIsDown, every_seconds: float = CHECK_EVERY_SECONDS) -> None:
         self._base_url = base_url
         self._every = every_seconds
         self._is_down = is_down
