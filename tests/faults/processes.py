@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 
 from orchestrator.devstack import TEMPORAL_DEV_SERVER, services
@@ -102,10 +103,25 @@ async def worker_process(env: dict[str, str], log_file: Path) -> AsyncIterator[W
         await worker.ensure_stopped()
 
 
+GENERATED = re.compile(r"^(\d\d):(\d\d):(\d\d) .*generated job=(\S+) attempt=(\d+) try=\d+", re.MULTILINE)
+
+
 def finished_generations(worker_log: str) -> Counter[tuple[str, int]]:
     """How often each (job id, attempt) generation finished, from the worker's `generated job=… attempt=…`
     lines (orchestrator logs ids and counts only)."""
-    return Counter((m[1], int(m[2])) for m in re.finditer(r"generated job=(\S+) attempt=(\d+) try=\d+", worker_log))
+    return Counter((m[4], int(m[5])) for m in GENERATED.finditer(worker_log))
+
+
+def finished_before(worker_log: str, moment: datetime, seconds: float) -> set[tuple[str, int]]:
+    """The generations the log says finished at least `seconds` before `moment` (the log's clock: local time,
+    whole seconds)."""
+    at = moment.hour * 3600 + moment.minute * 60 + moment.second
+    found = set()
+    for m in GENERATED.finditer(worker_log):
+        ago = (at - (int(m[1]) * 3600 + int(m[2]) * 60 + int(m[3]))) % 86400  # across midnight too
+        if seconds <= ago < 43200:
+            found.add((m[4], int(m[5])))
+    return found
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
@@ -117,7 +133,10 @@ class FinishedWorkRedone(AssertionError):
     """A generation finished and was then done again: its reply was thrown away."""
 
 
-def check_none_finished_twice(generations: Counter[tuple[str, int]]) -> None:
-    redone = sorted(key for key, count in generations.items() if count > 1)
+def check_none_finished_twice(
+    generations: Counter[tuple[str, int]], in_flight: frozenset[tuple[str, int]] = frozenset()
+) -> None:
+    """`in_flight`: generations whose completion may not have left a killed worker (see finished_before)."""
+    redone = sorted(key for key, count in generations.items() if count > 1 and key not in in_flight)
     if redone:
         raise FinishedWorkRedone(f"{len(redone)} finished generations were done again: {redone}")

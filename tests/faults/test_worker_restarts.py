@@ -2,13 +2,15 @@
 namespace of their own on the session's Temporal dev server, on the session's real llama.cpp server.
 
 - SIGKILL (a node dies): the generations it ran are retried on the new worker (started 5 s later) once their
-  heartbeat timeout (10 s) passes; every job completes.
+  heartbeat timeout (10 s) passes; every job completes. A reply that finished in the instant before the kill,
+  its completion not yet sent, dies with the process and is generated again; one that finished earlier never is.
 - SIGTERM (a container stopped for a deploy): in-flight generations get GRACEFUL_SHUTDOWN (30 s) to finish;
   ones that do not are cancelled and retried from zero on the next worker, within the job's deadline."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,13 @@ import pytest
 from orchestrator.client import ChatClient, connect
 from orchestrator.devstack import DevStack
 from orchestrator.settings import Settings
-from tests.faults.processes import check_none_finished_twice, finished_generations, worker_env, worker_process
+from tests.faults.processes import (
+    check_none_finished_twice,
+    finished_before,
+    finished_generations,
+    worker_env,
+    worker_process,
+)
 from tests.faults.scale import SCALE
 from tests.helpers import generate_tries, job, mid_generation, outcomes
 from workflows.models import ChatResult
@@ -24,6 +32,9 @@ from workflows.models import ChatResult
 pytestmark = pytest.mark.faults
 
 NEW_WORKER_AFTER_SECONDS = 5.0
+# A finished reply's completion leaves the worker within milliseconds; the log's clock has whole seconds, so a
+# generation logged as finished 2 s or more before the kill had certainly been reported.
+COMPLETION_SENT_WITHIN_SECONDS = 2.0
 # Guards against a stuck job, not timing assertions.
 RESULTS_WITHIN_SECONDS = SCALE.deadline_seconds + 60
 
@@ -47,7 +58,9 @@ async def test_a_killed_workers_generations_complete_on_a_new_worker(
             await chat.submit(chat_job)
         await mid_generation(chat, job_ids)
         await first.kill()
+        killed_at = datetime.now()
         on_first = finished_generations(first.log())
+        in_flight = frozenset(on_first) - finished_before(first.log(), killed_at, COMPLETION_SENT_WITHIN_SECONDS)
     await asyncio.sleep(NEW_WORKER_AFTER_SECONDS)
     async with worker_process(worker_env(wired), tmp_path / "second.log") as second:
         ended = await outcomes(chat, job_ids, RESULTS_WITHIN_SECONDS)
@@ -56,14 +69,15 @@ async def test_a_killed_workers_generations_complete_on_a_new_worker(
     results = [r for r in ended if isinstance(r, ChatResult)]
     print(
         f"\n[faults:{SCALE.name}] worker SIGKILL ({SCALE.worker_jobs} jobs): {len(results)}/{len(jobs)} completed "
-        f"({sum(r.outcome == 'ok' for r in results)} ok), generation tries {sorted(tries)}"
+        f"({sum(r.outcome == 'ok' for r in results)} ok), generation tries {sorted(tries)}, "
+        f"finished as the worker was killed: {len(in_flight)}"
     )
     assert [r if isinstance(r, str) else "completed" for r in ended] == ["completed"] * len(jobs)
     assert all(r.content for r in results)
     assert max(tries) >= 2  # the generation the kill cut was retried (it was mid-reply)
     # Every reported attempt was generated once, on one of the workers.
     assert {(r.job_id, a.attempt) for r in results for a in r.attempt_details} == set(generations)
-    check_none_finished_twice(generations)
+    check_none_finished_twice(generations, in_flight)
 
 
 async def test_a_stopped_workers_generations_finish_in_its_grace_or_run_again(
