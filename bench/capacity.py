@@ -13,17 +13,19 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
-from bench.machine import cpu_seconds, machine_ticks
+from bench.machine import CpuSampler, cpu_seconds, machine_ticks
 from bench.standin import StandInProcess, StandInRequest, job_marker
-from bench.stats import Request, max_in_flight, percentile, slot_use
+from bench.stats import Request, Spread, max_in_flight, percentile, slot_use, spread
 from orchestrator.client import ChatClient
 from workflows.models import ChatJob, ChatResult, JobType
 
 PROGRESS_EVERY_SECONDS = 5.0
+WINDOWS = 10  # windows of the burst, for the spread
+MIN_WINDOW_SECONDS = 5.0
 
 
 class CapacityResult(BaseModel):
@@ -48,6 +50,21 @@ class CapacityResult(BaseModel):
     failed: dict[str, int]  # error type → jobs
     lost: int  # jobs without a reply
     duplicated: int  # generations beyond one per job, plus replies beyond one per job
+    # The burst cut into equal windows (the last, partial one left out): each window's throughput and CPU per
+    # job replied in it (worker + Temporal dev server), for the spread within this run.
+    window_seconds: float = 0.0
+    windows: dict[str, Spread] = {}
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def throughput_share(self) -> float:
+        """Of the stand-in's ceiling."""
+        return self.jobs_per_second / self.ideal_jobs_per_second
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def orchestration_cpu_seconds_per_job(self) -> float:
+        return self.worker_cpu_seconds_per_job + self.temporal_cpu_seconds_per_job
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,28 @@ async def run_job(chat: ChatClient, job: ChatJob) -> JobRun:
     except RPCError as error:  # Temporal refused the start or the result call
         return JobRun(job.job_id, submitted, time.monotonic(), None, f"RPCError {error.status.name}")
     return JobRun(job.job_id, submitted, time.monotonic(), result)
+
+
+def window_figures(
+    replied_at: list[float], cpu: CpuSampler, started: float, drained: float
+) -> tuple[float, dict[str, Spread]]:
+    """(window length, spreads of each full window's jobs/s and orchestration CPU ms per job replied in it);
+    `replied_at` and `started` in time.time() seconds."""
+    length = max(MIN_WINDOW_SECONDS, drained / WINDOWS)
+    count = int(drained // length)
+    if count == 0:
+        return length, {}
+    rates, cpu_per_job = [], []
+    for index in range(count):
+        begin = started + index * length
+        replies = sum(begin <= t < begin + length for t in replied_at)
+        rates.append(replies / length)
+        if replies:
+            cpu_per_job.append(cpu.used(begin, begin + length) * 1000 / replies)
+    figures = {"jobs_per_second": spread(rates)}
+    if cpu_per_job:
+        figures["orchestration_cpu_ms_per_job"] = spread(cpu_per_job)
+    return length, figures
 
 
 @dataclass(frozen=True)
@@ -133,13 +172,14 @@ async def measure_capacity(
     progress(f"burst: submitting {jobs} jobs at once ({slots} slots, stand-in delay {standin.delay_seconds:g} s)")
     pids = os.getpid(), temporal_pid, standin.pid
     cpu_before, ticks_before = [cpu_seconds(pid) for pid in pids], machine_ticks()
-    started = time.monotonic()
-    tasks = [asyncio.create_task(run_job(chat, job)) for job in burst]
-    reporter = asyncio.create_task(reporting(tasks, started, progress))
-    try:
-        runs = list(await asyncio.gather(*tasks))
-    finally:
-        reporter.cancel()
+    started, wall_started = time.monotonic(), time.time()
+    with CpuSampler(pids[:2], period=0.1) as cpu:
+        tasks = [asyncio.create_task(run_job(chat, job)) for job in burst]
+        reporter = asyncio.create_task(reporting(tasks, started, progress))
+        try:
+            runs = list(await asyncio.gather(*tasks))
+        finally:
+            reporter.cancel()
     drained = max(run.finished for run in runs) - started
     used = [cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
     ticks_after = machine_ticks()
@@ -153,6 +193,9 @@ async def measure_capacity(
     if max_in_flight(requests) != stats.max_in_flight:
         progress(f"note: in flight from intervals {max_in_flight(requests)}, counted live {stats.max_in_flight}")
     ideal = jobs * standin.delay_seconds / slots
+    window, windows = window_figures(
+        [wall_started + run.finished - started for run in replied], cpu, wall_started, drained
+    )
     return CapacityResult(
         jobs=jobs,
         slots=slots,
@@ -175,4 +218,6 @@ async def measure_capacity(
         failed=dict(Counter(run.error for run in runs if run.error is not None)),
         lost=counted.lost,
         duplicated=counted.duplicated,
+        window_seconds=window,
+        windows=windows,
     )
