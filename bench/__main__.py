@@ -48,11 +48,14 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmark chat-worker on a throwaway embedded stack (Temporal dev server and llama.cpp with "
-        "SmolLM2, free ports, state in a temp dir) with the real worker and ChatClient: (1) what orchestration "
-        "adds to a real generation, (2) capacity against an inference stand-in with a fixed delay, (3) how full "
-        "its slots stay under a backlog, (4) a burst of jobs draining with none lost or duplicated, (5) context "
-        "building for a long conversation. Prints a table beside the previous run's values and saves the run "
-        "as JSON in bench/results/. A full run takes about 2-3 minutes on 2 cores, --quick under one.",
+        "SmolLM2, free ports, state in a temp dir) with the real worker (run as `dev` runs it: no payload keys "
+        "unless --encrypt) and ChatClient: (1) what orchestration adds to a real generation, along the job's "
+        "critical path, and what runs beside the generation, (2) time to first token at the backend, (3) each "
+        "job's history by reply length, (4) capacity against an inference stand-in with a fixed delay, (5) how "
+        "full its slots stay under a backlog, (6) a burst of jobs draining with none lost or duplicated, (7) "
+        "context building for a long conversation. Prints a table beside the previous run's values, with each "
+        "figure's spread over its repeats in this run, and saves the run as JSON in bench/results/. A default "
+        "run takes about 5 minutes on 2 quiet cores (10 at most), --quick about 2.",
     )
     root.add_argument(
         "--quick",

@@ -98,26 +98,37 @@ async def run_job(chat: ChatClient, job: ChatJob) -> JobRun:
     return JobRun(job.job_id, submitted, time.monotonic(), result)
 
 
+def clipped(request: Request, begin: float, end: float) -> Request:
+    """The part of a request inside [begin, end): its times held to the window."""
+
+    def held(instant: float) -> float:
+        return min(max(instant, begin), end)
+
+    return Request(held(request.scheduled), held(request.started), held(request.finished))
+
+
 def window_figures(
-    replied_at: list[float], cpu: CpuSampler, started: float, drained: float
+    replied_at: list[float], requests: list[Request], cpu: CpuSampler, wall_offset: float, slots: int
 ) -> tuple[float, dict[str, Spread]]:
-    """(window length, spreads of each full window's jobs/s and orchestration CPU ms per job replied in it);
-    `replied_at` and `started` in time.time() seconds."""
-    length = max(MIN_WINDOW_SECONDS, drained / WINDOWS)
-    count = int(drained // length)
-    if count == 0:
-        return length, {}
-    rates, cpu_per_job = [], []
+    """The burst from its first reply to its last, cut into equal windows (the last, partial one left out):
+    (window length, spreads over the windows of jobs/s, orchestration CPU ms per job replied and the share of the
+    backlog with all slots busy). Times on time.monotonic(); `wall_offset` turns them into time.time()'s."""
+    first, last = min(replied_at), max(replied_at)
+    length = max(MIN_WINDOW_SECONDS, (last - first) / WINDOWS)
+    count = int((last - first) // length)
+    rates, cpu_per_job, full = [], [], []
     for index in range(count):
-        begin = started + index * length
-        replies = sum(begin <= t < begin + length for t in replied_at)
+        begin = first + index * length
+        end = begin + length
+        replies = sum(begin <= t < end for t in replied_at)
         rates.append(replies / length)
         if replies:
-            cpu_per_job.append(cpu.used(begin, begin + length) * 1000 / replies)
-    figures = {"jobs_per_second": spread(rates)}
-    if cpu_per_job:
-        figures["orchestration_cpu_ms_per_job"] = spread(cpu_per_job)
-    return length, figures
+            cpu_per_job.append(cpu.used(begin + wall_offset, end + wall_offset) * 1000 / replies)
+        use = slot_use([clipped(r, begin, end) for r in requests], slots)
+        if use.backlog_seconds:
+            full.append(use.share)
+    found = {"jobs_per_second": rates, "orchestration_cpu_ms_per_job": cpu_per_job, "slots_full_share": full}
+    return length, {name: spread(samples) for name, samples in found.items() if samples}
 
 
 @dataclass(frozen=True)
@@ -194,7 +205,7 @@ async def measure_capacity(
         progress(f"note: in flight from intervals {max_in_flight(requests)}, counted live {stats.max_in_flight}")
     ideal = jobs * standin.delay_seconds / slots
     window, windows = window_figures(
-        [wall_started + run.finished - started for run in replied], cpu, wall_started, drained
+        [run.finished for run in replied] or [started], requests, cpu, wall_started - started, slots
     )
     return CapacityResult(
         jobs=jobs,

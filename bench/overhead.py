@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel
+from temporalio.api.history.v1 import History
 from temporalio.client import WorkflowHandle
 
 from bench.critical_path import (
@@ -266,7 +267,7 @@ async def traced(
         submitted=submitted,
         received=received,
         events=events,
-        history_bytes=history.ByteSize(),
+        history_bytes=History(events=history.events).ByteSize(),
     )
 
 

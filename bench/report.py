@@ -300,7 +300,14 @@ def capacity_sections(run: BenchRun, data: dict[str, Any], previous: dict[str, A
         Metric("machine CPU busy (all processes, all cores)", "capacity.machine_busy_share", "%", 100, 0),
     )  # fmt: skip
     slots = rows(
-        Metric("all slots busy while generations wait", "capacity.slots_full_share", "%", 100, 1),
+        Metric(
+            "all slots busy while generations wait",
+            "capacity.slots_full_share",
+            "%",
+            100,
+            1,
+            spread="capacity.windows.slots_full_share",
+        ),
         Metric("slots busy on average meanwhile", "capacity.slot_occupancy", "%", 100, 1),
         Metric("time with generations waiting", "capacity.backlog_seconds", "s", digits=1),
         Metric("max requests in flight at the stand-in", "capacity.max_in_flight"),
@@ -312,7 +319,7 @@ def capacity_sections(run: BenchRun, data: dict[str, Any], previous: dict[str, A
         Metric("lost (no reply)", "capacity.lost"),
         Metric("duplicated (extra generations or replies)", "capacity.duplicated"),
     ) + ([Row("failed", failed)] if failed else [])
-    windows = f"; spread over {k.window_seconds:g} s windows of the burst" if k.windows else ""
+    windows = f"; spread over {k.window_seconds:.1f} s windows of the burst" if k.windows else ""
     return [
         (
             f"Capacity: inference STAND-IN (fixed {c.delay_ms:g} ms per request, no model), {c.jobs} jobs, "
@@ -329,8 +336,20 @@ def context_section(run: BenchRun, data: dict[str, Any], previous: dict[str, Any
     for name in run.context.counters:
         body += metric_rows(
             [
-                Metric(f"{name}: per job, nothing cached", f"context.counters.{name}.cold_ms", "ms", digits=2),
-                Metric(f"{name}: per job, history cached", f"context.counters.{name}.warm_ms", "ms", digits=2),
+                Metric(
+                    f"{name}: per job, nothing cached",
+                    f"context.counters.{name}.cold_ms",
+                    "ms",
+                    digits=2,
+                    spread=f"context.counters.{name}.cold",
+                ),
+                Metric(
+                    f"{name}: per job, history cached",
+                    f"context.counters.{name}.warm_ms",
+                    "ms",
+                    digits=2,
+                    spread=f"context.counters.{name}.warm",
+                ),
                 Metric(f"{name}: tokens counted per second", f"context.counters.{name}.tokens_per_second", digits=0),
             ],
             data,

@@ -4,7 +4,7 @@ a job's added time went."""
 import pytest
 from temporalio.api.enums.v1 import EventType as E
 
-from bench.capacity import tally
+from bench.capacity import clipped, tally
 from bench.critical_path import added_parts, history_figures, overlap
 from bench.machine import cpu_at
 from bench.stats import Request, max_in_flight, median, percentile, slot_use, spread
@@ -128,3 +128,13 @@ def test_cpu_between_instants_is_interpolated_between_samples() -> None:
     samples = [(10.0, 1.0), (11.0, 1.5), (12.0, 1.5)]
     assert cpu_at(samples, 10.5) == pytest.approx(1.25)
     assert cpu_at(samples, 9.0) == 1.0 and cpu_at(samples, 13.0) == 1.5
+
+
+def test_a_window_sees_only_its_part_of_each_request() -> None:
+    # Two slots. In the window [1, 2): one request waits from 0 to 1.5 while the other two run to 3.
+    requests = [Request(0, 0, 3), Request(0, 0.5, 3), Request(0, 1.5, 4)]
+    use = slot_use([clipped(r, 1.0, 2.0) for r in requests], cap=2)
+    assert use.backlog_seconds == pytest.approx(0.5)  # 1.0 → 1.5
+    assert use.share == pytest.approx(1.0)
+    outside = clipped(Request(5, 6, 7), 1.0, 2.0)
+    assert (outside.scheduled, outside.started, outside.finished) == (2.0, 2.0, 2.0)
