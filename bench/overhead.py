@@ -157,7 +157,7 @@ class GrowthResult(BaseModel):
     per_100_tokens: dict[str, float]  # by HistoryFigures field
 
 
-def bench_job(job_id: str, max_tokens: int, prompt: str = OVERHEAD_PROMPT) -> ChatJob:
+def overhead_job(job_id: str, max_tokens: int, prompt: str = OVERHEAD_PROMPT) -> ChatJob:
     # A short prompt: on 2 shared CPU cores SmolLM2 slows down and varies a lot with a long context (a
     # roleplay card's), which would bury the few tens of milliseconds measured here in noise.
     return ChatJob(
@@ -166,10 +166,6 @@ def bench_job(job_id: str, max_tokens: int, prompt: str = OVERHEAD_PROMPT) -> Ch
         messages=[{"role": "user", "content": prompt}],
         sampling={"max_tokens": max_tokens, "seed": SEED},
     )
-
-
-def overhead_job(job_id: str, max_tokens: int) -> ChatJob:
-    return bench_job(job_id, max_tokens)
 
 
 def spreads_of(models: Sequence[BaseModel]) -> dict[str, Spread]:
@@ -356,7 +352,9 @@ async def measure_growth(
     for max_tokens in lengths:
         runs = []
         for repeat in range(repeats):
-            runs.append(await arms.through(bench_job(f"bench-growth-{max_tokens}-{repeat}", max_tokens, LONG_PROMPT)))
+            runs.append(
+                await arms.through(overhead_job(f"bench-growth-{max_tokens}-{repeat}", max_tokens, LONG_PROMPT))
+            )
             progress(
                 f"history growth: max_tokens {max_tokens}, {repeat + 1}/{repeats}: "
                 f"{runs[-1].result.completion_tokens} tokens, {len(runs[-1].events)} events"
