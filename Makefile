@@ -48,8 +48,8 @@ test-compose:
 	$(PY) -m pytest -m compose tests/deploy
 
 # Benchmarks on a throwaway stack with the real worker: a table on stdout, the run as JSON in bench/results/
-# (git-ignored), compared with the previous run. About 2-3 minutes on 2 cores; `make bench BENCH_ARGS=--quick`
-# for a fast check (python -m bench --help for every flag).
+# (git-ignored), compared with the previous run. About 5 minutes on 2 quiet cores (10 at most); `make bench
+# BENCH_ARGS=--quick` for a fast check (python -m bench --help for every flag).
 BENCH_ARGS ?=
 bench: $(INSTALLED)
 	$(PY) -m bench $(BENCH_ARGS)

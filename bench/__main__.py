@@ -13,11 +13,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from loguru import logger
+from pydantic import BaseModel
 
 from bench.capacity import CapacityResult, measure_capacity
 from bench.context_build import measure_context
 from bench.machine import ROOT, this_machine
-from bench.overhead import OverheadResult, measure_overhead
+from bench.overhead import (
+    Arms,
+    FirstTokenResult,
+    GrowthResult,
+    OverheadResult,
+    Processes,
+    measure_first_token,
+    measure_growth,
+    measure_overhead,
+)
 from bench.report import BenchConfig, BenchRun, checked, previous_run, table, write_run
 from bench.standin import StandInProcess
 from orchestrator.client import ChatClient, connect
@@ -28,25 +38,31 @@ from orchestrator.tokens import installed_gguf
 from orchestrator.worker import engine_client, job_activities, settings_engine, workers_running
 
 RESULTS = ROOT / "bench" / "results"
-FULL = {"pairs": 20, "jobs": 1000, "context_repeats": 20}
-QUICK = {"pairs": 5, "jobs": 200, "context_repeats": 5}
+FULL = {"pairs": 20, "jobs": 1000, "context_repeats": 20, "first_token_pairs": 10, "growth_repeats": 3}
+QUICK = {"pairs": 5, "jobs": 200, "context_repeats": 5, "first_token_pairs": 4, "growth_repeats": 2}
+REPLY_LENGTHS = [100, 300]
+LONG_REPLY = 1000
 
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmark chat-worker on a throwaway embedded stack (Temporal dev server and llama.cpp with "
-        "SmolLM2, free ports, state in a temp dir) with the real worker and ChatClient: (1) what orchestration "
-        "adds to a real generation, (2) capacity against an inference stand-in with a fixed delay, (3) how full "
-        "its slots stay under a backlog, (4) a burst of jobs draining with none lost or duplicated, (5) context "
-        "building for a long conversation. Prints a table beside the previous run's values and saves the run "
-        "as JSON in bench/results/. A full run takes about 2-3 minutes on 2 cores, --quick under one.",
+        "SmolLM2, free ports, state in a temp dir) with the real worker (run as `dev` runs it: no payload keys "
+        "unless --encrypt) and ChatClient: (1) what orchestration adds to a real generation, along the job's "
+        "critical path, and what runs beside the generation, (2) time to first token at the backend, (3) each "
+        "job's history by reply length, (4) capacity against an inference stand-in with a fixed delay, (5) how "
+        "full its slots stay under a backlog, (6) a burst of jobs draining with none lost or duplicated, (7) "
+        "context building for a long conversation. Prints a table beside the previous run's values, with each "
+        "figure's spread over its repeats in this run, and saves the run as JSON in bench/results/. A default "
+        "run takes about 5 minutes on 2 quiet cores (10 at most), --quick about 2.",
     )
     root.add_argument(
         "--quick",
         action="store_true",
         help=f"a fast check: {QUICK['pairs']} pairs, {QUICK['jobs']} jobs, {QUICK['context_repeats']} context "
-        "repeats (flags below still win)",
+        f"repeats, {QUICK['first_token_pairs']} first-token pairs, {QUICK['growth_repeats']} jobs per reply length "
+        "(flags below still win)",
     )
     root.add_argument("--pairs", type=int, help=f"direct/workflow pairs on the real model (default {FULL['pairs']})")
     root.add_argument("--max-tokens", type=int, default=100, help="max_tokens of each real generation (default 100)")
@@ -56,6 +72,22 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--context-turns", type=int, default=200, help="turns of the context benchmark (default 200)")
     root.add_argument(
         "--context-repeats", type=int, help=f"repeats of the context benchmark (default {FULL['context_repeats']})"
+    )
+    root.add_argument(
+        "--first-token-pairs",
+        type=int,
+        help=f"direct/stream pairs timing the first token (default {FULL['first_token_pairs']})",
+    )
+    root.add_argument(
+        "--growth-repeats",
+        type=int,
+        help=f"jobs per reply length for the history's growth (default {FULL['growth_repeats']})",
+    )
+    root.add_argument(
+        "--long-replies",
+        action="store_true",
+        help=f"also measure the history's growth at max_tokens {LONG_REPLY:,} (default: "
+        f"{', '.join(map(str, REPLY_LENGTHS))}; about 20 s more per repeat on 2 cores)",
     )
     root.add_argument(
         "--encrypt",
@@ -82,6 +114,7 @@ def config_from(args: argparse.Namespace, root: argparse.ArgumentParser) -> Benc
         delay_ms=args.delay_ms,
         context_turns=args.context_turns,
         encrypted=args.encrypt,
+        reply_lengths=[*REPLY_LENGTHS, LONG_REPLY] if args.long_replies else REPLY_LENGTHS,
         **counts,
     )
 
@@ -95,23 +128,33 @@ def progress_printer() -> Callable[[str], None]:
     return progress
 
 
+class StackResults(BaseModel):
+    overhead: OverheadResult
+    first_token: FirstTokenResult
+    growth: GrowthResult
+    capacity: CapacityResult
+
+
 async def stack_benchmarks(
     stack: DevStack, settings: Settings, config: BenchConfig, progress: Callable[[str], None]
-) -> tuple[OverheadResult, CapacityResult]:
+) -> StackResults:
     client = await connect(settings)
     run_id = f"bench{int(time.time())}"
 
     # One attempt per job: validation retries off, so both paths make exactly one generation.
     model = settings.model_copy(update={"task_queue": "bench-model", "max_attempts": 1})
     engine = await settings_engine(model)
+    processes = Processes(worker=os.getpid(), temporal=stack.pids()[TEMPORAL_DEV_SERVER])
     async with workers_running(client, model):
+        arms = Arms(ChatClient(client, model), await job_activities(model, engine), engine_client(model, engine))
         overhead = await measure_overhead(
-            ChatClient(client, model),
-            await job_activities(model, engine),
-            engine_client(model, engine),
-            pairs=config.pairs,
-            max_tokens=config.max_tokens,
-            progress=progress,
+            arms, processes, pairs=config.pairs, max_tokens=config.max_tokens, progress=progress
+        )
+        first_token = await measure_first_token(
+            arms, pairs=config.first_token_pairs, max_tokens=config.max_tokens, progress=progress
+        )
+        growth = await measure_growth(
+            arms, lengths=config.reply_lengths, repeats=config.growth_repeats, progress=progress
         )
 
     with StandInProcess(config.delay_ms / 1000) as standin:
@@ -128,13 +171,13 @@ async def stack_benchmarks(
             capacity = await measure_capacity(
                 ChatClient(client, bursting),
                 standin,
-                stack.pids()[TEMPORAL_DEV_SERVER],
+                processes.temporal,
                 jobs=config.jobs,
                 slots=config.slots,
                 run_id=run_id,
                 progress=progress,
             )
-    return overhead, capacity
+    return StackResults(overhead=overhead, first_token=first_token, growth=growth, capacity=capacity)
 
 
 def keys_file(state: Path, config: BenchConfig) -> Path | None:
@@ -146,6 +189,7 @@ def keys_file(state: Path, config: BenchConfig) -> Path | None:
 
 
 def run(config: BenchConfig, results: Path) -> BenchRun:
+    started = time.monotonic()
     progress = progress_printer()
     machine = this_machine()
     progress(f"machine: {machine.describe()}")
@@ -174,15 +218,18 @@ def run(config: BenchConfig, results: Path) -> BenchRun:
             )
         )
         with DevStack(settings, progress=progress) as stack:
-            overhead, capacity = asyncio.run(stack_benchmarks(stack, settings, config, progress))
+            measured = asyncio.run(stack_benchmarks(stack, settings, config, progress))
     return checked(
         BenchRun(
             machine=machine,
             config=config,
             context=context,
-            overhead=overhead,
-            capacity=capacity,
+            overhead=measured.overhead,
+            first_token=measured.first_token,
+            growth=measured.growth,
+            capacity=measured.capacity,
             load_average_end=os.getloadavg(),
+            duration_seconds=time.monotonic() - started,
         )
     )
 

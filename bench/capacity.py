@@ -13,17 +13,19 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
-from bench.machine import cpu_seconds, machine_ticks
+from bench.machine import CpuSampler, cpu_seconds, machine_ticks
 from bench.standin import StandInProcess, StandInRequest, job_marker
-from bench.stats import Request, max_in_flight, percentile, slot_use
+from bench.stats import Request, Spread, max_in_flight, percentile, slot_use, spread
 from orchestrator.client import ChatClient
 from workflows.models import ChatJob, ChatResult, JobType
 
 PROGRESS_EVERY_SECONDS = 5.0
+WINDOWS = 10  # windows of the burst, for the spread
+MIN_WINDOW_SECONDS = 5.0
 
 
 class CapacityResult(BaseModel):
@@ -48,6 +50,21 @@ class CapacityResult(BaseModel):
     failed: dict[str, int]  # error type → jobs
     lost: int  # jobs without a reply
     duplicated: int  # generations beyond one per job, plus replies beyond one per job
+    # The burst cut into equal windows (the last, partial one left out): each window's throughput and CPU per
+    # job replied in it (worker + Temporal dev server), for the spread within this run.
+    window_seconds: float = 0.0
+    windows: dict[str, Spread] = {}
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def throughput_share(self) -> float:
+        """Of the stand-in's ceiling."""
+        return self.jobs_per_second / self.ideal_jobs_per_second
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def orchestration_cpu_seconds_per_job(self) -> float:
+        return self.worker_cpu_seconds_per_job + self.temporal_cpu_seconds_per_job
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,39 @@ async def run_job(chat: ChatClient, job: ChatJob) -> JobRun:
     except RPCError as error:  # Temporal refused the start or the result call
         return JobRun(job.job_id, submitted, time.monotonic(), None, f"RPCError {error.status.name}")
     return JobRun(job.job_id, submitted, time.monotonic(), result)
+
+
+def clipped(request: Request, begin: float, end: float) -> Request:
+    """The part of a request inside [begin, end): its times held to the window."""
+
+    def held(instant: float) -> float:
+        return min(max(instant, begin), end)
+
+    return Request(held(request.scheduled), held(request.started), held(request.finished))
+
+
+def window_figures(
+    replied_at: list[float], requests: list[Request], cpu: CpuSampler, wall_offset: float, slots: int
+) -> tuple[float, dict[str, Spread]]:
+    """The burst from its first reply to its last, cut into equal windows (the last, partial one left out):
+    (window length, spreads over the windows of jobs/s, orchestration CPU ms per job replied and the share of the
+    backlog with all slots busy). Times on time.monotonic(); `wall_offset` turns them into time.time()'s."""
+    first, last = min(replied_at), max(replied_at)
+    length = max(MIN_WINDOW_SECONDS, (last - first) / WINDOWS)
+    count = int((last - first) // length)
+    rates, cpu_per_job, full = [], [], []
+    for index in range(count):
+        begin = first + index * length
+        end = begin + length
+        replies = sum(begin <= t < end for t in replied_at)
+        rates.append(replies / length)
+        if replies:
+            cpu_per_job.append(cpu.used(begin + wall_offset, end + wall_offset) * 1000 / replies)
+        use = slot_use([clipped(r, begin, end) for r in requests], slots)
+        if use.backlog_seconds:
+            full.append(use.share)
+    found = {"jobs_per_second": rates, "orchestration_cpu_ms_per_job": cpu_per_job, "slots_full_share": full}
+    return length, {name: spread(samples) for name, samples in found.items() if samples}
 
 
 @dataclass(frozen=True)
@@ -133,13 +183,14 @@ async def measure_capacity(
     progress(f"burst: submitting {jobs} jobs at once ({slots} slots, stand-in delay {standin.delay_seconds:g} s)")
     pids = os.getpid(), temporal_pid, standin.pid
     cpu_before, ticks_before = [cpu_seconds(pid) for pid in pids], machine_ticks()
-    started = time.monotonic()
-    tasks = [asyncio.create_task(run_job(chat, job)) for job in burst]
-    reporter = asyncio.create_task(reporting(tasks, started, progress))
-    try:
-        runs = list(await asyncio.gather(*tasks))
-    finally:
-        reporter.cancel()
+    started, wall_started = time.monotonic(), time.time()
+    with CpuSampler(pids[:2], period=0.1) as cpu:
+        tasks = [asyncio.create_task(run_job(chat, job)) for job in burst]
+        reporter = asyncio.create_task(reporting(tasks, started, progress))
+        try:
+            runs = list(await asyncio.gather(*tasks))
+        finally:
+            reporter.cancel()
     drained = max(run.finished for run in runs) - started
     used = [cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
     ticks_after = machine_ticks()
@@ -153,6 +204,9 @@ async def measure_capacity(
     if max_in_flight(requests) != stats.max_in_flight:
         progress(f"note: in flight from intervals {max_in_flight(requests)}, counted live {stats.max_in_flight}")
     ideal = jobs * standin.delay_seconds / slots
+    window, windows = window_figures(
+        [run.finished for run in replied] or [started], requests, cpu, wall_started - started, slots
+    )
     return CapacityResult(
         jobs=jobs,
         slots=slots,
@@ -175,4 +229,6 @@ async def measure_capacity(
         failed=dict(Counter(run.error for run in runs if run.error is not None)),
         lost=counted.lost,
         duplicated=counted.duplicated,
+        window_seconds=window,
+        windows=windows,
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from bench.stats import median
+from bench.stats import Spread, median, spread
 from characters import Character, bundled_character
 from characters.profile import BookEntry, CharacterBook
 from orchestrator.tokens import CachedCounter, GgufCounter
@@ -99,6 +99,8 @@ class CounterTimings(BaseModel):
     prompt_tokens: int  # what went in
     kept_messages: int
     lorebook_entries: int
+    cold: Spread | None = None  # per job, over the repeats
+    warm: Spread | None = None
 
 
 class ContextResult(BaseModel):
@@ -135,6 +137,8 @@ async def timed_counter(
         prompt_tokens=built.prompt_tokens,
         kept_messages=len(built.messages),
         lorebook_entries=len(built.lorebook),
+        cold=spread([seconds * 1000 for seconds in cold]),
+        warm=spread([seconds * 1000 for seconds in warm]),
     )
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
+import math
 import os
 import platform
 import subprocess
+import threading
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -88,3 +93,49 @@ def busy_and_total(proc_stat: str) -> tuple[int, int]:
 def machine_ticks() -> tuple[int, int]:
     """(busy, total) CPU ticks of the whole machine so far: every process, this benchmark's and others'."""
     return busy_and_total(Path("/proc/stat").read_text())
+
+
+class CpuSampler:
+    """CPU seconds of some processes (together), read every `period` seconds on a thread, so that the CPU used
+    between two wall-clock instants (e.g. a history's event times) can be read afterwards: `with CpuSampler(pids)
+    as cpu: ...; cpu.used(begin, end)`. /proc counts in ticks (10 ms): a short span is off by up to a tick or so."""
+
+    def __init__(self, pids: Sequence[int], period: float = 0.01) -> None:
+        self._pids = list(pids)
+        self._period = period
+        self._samples: list[tuple[float, float]] = []  # (time.time(), CPU seconds of all the processes)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._samples.append((time.time(), sum(cpu_seconds(pid) for pid in self._pids)))
+            self._stop.wait(self._period)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def at(self, instant: float) -> float:
+        return cpu_at(self._samples, instant)
+
+    def used(self, begin: float, end: float) -> float:
+        """CPU seconds the processes used between two wall-clock instants."""
+        return self.at(end) - self.at(begin)
+
+
+def cpu_at(samples: Sequence[tuple[float, float]], instant: float) -> float:
+    """CPU seconds at `instant`, interpolated between the samples around it (the first or last outside them)."""
+    if not samples:
+        raise ValueError("no CPU samples")
+    after = bisect.bisect_left(samples, (instant, -math.inf))
+    if after == 0:
+        return samples[0][1]
+    if after == len(samples):
+        return samples[-1][1]
+    (t0, c0), (t1, c1) = samples[after - 1], samples[after]
+    return c0 + (c1 - c0) * (instant - t0) / (t1 - t0) if t1 > t0 else c1

@@ -6,6 +6,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pydantic import BaseModel
+
 
 def percentile(samples: Sequence[float], share: float) -> float:
     """The `share` (0–1) percentile with linear interpolation between the closest ranks."""
@@ -21,6 +23,30 @@ def percentile(samples: Sequence[float], share: float) -> float:
 
 def median(samples: Sequence[float]) -> float:
     return percentile(samples, 0.5)
+
+
+class Spread(BaseModel):
+    """A figure's repeats in one run: its median, quartiles and extremes over `n` samples."""
+
+    n: int
+    p50: float
+    p25: float
+    p75: float
+    p95: float
+    low: float
+    high: float
+
+
+def spread(samples: Sequence[float]) -> Spread:
+    return Spread(
+        n=len(samples),
+        p50=median(samples),
+        p25=percentile(samples, 0.25),
+        p75=percentile(samples, 0.75),
+        p95=percentile(samples, 0.95),
+        low=min(samples),
+        high=max(samples),
+    )
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,46 @@
 """The benchmark's table and result file, and what it reads from /proc: no benchmark runs here."""
 
+import re
 from pathlib import Path
 
 from bench.capacity import CapacityResult
 from bench.context_build import ContextResult, CounterTimings
+from bench.critical_path import AddedParts
 from bench.machine import Machine, busy_and_total, cpu_model, cpu_seconds_in_stat
-from bench.overhead import AddedParts, OverheadResult
+from bench.overhead import FirstTokenResult, GrowthResult, LengthFigures, OverheadResult
 from bench.report import BenchConfig, BenchRun, Row, checked, format_table, previous_run, table, write_run
+from bench.stats import Spread, spread
+
+CONTRACT_LABELS = [  # other scripts read these rows: the label verbatim, then this run's value
+    "ratio of medians",
+    "added per job, p50 (job − engine time)",
+    "throughput",
+    "stand-in's ceiling (slots / delay)",
+    "all slots busy while generations wait",
+    "lost (no reply)",
+    "duplicated (extra generations or replies)",
+]
+FIRST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
-def sample_run(ratio: float = 1.2, max_in_flight: int = 8) -> BenchRun:
+def flat(value: float) -> Spread:
+    return spread([value, value])
+
+
+def growth(tokens: int, events: int) -> LengthFigures:
+    history = {"events": events, "bytes": events * 200, "workflow_tasks": events // 4, "signals": 3, "updates": 0}
+    return LengthFigures(
+        max_tokens=tokens,
+        repeats=2,
+        completion_tokens=flat(tokens),
+        added=flat(150),
+        history={name: flat(value) for name, value in history.items()},
+    )
+
+
+def sample_run(
+    ratio: float = 1.2, max_in_flight: int = 8, lost: int = 0, duplicated: int = 2, throughput: float = 3.0
+) -> BenchRun:
     return BenchRun(
         machine=Machine(
             timestamp="2025-01-02T03:04:05+00:00",
@@ -60,9 +91,25 @@ def sample_run(ratio: float = 1.2, max_in_flight: int = 8) -> BenchRun:
                 activity_dispatch=5,
                 activity_beyond_engine=3,
                 back_to_workflow=5,
+                behind_stream_task=0,
                 result=2,
                 other=0,
             ),
+            direct=spread([1000, 1000]),
+            workflow=spread([1200, 1200]),
+            pair_ratio=spread([1.2, 1.2]),
+            added=spread([40, 50]),
+            parts={},
+            overlap={"signals": flat(8), "cpu_ms": flat(30)},
+            cpu={"job_worker": flat(60), "job_temporal": flat(70), "beyond_direct": flat(110)},
+            history={"events": flat(60)},
+        ),
+        first_token=FirstTokenResult(
+            pairs=2, direct=flat(40), backend=flat(430), added=flat(390), added_p50_ms=390, added_p95_ms=400
+        ),
+        growth=GrowthResult(
+            lengths={"100": growth(100, 60), "300": growth(300, 100)},
+            per_100_tokens={"events": 20.0, "bytes": 4000.0, "workflow_tasks": 5.0, "signals": 0.0, "updates": 0.0},
         ),
         capacity=CapacityResult(
             jobs=3,
@@ -70,7 +117,7 @@ def sample_run(ratio: float = 1.2, max_in_flight: int = 8) -> BenchRun:
             delay_ms=500,
             drain_seconds=1.0,
             ideal_drain_seconds=0.2,
-            jobs_per_second=3.0,
+            jobs_per_second=throughput,
             ideal_jobs_per_second=16.0,
             latency_p50_ms=700,
             latency_p95_ms=900,
@@ -84,8 +131,8 @@ def sample_run(ratio: float = 1.2, max_in_flight: int = 8) -> BenchRun:
             max_in_flight=max_in_flight,
             replies=3,
             failed={},
-            lost=0,
-            duplicated=0,
+            lost=lost,
+            duplicated=duplicated,
         ),
         load_average_end=(1.0, 0.5, 0.2),
     )
@@ -96,11 +143,35 @@ def test_targets_are_judged() -> None:
     assert met == {
         "overhead.ratio": True,
         "overhead.added_p50_ms": True,
+        "first_token.added_p50_ms": False,
+        "capacity.orchestration_cpu_seconds_per_job": True,  # 50 + 40 ms
+        "capacity.throughput_share": False,
         "capacity.slots_full_share": False,
         "capacity.max_in_flight": False,  # above the cap is as wrong as below it
         "capacity.lost": True,
-        "capacity.duplicated": True,
+        "capacity.duplicated": False,
     }
+
+
+def test_contract_rows_have_their_label_then_this_runs_value() -> None:
+    # Distinct values per row, and a previous run with other values, so that a wrong column cannot pass.
+    run = checked(sample_run(ratio=1.234, lost=4, duplicated=7, throughput=12.3))
+    before = sample_run(ratio=1.5, lost=9, duplicated=9, throughput=9.9).model_dump()
+    lines = table(run, before, "before.json").splitlines()
+    expected = {
+        "ratio of medians": 1.234,
+        "added per job, p50 (job − engine time)": 45,
+        "throughput": 12.3,
+        "stand-in's ceiling (slots / delay)": 16.0,
+        "all slots busy while generations wait": 50.0,
+        "lost (no reply)": 4,
+        "duplicated (extra generations or replies)": 7,
+    }
+    assert list(expected) == CONTRACT_LABELS
+    for label, value in expected.items():
+        [line] = [line for line in lines if line.strip().startswith(label + " ")]
+        after = line.split(label, 1)[1]
+        assert float(FIRST_NUMBER.findall(after)[0].replace(",", "")) == value, line
 
 
 def test_columns_line_up_and_numbers_align_right() -> None:
@@ -122,7 +193,7 @@ def test_table_shows_status_and_the_previous_run(tmp_path: Path) -> None:
     assert name == "20250102T030405Z-abc123.json"
     text = table(checked(sample_run(ratio=1.02)), previous, name)
     ratio_line = next(line for line in text.splitlines() if "ratio of medians" in line)
-    assert ratio_line.split()[-5:] == ["1.020", "≤", "1.03", "PASS", "1.250"]
+    assert ratio_line.split()[-7:] == ["1.020", "range", "1.200–1.200", "≤", "1.03", "PASS", "1.250"]
     assert "2 × Test CPU" in text and f"previous: {name}" in text
     assert "inference STAND-IN" in text
 

@@ -4,9 +4,10 @@ a job's added time went."""
 import pytest
 from temporalio.api.enums.v1 import EventType as E
 
-from bench.capacity import tally
-from bench.overhead import added_parts
-from bench.stats import Request, max_in_flight, median, percentile, slot_use
+from bench.capacity import clipped, tally
+from bench.critical_path import added_parts, history_figures, overlap
+from bench.machine import cpu_at
+from bench.stats import Request, max_in_flight, median, percentile, slot_use, spread
 
 
 def test_percentiles_interpolate_between_ranks() -> None:
@@ -70,5 +71,70 @@ def test_added_parts_cover_the_time_beyond_the_engine() -> None:
     assert parts.activity_dispatch == pytest.approx(10)
     assert parts.activity_beyond_engine == pytest.approx(10)
     assert parts.back_to_workflow == pytest.approx(50)
+    assert parts.behind_stream_task == pytest.approx(0)
     assert parts.result == pytest.approx(10)
     assert parts.other == pytest.approx(0)
+
+
+# The same job with the stream's signals: two batches during the generation, each a workflow task of 40 ms
+# (the second still running when the generation completes at 1.010, until 1.030).
+STREAMED = [
+    (E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, 0.010),
+    (E.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, 0.010),
+    (E.EVENT_TYPE_WORKFLOW_TASK_STARTED, 0.020),
+    (E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, 0.040),
+    (E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, 0.040),
+    (E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED, 0.300),
+    (E.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, 0.300),
+    (E.EVENT_TYPE_WORKFLOW_TASK_STARTED, 0.310),
+    (E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, 0.350),
+    (E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED, 0.980),
+    (E.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, 0.980),
+    (E.EVENT_TYPE_WORKFLOW_TASK_STARTED, 0.990),
+    (E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, 1.030),
+    (E.EVENT_TYPE_ACTIVITY_TASK_STARTED, 0.050),  # written when the activity ends, with its start time
+    (E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, 1.010),
+    (E.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, 1.030),
+    (E.EVENT_TYPE_WORKFLOW_TASK_STARTED, 1.060),
+    (E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, 1.090),
+    (E.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, 1.090),
+]
+
+
+def test_signal_tasks_during_the_generation_are_not_added_time() -> None:
+    parts = added_parts(STREAMED, submitted=0.0, received=1.100, engine_ms=950.0)
+    assert parts.workflow_tasks == pytest.approx(50)  # 20 before the generation, 30 after it: not the signals'
+    assert parts.behind_stream_task == pytest.approx(20)  # 1.010 → 1.030: the second signal's task held it up
+    assert parts.back_to_workflow == pytest.approx(30)  # 1.030 → 1.060
+    assert parts.activity_beyond_engine == pytest.approx(10)
+    assert parts.other == pytest.approx(0)
+    beside = overlap(STREAMED)
+    assert (beside.signals, beside.updates, beside.workflow_tasks) == (2, 0, 2)
+    assert beside.workflow_task_ms == pytest.approx(80)
+
+
+def test_history_figures_count_tasks_signals_and_updates() -> None:
+    updated = [*STREAMED, (E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED, 0.5)]
+    figures = history_figures(updated, size_bytes=4321)
+    assert figures.model_dump() == {"events": 20, "bytes": 4321, "workflow_tasks": 4, "signals": 2, "updates": 1}
+
+
+def test_spread_gives_quartiles_and_extremes() -> None:
+    figures = spread([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert (figures.n, figures.p50, figures.p25, figures.p75, figures.low, figures.high) == (5, 3, 2, 4, 1, 5)
+
+
+def test_cpu_between_instants_is_interpolated_between_samples() -> None:
+    samples = [(10.0, 1.0), (11.0, 1.5), (12.0, 1.5)]
+    assert cpu_at(samples, 10.5) == pytest.approx(1.25)
+    assert cpu_at(samples, 9.0) == 1.0 and cpu_at(samples, 13.0) == 1.5
+
+
+def test_a_window_sees_only_its_part_of_each_request() -> None:
+    # Two slots. In the window [1, 2): one request waits from 0 to 1.5 while the other two run to 3.
+    requests = [Request(0, 0, 3), Request(0, 0.5, 3), Request(0, 1.5, 4)]
+    use = slot_use([clipped(r, 1.0, 2.0) for r in requests], cap=2)
+    assert use.backlog_seconds == pytest.approx(0.5)  # 1.0 → 1.5
+    assert use.share == pytest.approx(1.0)
+    outside = clipped(Request(5, 6, 7), 1.0, 2.0)
+    assert (outside.scheduled, outside.started, outside.finished) == (2.0, 2.0, 2.0)
