@@ -16,20 +16,22 @@ from loguru import logger
 
 from bench.capacity import CapacityResult, measure_capacity
 from bench.context_build import measure_context
+from bench.long_chat import measure_long_chat
 from bench.machine import ROOT, this_machine
 from bench.overhead import OverheadResult, measure_overhead
+from bench.prefix_reuse import measure_prefix_reuse
 from bench.report import BenchConfig, BenchRun, checked, previous_run, table, write_run
 from bench.standin import StandInProcess
 from orchestrator.client import ChatClient, connect
 from orchestrator.codec import new_key_line
 from orchestrator.devstack import TEMPORAL_DEV_SERVER, DevStack, settings_on_free_ports
 from orchestrator.settings import Settings
-from orchestrator.tokens import installed_gguf
+from orchestrator.tokens import installed_gguf, offline_counter
 from orchestrator.worker import engine_client, job_activities, settings_engine, workers_running
 
 RESULTS = ROOT / "bench" / "results"
-FULL = {"pairs": 20, "jobs": 1000, "context_repeats": 20}
-QUICK = {"pairs": 5, "jobs": 200, "context_repeats": 5}
+FULL = {"pairs": 20, "jobs": 1000, "context_repeats": 20, "long_chat_turns": 10}
+QUICK = {"pairs": 5, "jobs": 200, "context_repeats": 5, "long_chat_turns": 3}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,6 +60,15 @@ def parser() -> argparse.ArgumentParser:
         "--context-repeats", type=int, help=f"repeats of the context benchmark (default {FULL['context_repeats']})"
     )
     root.add_argument(
+        "--long-chat-turns",
+        type=int,
+        help=f"turns of a long chat past its budget timed to the first token, each after a fresh short chat "
+        f"(default {FULL['long_chat_turns']}; about 10 s each on 2 quiet cores)",
+    )
+    root.add_argument(
+        "--long-chat-budget", type=int, default=4096, help="the long chat's context budget in tokens (default 4096)"
+    )
+    root.add_argument(
         "--encrypt",
         action="store_true",
         help="encrypt every payload with a throwaway key (CHAT_WORKER_PAYLOAD_KEYS_FILE), to measure the codec's cost",
@@ -72,7 +83,12 @@ def config_from(args: argparse.Namespace, root: argparse.ArgumentParser) -> Benc
     defaults = QUICK if args.quick else FULL
     counts = {key: getattr(args, key) if getattr(args, key) is not None else value for key, value in defaults.items()}
     wanted = [*counts.items(), ("slots", args.slots), ("max_tokens", args.max_tokens)]
-    for key, value in [*wanted, ("context_turns", args.context_turns), ("delay_ms", args.delay_ms)]:
+    for key, value in [
+        *wanted,
+        ("context_turns", args.context_turns),
+        ("delay_ms", args.delay_ms),
+        ("long_chat_budget", args.long_chat_budget),
+    ]:
         if value < 1:
             root.error(f"--{key.replace('_', '-')} must be at least 1 (got {value:g})")
     return BenchConfig(
@@ -81,6 +97,7 @@ def config_from(args: argparse.Namespace, root: argparse.ArgumentParser) -> Benc
         slots=args.slots,
         delay_ms=args.delay_ms,
         context_turns=args.context_turns,
+        long_chat_budget=args.long_chat_budget,
         encrypted=args.encrypt,
         **counts,
     )
@@ -173,8 +190,11 @@ def run(config: BenchConfig, results: Path) -> BenchRun:
                 progress,
             )
         )
+        counter = offline_counter(settings)
+        reuse = asyncio.run(measure_prefix_reuse(100, 4096, None, None, counter, counter.name, progress))
         with DevStack(settings, progress=progress) as stack:
             overhead, capacity = asyncio.run(stack_benchmarks(stack, settings, config, progress))
+        long_chat = asyncio.run(measure_long_chat(config.long_chat_budget, config.long_chat_turns, progress))
     return checked(
         BenchRun(
             machine=machine,
@@ -182,6 +202,8 @@ def run(config: BenchConfig, results: Path) -> BenchRun:
             context=context,
             overhead=overhead,
             capacity=capacity,
+            prefix_reuse=reuse,
+            long_chat=long_chat,
             load_average_end=os.getloadavg(),
         )
     )

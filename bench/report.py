@@ -13,8 +13,10 @@ from pydantic import BaseModel
 
 from bench.capacity import CapacityResult
 from bench.context_build import ContextResult
+from bench.long_chat import LongChatResult
 from bench.machine import Machine
 from bench.overhead import OverheadResult
+from bench.prefix_reuse import ReuseResult
 
 
 class BenchConfig(BaseModel):
@@ -27,6 +29,8 @@ class BenchConfig(BaseModel):
     context_turns: int
     context_repeats: int
     encrypted: bool = False  # payloads through the AES-GCM codec (--encrypt)
+    long_chat_turns: int = 0
+    long_chat_budget: int = 4096
 
 
 class TargetCheck(BaseModel):
@@ -42,6 +46,8 @@ class BenchRun(BaseModel):
     context: ContextResult
     overhead: OverheadResult
     capacity: CapacityResult
+    prefix_reuse: ReuseResult | None = None  # issue 15 (None in runs saved before it)
+    long_chat: LongChatResult | None = None
     load_average_end: tuple[float, float, float]
     targets: list[TargetCheck] = []
 
@@ -61,6 +67,8 @@ def targets(config: BenchConfig) -> dict[str, Target]:
         "capacity.max_in_flight": Target(f"= {config.slots}", lambda v: v == config.slots),
         "capacity.lost": Target("0", lambda v: v == 0),
         "capacity.duplicated": Target("0", lambda v: v == 0),
+        "prefix_reuse.mean_reuse": Target("≥ 85 %", lambda v: v >= 0.85),
+        "long_chat.ratio": Target("≤ 1.5", lambda v: v <= 1.5),
     }
 
 
@@ -79,6 +87,7 @@ def checked(run: BenchRun) -> BenchRun:
     checks = [
         TargetCheck(name=path, value=value_at(data, path), target=target.text, met=target.met(value_at(data, path)))
         for path, target in targets(run.config).items()
+        if value_at(data, path) is not None
     ]
     return run.model_copy(update={"targets": checks})
 
@@ -117,7 +126,8 @@ def metric_rows(
     rows = []
     for metric in metrics:
         goal = goals.get(metric.path)
-        status = ("PASS" if goal.met(value_at(data, metric.path)) else "MISS") if goal else ""
+        value = value_at(data, metric.path)
+        status = ("PASS" if goal.met(value) else "MISS") if goal and value is not None else ""
         rows.append(Row(metric.label, metric.shown(data), goal.text if goal else "", status, metric.shown(previous)))
     return rows
 
@@ -173,6 +183,21 @@ def sections(run: BenchRun, previous: dict[str, Any] | None) -> list[Section]:
             Metric(f"{name}: per job, history cached", f"context.counters.{name}.warm_ms", "ms", digits=2),
             Metric(f"{name}: tokens counted per second", f"context.counters.{name}.tokens_per_second", digits=0),
         )
+    long_chat = rows(
+        Metric("next turn of the long chat, p50", "long_chat.long_p50_ms", **ms),
+        Metric("  p10", "long_chat.long_p10_ms", **ms),
+        Metric("  p90", "long_chat.long_p90_ms", **ms),
+        Metric("  turns at a drop (prompt laid anew), p50", "long_chat.drop_p50_ms", **ms),
+        Metric("fresh short chat, p50", "long_chat.short_p50_ms", **ms),
+        Metric("  p10", "long_chat.short_p10_ms", **ms),
+        Metric("  p90", "long_chat.short_p90_ms", **ms),
+        Metric("ratio of p50s (long / short)", "long_chat.ratio", digits=2),
+    )
+    reuse = rows(
+        Metric("mean share of the previous prompt reused", "prefix_reuse.mean_reuse", "%", 100, 1),
+        Metric("median turn", "prefix_reuse.median_reuse", "%", 100, 1),
+        Metric("turns reusing under half (drops)", "prefix_reuse.turns_under_half"),
+    )
     return [
         (
             f"1. Orchestration overhead, real model (llama.cpp + SmolLM2-135M): {c.pairs} pairs alternating, "
@@ -191,6 +216,22 @@ def sections(run: BenchRun, previous: dict[str, Any] | None) -> list[Section]:
             f"{run.context.lore_entries} entries, budget {run.context.budget} tokens",
             context,
         ),
+        *(
+            [
+                (
+                    f"6. Long chat, real model: time to first token of its next turn past a {c.long_chat_budget}-token "
+                    f"budget ({c.long_chat_turns} turns, {run.long_chat.drops} at a drop) vs a fresh short chat",
+                    long_chat,
+                )
+            ]
+            if run.long_chat
+            else []
+        ),
+        *(
+            [("7. Prefix reuse: 100 turns past a 4096-token budget (Mira, 42-entry lorebook)", reuse)]
+            if run.prefix_reuse
+            else []
+        ),
     ]
 
 
@@ -204,6 +245,7 @@ PART_LABELS = {
     "other": "other",
 }
 
+REUSE = "the next prompt of a chat as an identical prefix, 100 turns past a 4096-token budget (Mira, 42-entry book)"
 HEADER = Row("measurement", "value", "target", "status", "previous")
 
 
