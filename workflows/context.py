@@ -520,20 +520,27 @@ def assemble(
         examples = _examples_within(pieces.examples, left - history, cost, header) if with_examples else []
         return Laying(at=index, lore=lore, left_out=left_out, examples=examples, room=left - examples_cost(examples))
 
-    keys = KeyIndex(pieces.book, [m.content for m in chat]) if pieces.book else None
+    def anchor_from(replayed: int, end: int) -> Callable[[int, Laying, list[Anchored]], list[Anchored]]:
+        """`anchor` for the messages replayed from `replayed` to `end` (only their keys are indexed: the next
+        turn's replay from a kept state reads two messages, not the conversation)."""
+        keys = KeyIndex(pieces.book, [m.content for m in chat[replayed:end]]) if pieces.book else None
 
-    def anchor(index: int, laying: Laying, anchored: list[Anchored]) -> list[Anchored]:
-        unplaced = keyed.keys() - {p.index for p in laying.lore} - laying.left_out - {a.piece.index for a in anchored}
-        new = {i for i in unplaced if keys is not None and index in keys.messages_holding(i)}
-        if not new:
-            return anchored
-        book_left = book_room
-        if pieces.lore_budget is not None:
-            book_left -= lore_cost(constant) + lore_cost(laying.lore) + lore_cost(a.piece for a in anchored)
-        added = []
-        for piece in by_priority(fired_at(index, new), book_left, lambda p: cost(p.text)):
-            added.append(Anchored(piece=piece, before=index + 1 - piece.depth, tokens=message_cost(piece.text)))
-        return [*anchored, *added]
+        def anchor(index: int, laying: Laying, anchored: list[Anchored]) -> list[Anchored]:
+            placed = {p.index for p in laying.lore} | laying.left_out | {a.piece.index for a in anchored}
+            new = {
+                i for i in keyed.keys() - placed if keys is not None and index - replayed in keys.messages_holding(i)
+            }
+            if not new:
+                return anchored
+            book_left = book_room
+            if pieces.lore_budget is not None:
+                book_left -= lore_cost(constant) + lore_cost(laying.lore) + lore_cost(a.piece for a in anchored)
+            added = []
+            for piece in by_priority(fired_at(index, new), book_left, lambda p: cost(p.text)):
+                added.append(Anchored(piece=piece, before=index + 1 - piece.depth, tokens=message_cost(piece.text)))
+            return [*anchored, *added]
+
+        return anchor
 
     first = next((i for i, m in enumerate(chat) if m.role == "user"), len(chat) - 1)
     # Everything `lay`, `anchor` and the walk read besides the messages and the keyed entries: a kept replay is
@@ -554,7 +561,7 @@ def assemble(
     }
 
     def replay(begin: Walk, end: int) -> Walk:
-        return window_walk(costs, turn_of, first, lay, anchor, low_water, begin, end)
+        return window_walk(costs, turn_of, first, lay, anchor_from(begin.replayed, end), low_water, begin, end)
 
     messages = [(m.role, c, m.content) for m, c in zip(chat, costs, strict=True)]
     walk = replays.walk(rules, lore_terms, messages, replay)
