@@ -41,8 +41,10 @@ def parser() -> argparse.ArgumentParser:
         "SmolLM2, free ports, state in a temp dir) with the real worker and ChatClient: (1) what orchestration "
         "adds to a real generation, (2) capacity against an inference stand-in with a fixed delay, (3) how full "
         "its slots stay under a backlog, (4) a burst of jobs draining with none lost or duplicated, (5) context "
-        "building for a long conversation. Prints a table beside the previous run's values and saves the run "
-        "as JSON in bench/results/. A full run takes about 2-3 minutes on 2 cores, --quick under one.",
+        "building for a long conversation, (6) the time to first token of a long chat's next turn against a fresh "
+        "short chat (a stack of its own), (7) how much of each prompt the next turn reuses. Prints a table beside "
+        "the previous run's values and saves the run as JSON in bench/results/. A full run takes about 5-6 "
+        "minutes on 2 quiet cores (estimated), --quick about 2.",
     )
     root.add_argument(
         "--quick",
