@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from bench.capacity import CapacityResult, measure_capacity
 from bench.context_build import measure_context
+from bench.long_chat import measure_long_chat
 from bench.machine import ROOT, this_machine
 from bench.overhead import (
     Arms,
@@ -28,18 +29,33 @@ from bench.overhead import (
     measure_growth,
     measure_overhead,
 )
+from bench.prefix_reuse import measure_prefix_reuse
 from bench.report import BenchConfig, BenchRun, checked, previous_run, table, write_run
 from bench.standin import StandInProcess
 from orchestrator.client import ChatClient, connect
 from orchestrator.codec import new_key_line
 from orchestrator.devstack import TEMPORAL_DEV_SERVER, DevStack, settings_on_free_ports
 from orchestrator.settings import Settings
-from orchestrator.tokens import installed_gguf
+from orchestrator.tokens import installed_gguf, offline_counter
 from orchestrator.worker import engine_client, job_activities, settings_engine, workers_running
 
 RESULTS = ROOT / "bench" / "results"
-FULL = {"pairs": 20, "jobs": 1000, "context_repeats": 20, "first_token_pairs": 10, "growth_repeats": 3}
-QUICK = {"pairs": 5, "jobs": 200, "context_repeats": 5, "first_token_pairs": 4, "growth_repeats": 2}
+FULL = {
+    "pairs": 20,
+    "jobs": 1000,
+    "context_repeats": 20,
+    "first_token_pairs": 10,
+    "growth_repeats": 3,
+    "long_chat_turns": 10,
+}
+QUICK = {
+    "pairs": 5,
+    "jobs": 200,
+    "context_repeats": 5,
+    "first_token_pairs": 4,
+    "growth_repeats": 2,
+    "long_chat_turns": 3,
+}
 REPLY_LENGTHS = [100, 300]
 LONG_REPLY = 1000
 
@@ -53,9 +69,11 @@ def parser() -> argparse.ArgumentParser:
         "critical path, and what runs beside the generation, (2) time to first token at the backend, (3) each "
         "job's history by reply length, (4) capacity against an inference stand-in with a fixed delay, (5) how "
         "full its slots stay under a backlog, (6) a burst of jobs draining with none lost or duplicated, (7) "
-        "context building for a long conversation. Prints a table beside the previous run's values, with each "
-        "figure's spread over its repeats in this run, and saves the run as JSON in bench/results/. A default "
-        "run takes about 5 minutes on 2 quiet cores (10 at most), --quick about 2.",
+        "context building for a long conversation, (8) how much of each prompt the next turn of a long chat "
+        "reuses, (9) the time to first token of a long chat's next turn against a fresh short chat (a stack of "
+        "its own). Prints a table beside the previous run's values, with each figure's spread over its repeats "
+        "in this run, and saves the run as JSON in bench/results/. A default run takes about 7 minutes on 2 "
+        "quiet cores (10 at most), --quick about 3.",
     )
     root.add_argument(
         "--quick",
@@ -90,6 +108,15 @@ def parser() -> argparse.ArgumentParser:
         f"{', '.join(map(str, REPLY_LENGTHS))}; about 20 s more per repeat on 2 cores)",
     )
     root.add_argument(
+        "--long-chat-turns",
+        type=int,
+        help=f"turns of a long chat past its budget timed to the first token, each after a fresh short chat "
+        f"(default {FULL['long_chat_turns']}; about 10 s each on 2 quiet cores)",
+    )
+    root.add_argument(
+        "--long-chat-budget", type=int, default=4096, help="the long chat's context budget in tokens (default 4096)"
+    )
+    root.add_argument(
         "--encrypt",
         action="store_true",
         help="encrypt every payload with a throwaway key (CHAT_WORKER_PAYLOAD_KEYS_FILE), to measure the codec's cost",
@@ -104,7 +131,12 @@ def config_from(args: argparse.Namespace, root: argparse.ArgumentParser) -> Benc
     defaults = QUICK if args.quick else FULL
     counts = {key: getattr(args, key) if getattr(args, key) is not None else value for key, value in defaults.items()}
     wanted = [*counts.items(), ("slots", args.slots), ("max_tokens", args.max_tokens)]
-    for key, value in [*wanted, ("context_turns", args.context_turns), ("delay_ms", args.delay_ms)]:
+    for key, value in [
+        *wanted,
+        ("context_turns", args.context_turns),
+        ("delay_ms", args.delay_ms),
+        ("long_chat_budget", args.long_chat_budget),
+    ]:
         if value < 1:
             root.error(f"--{key.replace('_', '-')} must be at least 1 (got {value:g})")
     return BenchConfig(
@@ -113,6 +145,7 @@ def config_from(args: argparse.Namespace, root: argparse.ArgumentParser) -> Benc
         slots=args.slots,
         delay_ms=args.delay_ms,
         context_turns=args.context_turns,
+        long_chat_budget=args.long_chat_budget,
         encrypted=args.encrypt,
         reply_lengths=[*REPLY_LENGTHS, LONG_REPLY] if args.long_replies else REPLY_LENGTHS,
         **counts,
@@ -217,8 +250,11 @@ def run(config: BenchConfig, results: Path) -> BenchRun:
                 progress,
             )
         )
+        counter = offline_counter(settings)
+        reuse = asyncio.run(measure_prefix_reuse(100, 4096, None, None, counter, counter.name, progress))
         with DevStack(settings, progress=progress) as stack:
             measured = asyncio.run(stack_benchmarks(stack, settings, config, progress))
+        long_chat = asyncio.run(measure_long_chat(config.long_chat_budget, config.long_chat_turns, progress))
     return checked(
         BenchRun(
             machine=machine,
@@ -228,6 +264,8 @@ def run(config: BenchConfig, results: Path) -> BenchRun:
             first_token=measured.first_token,
             growth=measured.growth,
             capacity=measured.capacity,
+            prefix_reuse=reuse,
+            long_chat=long_chat,
             load_average_end=os.getloadavg(),
             duration_seconds=time.monotonic() - started,
         )

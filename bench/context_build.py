@@ -15,8 +15,8 @@ from bench.stats import Spread, median, spread
 from characters import Character, bundled_character
 from characters.profile import BookEntry, CharacterBook
 from orchestrator.tokens import CachedCounter, GgufCounter
-from workflows.context import assemble, context_pieces, token_budget
-from workflows.models import ChatJob, JobType, Message
+from workflows.context import ReplayCache, assemble, context_pieces, token_budget
+from workflows.models import BuiltContext, ChatJob, JobType, Message
 from workflows.sampling import max_tokens_for
 
 PLACES = [
@@ -92,8 +92,10 @@ def benchmark_job(turns: int) -> tuple[ChatJob, Character]:
 
 
 class CounterTimings(BaseModel):
-    cold_ms: float  # per job, median: a counter with nothing cached (a worker's first job of this conversation)
-    warm_ms: float  # per job, median: every text counted before (the next turn of the same conversation)
+    cold_ms: float  # per job, median: nothing cached (a worker's first job of this conversation)
+    # per job, median: the previous turn's job built just before, its texts counted and its window replayed
+    # (the next turn of the same conversation)
+    warm_ms: float
     tokens_counted: int  # per job: every text that may go in
     tokens_per_second: float  # counting with nothing cached
     prompt_tokens: int  # what went in
@@ -112,23 +114,36 @@ class ContextResult(BaseModel):
     counters: dict[str, CounterTimings]  # by counter name
 
 
+async def built_context(
+    job: ChatJob, character: Character, budget: int, counter: CachedCounter, replays: ReplayCache
+) -> tuple[BuiltContext, float]:
+    """The job's context as `budgeted_context` builds it, and the seconds spent counting."""
+    pieces = context_pieces(job, character)
+    before_counting = time.perf_counter()
+    counts = await counter.count_many(pieces.texts())
+    counting = time.perf_counter() - before_counting
+    built = assemble(pieces, user_name=job.user_name, budget=budget, count=counts.__getitem__, replays=replays)
+    return built, counting
+
+
 async def timed_counter(
     job: ChatJob, character: Character, budget: int, new_counter: Callable[[], CachedCounter], repeats: int
 ) -> CounterTimings:
+    previous_turn = job.model_copy(update={"messages": job.messages[:-2]})
     cold, warm, counting = [], [], []
     for _ in range(repeats):
-        counter = new_counter()  # outside the timing: a worker loads its tokenizer once, at start
-        for samples in (cold, warm):
-            started = time.perf_counter()
-            pieces = context_pieces(job, character)
-            before_counting = time.perf_counter()
-            counts = await counter.count_many(pieces.texts())
-            after_counting = time.perf_counter()
-            built = assemble(pieces, user_name=job.user_name, budget=budget, count=counts.__getitem__)
-            samples.append(time.perf_counter() - started)
-            if samples is cold:
-                counting.append(after_counting - before_counting)
-    tokens = sum(counts.values())
+        # Outside the timing: a worker loads its tokenizer once, at start.
+        counter, replays = new_counter(), ReplayCache()
+        started = time.perf_counter()
+        built, counted = await built_context(job, character, budget, counter, replays)
+        cold.append(time.perf_counter() - started)
+        counting.append(counted)
+        counter, replays = new_counter(), ReplayCache()
+        await built_context(previous_turn, character, budget, counter, replays)
+        started = time.perf_counter()
+        await built_context(job, character, budget, counter, replays)
+        warm.append(time.perf_counter() - started)
+    tokens = sum((await counter.count_many(context_pieces(job, character).texts())).values())
     return CounterTimings(
         cold_ms=median(cold) * 1000,
         warm_ms=median(warm) * 1000,

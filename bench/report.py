@@ -13,8 +13,10 @@ from pydantic import BaseModel
 
 from bench.capacity import CapacityResult
 from bench.context_build import ContextResult
+from bench.long_chat import LongChatResult
 from bench.machine import Machine
 from bench.overhead import FirstTokenResult, GrowthResult, OverheadResult
+from bench.prefix_reuse import ReuseResult
 
 
 class BenchConfig(BaseModel):
@@ -30,6 +32,8 @@ class BenchConfig(BaseModel):
     first_token_pairs: int = 10
     growth_repeats: int = 3
     reply_lengths: list[int] = [100, 300]  # max_tokens of the history-growth jobs (--long-replies adds 1,000)
+    long_chat_turns: int = 0
+    long_chat_budget: int = 4096
 
 
 class TargetCheck(BaseModel):
@@ -45,6 +49,8 @@ class BenchRun(BaseModel):
     context: ContextResult
     overhead: OverheadResult
     capacity: CapacityResult
+    prefix_reuse: ReuseResult | None = None  # issue 15 (None in runs saved before it)
+    long_chat: LongChatResult | None = None
     load_average_end: tuple[float, float, float]
     first_token: FirstTokenResult | None = None
     growth: GrowthResult | None = None
@@ -70,6 +76,8 @@ def targets(config: BenchConfig) -> dict[str, Target]:
         "capacity.max_in_flight": Target(f"= {config.slots}", lambda v: v == config.slots),
         "capacity.lost": Target("0", lambda v: v == 0),
         "capacity.duplicated": Target("0", lambda v: v == 0),
+        "prefix_reuse.mean_reuse": Target("≥ 85 %", lambda v: v >= 0.85),
+        "long_chat.ratio": Target("≤ 1.5", lambda v: v <= 1.5),
     }
 
 
@@ -363,6 +371,45 @@ def context_section(run: BenchRun, data: dict[str, Any], previous: dict[str, Any
     return heading, body
 
 
+def long_chat_section(run: BenchRun, data: dict[str, Any], previous: dict[str, Any] | None) -> Section:
+    assert run.long_chat is not None
+    c = run.config
+    body = metric_rows(
+        [
+            Metric("next turn of the long chat, p50", "long_chat.long_p50_ms", **MS),
+            Metric("  p10", "long_chat.long_p10_ms", **MS),
+            Metric("  p90", "long_chat.long_p90_ms", **MS),
+            Metric("  turns at a drop (prompt laid anew), p50", "long_chat.drop_p50_ms", **MS),
+            Metric("fresh short chat, p50", "long_chat.short_p50_ms", **MS),
+            Metric("  p10", "long_chat.short_p10_ms", **MS),
+            Metric("  p90", "long_chat.short_p90_ms", **MS),
+            Metric("ratio of p50s (long / short)", "long_chat.ratio", digits=2),
+        ],
+        data,
+        previous,
+        c,
+    )
+    heading = (
+        f"Long chat, real model: time to first token of its next turn past a {c.long_chat_budget}-token budget "
+        f"({c.long_chat_turns} turns, {run.long_chat.drops} at a drop) vs a fresh short chat"
+    )
+    return heading, body
+
+
+def prefix_reuse_section(run: BenchRun, data: dict[str, Any], previous: dict[str, Any] | None) -> Section:
+    body = metric_rows(
+        [
+            Metric("mean share of the previous prompt reused", "prefix_reuse.mean_reuse", "%", 100, 1),
+            Metric("median turn", "prefix_reuse.median_reuse", "%", 100, 1),
+            Metric("turns reusing under half (drops)", "prefix_reuse.turns_under_half"),
+        ],
+        data,
+        previous,
+        run.config,
+    )
+    return "Prefix reuse: 100 turns past a 4096-token budget (Mira, 42-entry lorebook)", body
+
+
 def sections(run: BenchRun, previous: dict[str, Any] | None) -> list[Section]:
     """The table's sections in order; a new benchmark adds its own here."""
     data = run.model_dump()
@@ -371,7 +418,12 @@ def sections(run: BenchRun, previous: dict[str, Any] | None) -> list[Section]:
         found.append(first_token_section(run, data, previous))
     if run.growth is not None:
         found.append(growth_section(run, data, previous))
-    return [*found, *capacity_sections(run, data, previous), context_section(run, data, previous)]
+    found += [*capacity_sections(run, data, previous), context_section(run, data, previous)]
+    if run.prefix_reuse is not None:
+        found.append(prefix_reuse_section(run, data, previous))
+    if run.long_chat is not None:
+        found.append(long_chat_section(run, data, previous))
+    return found
 
 
 HEADER = Row("measurement", "value", "target", "status", "previous", "spread in this run")

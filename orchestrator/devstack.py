@@ -38,6 +38,12 @@ DEV_SERVER_DYNAMIC_CONFIG: dict[str, bool | int] = {
 }
 
 
+# The local model's KV cache per token (30 layers × 3 KV heads × 64 dims × K and V × 2 bytes; llama.cpp saves
+# 9.4 MB of state for a 408-token prompt), and how many full-context conversations its prompt cache holds.
+SMOLLM2_KV_BYTES_PER_TOKEN = 23_040
+PROMPT_CACHE_CONVERSATIONS = 8
+
+
 class DevStackError(StartupError):
     pass
 
@@ -147,6 +153,15 @@ def dynamic_config_flags() -> list[str]:
     ]
 
 
+def prompt_cache_flags(settings: Settings) -> list[str]:
+    """llama.cpp's prompt cache (orchestrator/llama_server.py) for PROMPT_CACHE_CONVERSATIONS conversations at
+    the full context, so that conversations taking turns do not evict each other's prefix. Logits only for the
+    last token: its default keeps them for every token of the context (n_ctx × vocabulary × 4 bytes, 400 MB
+    at 2,048 tokens) and copies them into every saved state; nothing here asks for logprobs."""
+    size = PROMPT_CACHE_CONVERSATIONS * settings.max_total_tokens * SMOLLM2_KV_BYTES_PER_TOKEN
+    return ["--cache", "True", "--cache_type", "ram", "--cache_size", str(size), "--logits_all", "False"]
+
+
 def services(settings: Settings) -> list[Service]:
     from orchestrator.visibility import dev_server_flags  # imports temporalio: only when a stack starts
 
@@ -189,7 +204,7 @@ def services(settings: Settings) -> list[Service]:
         command=[
             sys.executable,
             "-m",
-            "llama_cpp.server",
+            "orchestrator.llama_server",  # llama-cpp-python's server with a prompt cache that counts what it holds
             "--model",
             str(smollm2_gguf(settings)),
             "--model_alias",
@@ -205,6 +220,7 @@ def services(settings: Settings) -> list[Service]:
             # Its default (True) silently empties all but one of several concurrent streams.
             "--interrupt_requests",
             "False",
+            *prompt_cache_flags(settings),
         ],
         # llama.cpp's Python server has no /health.
         ready_url=f"{settings.inference_base_url}/v1/models",

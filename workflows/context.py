@@ -20,7 +20,9 @@ engines' prefix caches reuse (a sawtooth window):
 - Where the window starts is a pure function of the job's messages: `window_walk` replays the conversation
   from its first message, message by message, with the same rule every time, so the `context` command
   (called once per turn, with no state) gives the prompt the worker sends, and consecutive turns agree on
-  every drop before their last messages.
+  every drop before their last messages. The worker keeps the replay's state at the end of recent jobs
+  (`ReplayCache`), so the next turn replays only its new messages; a kept state is used only where the job's
+  messages and rules equal its own, so the result is the full replay's.
 - A keyed lorebook entry that fires after the prefix was laid (on the scan of the last `scan_depth`
   messages, at any message since) goes into the history at its depth when it first fired (Card V3
   `@@depth`, V2 `extensions.depth`, default 4 messages from the end) and stays at that message until the
@@ -40,9 +42,11 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Callable, Collection, Iterable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Hashable, Iterable
 from itertools import accumulate
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from pydantic import BaseModel
 
@@ -313,9 +317,14 @@ class Anchored(BaseModel):
 
 
 class Walk(BaseModel):
-    start: int  # the first turn kept
-    laying: Laying
-    anchored: list[Anchored]
+    """The replay after its first `replayed` messages: the first turn kept, the history's tokens from there,
+    the prefix as last laid (None before the first user message) and the entries anchored since."""
+
+    replayed: int = 0
+    start: int = 0
+    total: int = 0
+    laying: Laying | None = None
+    anchored: list[Anchored] = []
 
 
 def window_walk(
@@ -325,19 +334,23 @@ def window_walk(
     lay: Callable[[int, int, bool], Laying],
     anchor: Callable[[int, Laying, list[Anchored]], list[Anchored]],
     low_water: float,
+    begin: Walk,
+    end: int,
 ) -> Walk:
-    """Replay the conversation message by message (costs: each message's tokens; turn_of: its turn). At
-    message `first` the prefix is laid (with the examples); after it, entries that fire are anchored at
-    their depth; whenever the history and its anchored entries outgrow the room, the prefix is laid again
-    (without the examples, with what fires then) and whole turns go from the front until the history takes
-    `low_water` of the new room. Every job of a conversation replays the same messages the same way, so the
-    start moves only at a drop, and a turn that adds messages agrees with the one before on every earlier
-    drop."""
+    """Replay the conversation message by message (costs: each message's tokens; turn_of: its turn) from
+    `begin` (the replay after its first `begin.replayed` messages) up to message `end`. At message `first` the
+    prefix is laid (with the examples); after it, entries that fire are anchored at their depth; whenever the
+    history and its anchored entries outgrow the room, the prefix is laid again (without the examples, with
+    what fires then) and whole turns go from the front until the history takes `low_water` of the new room.
+    Every job of a conversation replays the same messages the same way, so the start moves only at a drop,
+    and a turn that adds messages agrees with the one before on every earlier drop."""
     turn_costs = [0] * (turn_of[-1] + 1)
-    start, total, laying, anchored = 0, 0, None, []
-    for index, cost in enumerate(costs):
-        total += cost
-        turn_costs[turn_of[index]] += cost
+    for index in range(begin.replayed):
+        turn_costs[turn_of[index]] += costs[index]
+    start, total, laying, anchored = begin.start, begin.total, begin.laying, begin.anchored
+    for index in range(begin.replayed, end):
+        total += costs[index]
+        turn_costs[turn_of[index]] += costs[index]
         if index < first:
             continue
         if laying is None:
@@ -349,8 +362,83 @@ def window_walk(
             while total > low_water * laying.room and start < turn_of[index]:
                 total -= turn_costs[start]
                 start += 1
-    assert laying is not None  # `first` is a message of the chat
-    return Walk(start=start, laying=laying, anchored=anchored)
+    return Walk(replayed=end, start=start, total=total, laying=laying, anchored=anchored)
+
+
+# A chat message as the replay sees it: role, token cost, text.
+Replayed = tuple[str, int, str]
+REPLAY_CACHE_SIZE = 256
+
+
+class _Kept(NamedTuple):
+    rules: Hashable
+    lore: dict[int, Hashable]
+    messages: list[Replayed]
+    walk: Walk
+
+
+class ReplayCache:
+    """The replay's state at the end of recent jobs and one message before it, so that the next turn of a
+    chat (or a regeneration, or an edited last message) replays only its new messages instead of the whole
+    conversation. A state is found by a hash of the walk's rules (every value the replay reads besides the
+    messages and the keyed lorebook entries: the room, the book, the examples, the low-water mark) and of
+    each message up to there (role, cost, text), and used only when its rules and messages equal the job's
+    and each keyed entry it could have seen is the same in the job (an entry that fires on a scan of the
+    messages fires on the scan of any longer conversation: the job's keyed entries hold the state's). So a
+    changed message, setting, counter or lorebook cannot reuse a stale state: the result is the full
+    replay's. Holds the texts of at most `size` states (two per job); thread-safe (prepare assembles in
+    threads)."""
+
+    def __init__(self, size: int = REPLAY_CACHE_SIZE) -> None:
+        self._size = size
+        self._kept: OrderedDict[tuple[int, int], _Kept] = OrderedDict()
+        self._lock = threading.Lock()
+        self.replayed = 0  # messages replayed over all walks
+
+    def walk(
+        self,
+        rules: Hashable,
+        lore: dict[int, Hashable],
+        messages: list[Replayed],
+        replay: Callable[[Walk, int], Walk],
+    ) -> Walk:
+        """The replay of all `messages` (`lore`: each keyed entry's terms by its index in the book), from the
+        longest kept state that holds for them."""
+        keys = list(accumulate(messages, lambda key, message: hash((key, message)), initial=hash(rules)))[1:]
+        end = len(messages)
+        begin = self._longest(rules, lore, messages, keys)
+        if begin.replayed == end:
+            return begin
+        before_last = replay(begin, end - 1) if begin.replayed < end - 1 else begin
+        walk = replay(before_last, end)
+        with self._lock:
+            self.replayed += end - begin.replayed
+            for state in (before_last, walk):
+                if state.replayed > 0:
+                    key = (state.replayed, keys[state.replayed - 1])
+                    self._kept[key] = _Kept(rules, lore, messages, state)
+                    self._kept.move_to_end(key)
+            while len(self._kept) > self._size:
+                self._kept.popitem(last=False)
+        return walk
+
+    def _longest(self, rules: Hashable, lore: dict[int, Hashable], messages: list[Replayed], keys: list[int]) -> Walk:
+        with self._lock:
+            for count in range(len(messages), 0, -1):
+                kept = self._kept.get((count, keys[count - 1]))
+                if (
+                    kept is not None
+                    and kept.rules == rules
+                    and kept.messages[:count] == messages[:count]
+                    and all(lore.get(index) == terms for index, terms in kept.lore.items())
+                ):
+                    self._kept.move_to_end((count, keys[count - 1]))
+                    return kept.walk
+        return Walk()
+
+
+# The worker's: every job's context is assembled with it.
+REPLAYS = ReplayCache()
 
 
 def _examples_within(examples: list[str], room: int, cost: Callable[[str], int], header: int) -> list[str]:
@@ -366,7 +454,13 @@ def _examples_within(examples: list[str], room: int, cost: Callable[[str], int],
 
 
 def assemble(
-    pieces: ContextPieces, *, user_name: str, budget: int, count: TokenCounter, low_water: float = DEFAULT_LOW_WATER
+    pieces: ContextPieces,
+    *,
+    user_name: str,
+    budget: int,
+    count: TokenCounter,
+    low_water: float = DEFAULT_LOW_WATER,
+    replays: ReplayCache = REPLAYS,
 ) -> BuiltContext:
     def cost(text: str) -> int:
         return count(text) + 1 if text else 0  # +1: the blank line joining parts
@@ -426,24 +520,56 @@ def assemble(
         examples = _examples_within(pieces.examples, left - history, cost, header) if with_examples else []
         return Laying(at=index, lore=lore, left_out=left_out, examples=examples, room=left - examples_cost(examples))
 
-    keys = KeyIndex(pieces.book, [m.content for m in chat]) if pieces.book else None
+    def anchor_from(replayed: int, end: int) -> Callable[[int, Laying, list[Anchored]], list[Anchored]]:
+        """`anchor` for the messages replayed from `replayed` to `end` (only their keys are indexed: the next
+        turn's replay from a kept state reads two messages, not the conversation)."""
+        keys = KeyIndex(pieces.book, [m.content for m in chat[replayed:end]]) if pieces.book else None
 
-    def anchor(index: int, laying: Laying, anchored: list[Anchored]) -> list[Anchored]:
-        unplaced = keyed.keys() - {p.index for p in laying.lore} - laying.left_out - {a.piece.index for a in anchored}
-        new = {i for i in unplaced if keys is not None and index in keys.messages_holding(i)}
-        if not new:
-            return anchored
-        book_left = book_room
-        if pieces.lore_budget is not None:
-            book_left -= lore_cost(constant) + lore_cost(laying.lore) + lore_cost(a.piece for a in anchored)
-        added = []
-        for piece in by_priority(fired_at(index, new), book_left, lambda p: cost(p.text)):
-            added.append(Anchored(piece=piece, before=index + 1 - piece.depth, tokens=message_cost(piece.text)))
-        return [*anchored, *added]
+        def anchor(index: int, laying: Laying, anchored: list[Anchored]) -> list[Anchored]:
+            placed = {p.index for p in laying.lore} | laying.left_out | {a.piece.index for a in anchored}
+            new = {
+                i for i in keyed.keys() - placed if keys is not None and index - replayed in keys.messages_holding(i)
+            }
+            if not new:
+                return anchored
+            book_left = book_room
+            if pieces.lore_budget is not None:
+                book_left -= lore_cost(constant) + lore_cost(laying.lore) + lore_cost(a.piece for a in anchored)
+            added = []
+            for piece in by_priority(fired_at(index, new), book_left, lambda p: cost(p.text)):
+                added.append(Anchored(piece=piece, before=index + 1 - piece.depth, tokens=message_cost(piece.text)))
+            return [*anchored, *added]
+
+        return anchor
 
     first = next((i for i, m in enumerate(chat) if m.role == "user"), len(chat) - 1)
-    walk = window_walk(costs, turn_of, first, lay, anchor, low_water)
-    start, laid, examples, anchored = walk.start, list(walk.laying.lore), list(walk.laying.examples), walk.anchored
+    # Everything `lay`, `anchor` and the walk read besides the messages and the keyed entries: a kept replay is
+    # reused only under equal rules. The entries' place in insertion order (`order`) comes from the book.
+    rules = (
+        first,
+        low_water,
+        room,
+        book_room,
+        lore_cost(constant),
+        pieces.lore_budget,
+        header,
+        tuple((block, cost(block)) for block in pieces.examples),
+        pieces.book.model_dump_json() if pieces.book else None,
+    )
+    lore_terms: dict[int, Hashable] = {
+        p.index: (p.label, p.text, p.before_character, p.priority, p.depth, cost(p.text)) for p in pieces.lore
+    }
+
+    def replay(begin: Walk, end: int) -> Walk:
+        return window_walk(costs, turn_of, first, lay, anchor_from(begin.replayed, end), low_water, begin, end)
+
+    messages = [(m.role, c, m.content) for m, c in zip(chat, costs, strict=True)]
+    walk = replays.walk(rules, lore_terms, messages, replay)
+    assert walk.laying is not None  # `first` is a message of the chat
+    start, examples = walk.start, list(walk.laying.examples)
+    # A kept replay's pieces may come from an earlier job, whose `order`s count fewer entries: this job's own.
+    laid = [keyed[p.index] for p in walk.laying.lore]
+    anchored = [a.model_copy(update={"piece": keyed[a.piece.index]}) for a in walk.anchored]
 
     # Only when one turn outgrows the room (or the lore laid leaves it none) is more given up, in this order.
     used = core + lore_cost(constant) + lore_cost(laid) + examples_cost(examples) + sum(turn_costs[start:])

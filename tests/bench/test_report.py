@@ -6,8 +6,10 @@ from pathlib import Path
 from bench.capacity import CapacityResult
 from bench.context_build import ContextResult, CounterTimings
 from bench.critical_path import AddedParts
+from bench.long_chat import LongChatResult
 from bench.machine import Machine, busy_and_total, cpu_model, cpu_seconds_in_stat
 from bench.overhead import FirstTokenResult, GrowthResult, LengthFigures, OverheadResult
+from bench.prefix_reuse import ReuseResult
 from bench.report import BenchConfig, BenchRun, Row, checked, format_table, previous_run, table, write_run
 from bench.stats import Spread, spread
 
@@ -217,3 +219,45 @@ def test_cpu_model_from_cpuinfo() -> None:
 def test_machine_busy_ticks_leave_out_idle_and_iowait() -> None:
     stat = "cpu  100 5 20 800 50 1 2 3 0 0\ncpu0 50 2 10 400 25 0 1 1 0 0\n"
     assert busy_and_total(stat) == (131, 981)
+
+
+def test_long_chat_and_prefix_reuse_sections_show_when_measured() -> None:
+    reuse = ReuseResult(
+        character="Mira",
+        tokenizer="gguf",
+        budget=4096,
+        low_water=None,
+        turns=100,
+        first_turn=30,
+        mean_reuse=0.899,
+        median_reuse=0.97,
+        min_reuse=0.3,
+        turns_under_half=4,
+        mean_prompt_tokens=3000,
+    )
+    long_chat = LongChatResult(
+        budget=4096,
+        turns=3,
+        first_turn=40,
+        drops=1,
+        long_p50_ms=210,
+        long_p10_ms=200,
+        long_p90_ms=260,
+        drop_p50_ms=900,
+        short_p50_ms=140,
+        short_p10_ms=130,
+        short_p90_ms=150,
+        ratio=1.5,
+        long_prompt_tokens=900,
+        short_prompt_tokens=200,
+    )
+    plain = table(checked(sample_run()), None, "")
+    assert "Prefix reuse" not in plain and "Long chat" not in plain
+    run = checked(sample_run().model_copy(update={"prefix_reuse": reuse, "long_chat": long_chat}))
+    met = {check.name: check.met for check in run.targets}
+    assert met["prefix_reuse.mean_reuse"] is True and met["long_chat.ratio"] is True
+    lines = table(run, None, "").splitlines()
+    reused = next(line for line in lines if "mean share of the previous prompt reused" in line)
+    assert "89.9 %" in reused and "PASS" in reused
+    ratio = next(line for line in lines if "ratio of p50s (long / short)" in line)
+    assert "1.50" in ratio and "PASS" in ratio

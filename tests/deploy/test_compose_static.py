@@ -278,10 +278,17 @@ def test_vllms_command_line_takes_its_values_from_tgi_env(tmp_path: Path) -> Non
     assert argv() == [
         *("serve", "Qwen/Qwen2.5-7B-Instruct", "--served-model-name", "Qwen/Qwen2.5-7B-Instruct"),
         *("--host", "0.0.0.0", "--port", "80", "--dtype", "bfloat16"),
-        *("--max-model-len", "8192", "--max-num-seqs", "8"),
+        *("--max-model-len", "8192", "--max-num-seqs", "8", "--enable-prefix-caching"),
     ]
     with_options = argv(API_KEY="k e y", REVISION="abc123")
     assert with_options[4:6] == ["--revision", "abc123"] and with_options[-2:] == ["--api-key", "k e y"]
+
+
+def test_tgi_keeps_its_default_prefix_caching() -> None:
+    """TGI 3's launcher turns prefix caching on (flashinfer attention) unless one of these is set, or the GPU is
+    older than compute capability 8.0 for some models (launcher/src/main.rs, resolve_attention)."""
+    tgi = read_env_file(TGI_ENV) | environment(services()["tgi"])
+    assert not {"PREFIX_CACHING", "ATTENTION", "LORA_ADAPTERS"} & tgi.keys()
 
 
 def test_both_engines_answer_where_the_worker_looks() -> None:

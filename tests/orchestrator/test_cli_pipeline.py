@@ -15,6 +15,7 @@ from orchestrator.settings import Settings
 from orchestrator.tokens import GgufCounter, smollm2_gguf
 from tests.helpers import ROOT, SHARED, run
 from workflows.activities import JobActivities
+from workflows.context import REPLAYS
 from workflows.models import ChatJob, EngineLimits, JobLimits, PrepareRequest
 from workflows.policy import Policy
 
@@ -223,7 +224,12 @@ async def test_context_gives_the_prompt_the_prepare_activity_sends(tmp_path: Pat
 
     engine = EngineLimits(max_input_tokens=1200, max_total_tokens=2048, margin_tokens=32)
     activities = JobActivities(JobLimits(), engine, GgufCounter(smollm2_gguf(Settings())), Policy())
+    # As in a running worker: the chat's previous turn was prepared before, so this one replays from its window.
+    previous_turn = job.model_copy(update={"messages": job.messages[:-2]})
+    await ActivityEnvironment().run(activities.prepare, PrepareRequest(job=previous_turn))
+    replayed = REPLAYS.replayed
     prepared = await ActivityEnvironment().run(activities.prepare, PrepareRequest(job=job))
+    assert REPLAYS.replayed - replayed == 2
     assert printed["messages"] == [m.model_dump() for m in prepared.context.messages]
     assert printed["insertions"] == [i.model_dump() for i in prepared.context.insertions]
     assert prepared.context.window is not None and printed["window"] == prepared.context.window.model_dump()

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from orchestrator.devstack import LLAMA_SERVER, TEMPORAL_DEV_SERVER, DevStack
+from orchestrator.devstack import LLAMA_SERVER, SMOLLM2_KV_BYTES_PER_TOKEN, TEMPORAL_DEV_SERVER, DevStack
 
 
 def command_line(pid: int) -> str:
@@ -13,7 +13,7 @@ def test_pids_name_the_running_servers(stack: DevStack) -> None:
     pids = stack.pids()
     assert set(pids) == {TEMPORAL_DEV_SERVER, LLAMA_SERVER}
     assert "server start-dev" in command_line(pids[TEMPORAL_DEV_SERVER])
-    assert "llama_cpp.server" in command_line(pids[LLAMA_SERVER])
+    assert "orchestrator.llama_server" in command_line(pids[LLAMA_SERVER])
 
 
 def test_the_dev_server_runs_with_the_priority_matcher_and_one_partition_per_queue(stack: DevStack) -> None:
@@ -23,4 +23,11 @@ def test_the_dev_server_runs_with_the_priority_matcher_and_one_partition_per_que
         "--dynamic-config-value matching.numTaskqueueReadPartitions=1",
         "--dynamic-config-value matching.numTaskqueueWritePartitions=1",
     ):
+        assert flag in line
+
+
+def test_the_llama_server_runs_with_a_prompt_cache_for_eight_full_conversations(stack: DevStack) -> None:
+    line = command_line(stack.pids()[LLAMA_SERVER])
+    size = 8 * stack.settings.max_total_tokens * SMOLLM2_KV_BYTES_PER_TOKEN
+    for flag in ("--cache True", "--cache_type ram", f"--cache_size {size}", "--logits_all False"):
         assert flag in line
