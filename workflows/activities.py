@@ -11,6 +11,7 @@ Nothing here logs chat text (ids, counts, codes and timings only) unless CHAT_WO
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -47,8 +48,11 @@ from workflows.policy import Policy
 from workflows.validation import SHORT_CHARS, validate
 
 HEARTBEAT_EVERY_SECONDS = 1.0
-# Deltas reach subscribers in batches: one signal per interval, not one per token.
+# Deltas reach subscribers in batches, one signal each, and each signal is a workflow task and history events (and
+# wakes every subscriber's poll, an update each): the first delta goes at once (the first token is what a chat user
+# waits for), then batches STREAM_BATCH_INTERVAL apart, the gap doubling up to STREAM_MAX_BATCH_INTERVAL.
 STREAM_BATCH_INTERVAL = timedelta(milliseconds=200)
+STREAM_MAX_BATCH_INTERVAL = timedelta(seconds=1)
 OVERLOADED_RETRY_DELAY = timedelta(seconds=5)
 # A generation is retried until the job's deadline (an engine outage is waited out), but an engine that is up
 # and keeps failing it is given this many GenerationFailed tries; tries that found the engine down or overloaded
@@ -188,6 +192,26 @@ class JobActivities:
         )
 
 
+class DeltaBatches:
+    """When the deltas buffered for the stream go out: the first at once, the next STREAM_BATCH_INTERVAL after
+    it, each gap twice the one before, up to STREAM_MAX_BATCH_INTERVAL. Times are time.monotonic() seconds."""
+
+    def __init__(
+        self, first_gap: timedelta = STREAM_BATCH_INTERVAL, longest_gap: timedelta = STREAM_MAX_BATCH_INTERVAL
+    ) -> None:
+        self._gap = first_gap.total_seconds()
+        self._longest = longest_gap.total_seconds()
+        self._due: float | None = None
+
+    def due(self, now: float) -> bool:
+        """Whether what is buffered goes out now; when it does, the next batch is due one gap later."""
+        if self._due is not None and now < self._due:
+            return False
+        self._due = now + self._gap
+        self._gap = min(self._gap * 2, self._longest)
+        return True
+
+
 async def _heartbeat_forever(tokens: Callable[[], int], failed_tries: int) -> None:
     # Heartbeats also while waiting for the first token (the engine may queue us), and they are what
     # delivers a cancellation to this activity. Their first detail, tokens so far, is what `status` reads; the
@@ -296,13 +320,15 @@ class ChatActivities:
             return kept
         failed_before = failed_tries_before(info)
         streamed = 0
+        batches = DeltaBatches()
 
         def publish_delta(text: str) -> None:
             nonlocal streamed
             streamed += 1
-            events.publish(DeltaEvent(attempt=request.attempt, text=text))
+            events.publish(DeltaEvent(attempt=request.attempt, text=text), force_flush=batches.due(time.monotonic()))
 
-        stream = WorkflowStreamClient.from_within_activity(batch_interval=STREAM_BATCH_INTERVAL)
+        # The stream's own timer flushes only what waited the longest gap (deltas stopped arriving for a while).
+        stream = WorkflowStreamClient.from_within_activity(batch_interval=STREAM_MAX_BATCH_INTERVAL)
         heartbeats = asyncio.create_task(_heartbeat_forever(lambda: streamed, failed_before))
 
         def failed_tries(failed: bool) -> int:
