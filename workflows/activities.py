@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -344,9 +345,16 @@ class ChatActivities:
                 if request.attempt > 1 or info.attempt > 1:
                     reason = "retry" if info.attempt > 1 else "regenerate"
                     events.publish(ResetEvent(attempt=request.attempt, try_number=info.attempt, reason=reason))
-                result = await self._engine.complete(
-                    request.messages, request.sampling, request.stop, on_text=publish_delta
-                )
+                try:
+                    result = await self._engine.complete(
+                        request.messages, request.sampling, request.stop, on_text=publish_delta
+                    )
+                finally:
+                    # The batch in flight is awaited and the rest sent here: leaving the stream cancels a flush in
+                    # flight, and a signal cancelled so was seen to hang the exit until the try timed out (a fast
+                    # engine ends while its first delta's batch is on its way). A failure is the exit's to raise.
+                    with suppress(Exception):
+                        await stream.flush()
         except Exception as error:
             # An engine error, also one that the stream's final flush then replaced.
             engine_error = error if isinstance(error, EngineError) else error.__context__

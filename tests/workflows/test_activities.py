@@ -57,11 +57,17 @@ class FlushFails:
     async def __aenter__(self) -> FlushFails:
         return self
 
+    async def flush(self) -> None:
+        raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
+
     async def __aexit__(self, *exc: object) -> None:
         raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
 
 
 class QuietStream(FlushFails):
+    async def flush(self) -> None:
+        pass
+
     async def __aexit__(self, *exc: object) -> None:
         pass
 
