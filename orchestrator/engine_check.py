@@ -9,7 +9,7 @@ from loguru import logger
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from orchestrator.engine_env import slots_over_cap
-from orchestrator.engines import Engine
+from orchestrator.engines import Engine, tls_context
 from orchestrator.settings import Settings
 
 INFO_TIMEOUT_SECONDS = 10.0
@@ -41,7 +41,7 @@ def engine_mismatches(settings: Settings, info: EngineInfo) -> list[str]:
 
 async def engine_info(base_url: str) -> EngineInfo | None:
     """TGI's /info; None when it answers anything but a TGI /info body."""
-    async with httpx2.AsyncClient(timeout=INFO_TIMEOUT_SECONDS) as http:
+    async with httpx2.AsyncClient(timeout=INFO_TIMEOUT_SECONDS, verify=tls_context()) as http:
         response = await http.get(f"{base_url}/info")
     if response.status_code != 200:
         return None

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import httpx2
 
-from orchestrator.engines import GENERIC, Engine
+from orchestrator.engines import GENERIC, Engine, tls_context
 from orchestrator.settings import Settings
 
 ENGINE_CHECK_TIMEOUT_SECONDS = 5.0
@@ -54,7 +54,9 @@ async def engine_is_down(base_url: str, engine: Engine = GENERIC) -> bool:
     """Whether the engine is down: its health route (the table's, orchestrator/engines.py) is not 200; an engine
     without one (llama.cpp's server; or a 404 from an engine not detected) is down when `GET /v1/models`
     answers 5xx. Refused or reset is down; slow is not."""
-    async with httpx2.AsyncClient(base_url=base_url, timeout=ENGINE_CHECK_TIMEOUT_SECONDS) as http:
+    async with httpx2.AsyncClient(
+        base_url=base_url, timeout=ENGINE_CHECK_TIMEOUT_SECONDS, verify=tls_context()
+    ) as http:
         try:
             if engine.health_path is not None:
                 health = await http.get(engine.health_path)

@@ -6,10 +6,8 @@ It never retries: Temporal owns retries, so every attempt shows in the workflow'
 from __future__ import annotations
 
 import json
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable
-from functools import cache
 from typing import Any
 
 import httpx2
@@ -24,7 +22,7 @@ from huggingface_hub.errors import (
 )
 from pydantic import BaseModel
 
-from orchestrator.engines import GENERIC, Engine
+from orchestrator.engines import GENERIC, Engine, tls_context
 from workflows.models import EngineError, ErrorType, GenerateResult, Message, ResolvedSampling
 
 _TOO_LONG_MARKERS = (
@@ -39,11 +37,6 @@ _MAX_SERVER_MESSAGE = 500
 _MAX_ERROR_BODY = 1_000_000
 
 
-@cache
-def _tls_context() -> ssl.SSLContext:
-    return httpx2.create_ssl_context()
-
-
 async def _read_error_body(response: httpx2.Response) -> None:
     # So that the error's body is there to classify (as huggingface_hub's own client does).
     length = response.headers.get("content-length", "")
@@ -52,11 +45,10 @@ async def _read_error_body(response: httpx2.Response) -> None:
 
 
 def engine_http_client() -> httpx2.AsyncClient:
-    """The HTTP client of one generation. Every generation opens its own (see `stream_chat`); with its own
-    TLS context each would load the CA bundle again: ~20 ms of CPU on the event loop per generation, a third of
-    the worker's CPU per job in the capacity benchmark. One context, made once, serves them all."""
+    """The HTTP client of one generation. Every generation opens its own (see `stream_chat`), all with one TLS
+    context (`tls_context`)."""
     return httpx2.AsyncClient(
-        verify=_tls_context(), follow_redirects=True, timeout=None, event_hooks={"response": [_read_error_body]}
+        verify=tls_context(), follow_redirects=True, timeout=None, event_hooks={"response": [_read_error_body]}
     )
 
 

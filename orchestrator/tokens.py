@@ -22,7 +22,7 @@ from typing import Any
 import httpx2
 from loguru import logger
 
-from orchestrator.engines import Engine, TokenizeRoute
+from orchestrator.engines import Engine, TokenizeRoute, tls_context
 from orchestrator.errors import StartupError
 from orchestrator.settings import Settings
 from workflows.context import estimate_tokens
@@ -152,7 +152,7 @@ class EngineCounter(CachedCounter):
     ) -> None:
         super().__init__()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx2.AsyncClient(base_url=base_url, headers=headers, timeout=timeout)
+        self._client = httpx2.AsyncClient(base_url=base_url, headers=headers, timeout=timeout, verify=tls_context())
         self._model = model
         self._route = route
         self._slots = asyncio.Semaphore(CONCURRENT_REQUESTS)

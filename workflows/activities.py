@@ -11,8 +11,10 @@ Nothing here logs chat text (ids, counts, codes and timings only) unless CHAT_WO
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -47,8 +49,11 @@ from workflows.policy import Policy
 from workflows.validation import SHORT_CHARS, validate
 
 HEARTBEAT_EVERY_SECONDS = 1.0
-# Deltas reach subscribers in batches: one signal per interval, not one per token.
+# Deltas reach subscribers in batches, one signal each, and each signal is a workflow task and history events (and
+# wakes every subscriber's poll, an update each): the first delta goes at once (the first token is what a chat user
+# waits for), then batches STREAM_BATCH_INTERVAL apart, the gap doubling up to STREAM_MAX_BATCH_INTERVAL.
 STREAM_BATCH_INTERVAL = timedelta(milliseconds=200)
+STREAM_MAX_BATCH_INTERVAL = timedelta(seconds=1)
 OVERLOADED_RETRY_DELAY = timedelta(seconds=5)
 # A generation is retried until the job's deadline (an engine outage is waited out), but an engine that is up
 # and keeps failing it is given this many GenerationFailed tries; tries that found the engine down or overloaded
@@ -188,6 +193,26 @@ class JobActivities:
         )
 
 
+class DeltaBatches:
+    """When the deltas buffered for the stream go out: the first at once, the next STREAM_BATCH_INTERVAL after
+    it, each gap twice the one before, up to STREAM_MAX_BATCH_INTERVAL. Times are time.monotonic() seconds."""
+
+    def __init__(
+        self, first_gap: timedelta = STREAM_BATCH_INTERVAL, longest_gap: timedelta = STREAM_MAX_BATCH_INTERVAL
+    ) -> None:
+        self._gap = first_gap.total_seconds()
+        self._longest = longest_gap.total_seconds()
+        self._due: float | None = None
+
+    def due(self, now: float) -> bool:
+        """Whether what is buffered goes out now; when it does, the next batch is due one gap later."""
+        if self._due is not None and now < self._due:
+            return False
+        self._due = now + self._gap
+        self._gap = min(self._gap * 2, self._longest)
+        return True
+
+
 async def _heartbeat_forever(tokens: Callable[[], int], failed_tries: int) -> None:
     # Heartbeats also while waiting for the first token (the engine may queue us), and they are what
     # delivers a cancellation to this activity. Their first detail, tokens so far, is what `status` reads; the
@@ -296,13 +321,15 @@ class ChatActivities:
             return kept
         failed_before = failed_tries_before(info)
         streamed = 0
+        batches = DeltaBatches()
 
         def publish_delta(text: str) -> None:
             nonlocal streamed
             streamed += 1
-            events.publish(DeltaEvent(attempt=request.attempt, text=text))
+            events.publish(DeltaEvent(attempt=request.attempt, text=text), force_flush=batches.due(time.monotonic()))
 
-        stream = WorkflowStreamClient.from_within_activity(batch_interval=STREAM_BATCH_INTERVAL)
+        # The stream's own timer flushes only what waited the longest gap (deltas stopped arriving for a while).
+        stream = WorkflowStreamClient.from_within_activity(batch_interval=STREAM_MAX_BATCH_INTERVAL)
         heartbeats = asyncio.create_task(_heartbeat_forever(lambda: streamed, failed_before))
 
         def failed_tries(failed: bool) -> int:
@@ -318,9 +345,16 @@ class ChatActivities:
                 if request.attempt > 1 or info.attempt > 1:
                     reason = "retry" if info.attempt > 1 else "regenerate"
                     events.publish(ResetEvent(attempt=request.attempt, try_number=info.attempt, reason=reason))
-                result = await self._engine.complete(
-                    request.messages, request.sampling, request.stop, on_text=publish_delta
-                )
+                try:
+                    result = await self._engine.complete(
+                        request.messages, request.sampling, request.stop, on_text=publish_delta
+                    )
+                finally:
+                    # The batch in flight is awaited and the rest sent here: leaving the stream cancels a flush in
+                    # flight, and a signal cancelled so was seen to hang the exit until the try timed out (a fast
+                    # engine ends while its first delta's batch is on its way). A failure is the exit's to raise.
+                    with suppress(Exception):
+                        await stream.flush()
         except Exception as error:
             # An engine error, also one that the stream's final flush then replaced.
             engine_error = error if isinstance(error, EngineError) else error.__context__

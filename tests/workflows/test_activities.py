@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 from loguru import logger
@@ -14,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 
-from workflows.activities import GENERATION_FAILED_TRIES, ChatActivities, application_error
+from workflows.activities import GENERATION_FAILED_TRIES, ChatActivities, DeltaBatches, application_error
 from workflows.models import EngineError, ErrorType, GenerateRequest, GenerateResult, Message, ResolvedSampling
 
 SAMPLING = ResolvedSampling(temperature=0.7, top_p=0.9, max_tokens=16, seed=1)
@@ -50,17 +51,23 @@ class FlushFails:
     def topic(self, name: str) -> FlushFails:
         return self
 
-    def publish(self, event: object) -> None:
+    def publish(self, event: object, force_flush: bool = False) -> None:
         pass
 
     async def __aenter__(self) -> FlushFails:
         return self
+
+    async def flush(self) -> None:
+        raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
 
     async def __aexit__(self, *exc: object) -> None:
         raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
 
 
 class QuietStream(FlushFails):
+    async def flush(self) -> None:
+        pass
+
     async def __aexit__(self, *exc: object) -> None:
         pass
 
@@ -87,6 +94,42 @@ async def test_a_finished_reply_is_kept_when_the_streams_final_flush_fails(monke
         logger.remove(sink)
     assert result.content == "Evening." and result.completion_tokens == 2
     assert len(warnings) == 1 and "final flush failed (RPCError)" in warnings[0] and "Evening" not in warnings[0]
+
+
+def test_the_first_delta_goes_at_once_then_batches_grow_to_the_longest_gap() -> None:
+    batches = DeltaBatches(timedelta(seconds=0.25), timedelta(seconds=1))
+    ticks = [i / 64 for i in range(5 * 64)]  # a delta every 1/64 s for 5 s (exact in binary)
+    assert [t for t in ticks if batches.due(t)] == [0.0, 0.25, 0.75, 1.75, 2.75, 3.75, 4.75]
+
+
+class RecordedStream(QuietStream):
+    def __init__(self) -> None:
+        self.flushes: list[bool] = []
+
+    def publish(self, event: object, force_flush: bool = False) -> None:
+        self.flushes.append(force_flush)
+
+
+class ManyDeltas:
+    async def complete(
+        self, *args: object, on_text: Callable[[str], None] | None = None, **kwargs: object
+    ) -> GenerateResult:
+        assert on_text is not None
+        for _ in range(50):
+            on_text(" word")
+        return GenerateResult(
+            content=" word" * 50, finish_reason="stop", prompt_tokens=5, completion_tokens=50, engine_ms=9.0
+        )
+
+
+async def test_the_first_delta_is_sent_at_once_and_the_rest_wait_for_their_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = RecordedStream()
+    monkeypatch.setattr(WorkflowStreamClient, "from_within_activity", lambda **kwargs: stream)
+    request = GenerateRequest(job_id="j4", attempt=1, messages=[Message(role="user", content="hi")], sampling=SAMPLING)
+    await ActivityEnvironment().run(ChatActivities(ManyDeltas()).generate, request)
+    assert stream.flushes == [True] + [False] * 49
 
 
 def test_an_engine_outage_is_retried_on_every_try_but_a_failing_generation_only_so_many_times() -> None:
