@@ -23,7 +23,7 @@ from orchestrator.client import ChatClient, connect
 from orchestrator.settings import Settings
 from orchestrator.worker import workers_running
 from workflows.chat import ChatWorkflow
-from workflows.models import ChatJob, ChatResult, JobType, Verdict
+from workflows.models import ChatJob, ChatResult, GenerateRequest, JobType, Verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 # <checkout>/../shared: the real character cards, read in place, never copied into the repo.
@@ -245,4 +245,18 @@ async def verdicts(client: Client, workflow_id: str) -> list[Verdict]:
             continue
         [value] = await client.data_converter.decode(list(details["result"].payloads))
         found.append(Verdict.model_validate(value))
+    return found
+
+
+async def generate_requests(client: Client, workflow_id: str) -> list[GenerateRequest]:
+    """What the job asked of each generation it scheduled (replies and summaries), from its history."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    found = []
+    for event in history.events:
+        if event.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            continue
+        [value] = await client.data_converter.decode(
+            list(event.activity_task_scheduled_event_attributes.input.payloads)
+        )
+        found.append(GenerateRequest.model_validate(value))
     return found

@@ -45,6 +45,7 @@ def summary_texts(job: ChatJob, character: Character | None, memory: Memory, unt
     return [
         summary_instruction(job, character),
         previous_summary(memory),
+        NEXT_HEADER,
         REQUEST,
         *(line for _, line in transcript_lines(job, character, memory.covers, until)),
     ]

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from characters import Character, bundled_character, describe_validation_error
 from tests.workflows.test_context_window import chat
 from workflows.context import EXAMPLES_HEADER, FACTS_HEADER, MEMORY_HEADER, build_context, estimate_tokens
-from workflows.memory import NEXT_HEADER, NOTHING_YET, merged_memory, summary_prompt
+from workflows.memory import NEXT_HEADER, NOTHING_YET, merged_memory, summary_prompt, summary_texts
 from workflows.models import (
     MEMORY_FACTS,
     MEMORY_SUMMARY_CHARS,
@@ -176,7 +176,9 @@ def test_the_summary_prompt_merges_the_previous_summary_with_the_dropped_message
 def test_the_summary_prompt_keeps_to_its_budget_and_says_how_far_it_got() -> None:
     messages = [Message(role="user", content=f"Line {i}: " + "the tide turns again " * 10) for i in range(30)]
     job = job_with(messages, Memory())
-    prompt = summary_prompt(job, MIRA, Memory(), 30, budget=400, count=estimate_tokens)
+    # Counted as the activity counts: only the texts `summary_texts` names.
+    counts = {text: estimate_tokens(text) for text in summary_texts(job, MIRA, Memory(), 30)}
+    prompt = summary_prompt(job, MIRA, Memory(), 30, budget=400, count=counts.__getitem__)
     assert 0 < prompt.covers < 30
     assert prompt.prompt_tokens <= 400
     assert NOTHING_YET in prompt.messages[-1].content
