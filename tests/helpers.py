@@ -232,16 +232,17 @@ async def generate_tries(client: Client, workflow_id: str) -> list[int]:
     ]
 
 
-async def verdicts(client: Client, workflow_id: str) -> list[Verdict]:
-    """The verdict on each reply the job checked: the results of its check_reply local activities, which its
-    history records as markers (details: "data", the SDK's JSON naming the activity type; "result")."""
+async def verdicts(client: Client, workflow_id: str, check: str = "check_reply") -> list[Verdict]:
+    """The verdict on each reply (or with `check="check_summary"`, each summary) the job checked: the results of
+    its check local activities, which its history records as markers (details: "data", the SDK's JSON naming the
+    activity type; "result")."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     found = []
     for event in history.events:
         details = event.marker_recorded_event_attributes.details
         if event.event_type != EventType.EVENT_TYPE_MARKER_RECORDED or "data" not in details:
             continue
-        if json.loads(details["data"].payloads[0].data).get("activity_type") != "check_reply":
+        if json.loads(details["data"].payloads[0].data).get("activity_type") != check:
             continue
         [value] = await client.data_converter.decode(list(details["result"].payloads))
         found.append(Verdict.model_validate(value))

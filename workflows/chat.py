@@ -535,7 +535,8 @@ class ChatWorkflow:
             retry_policy=LOCAL_RETRY,
             summary="prepare summary",
         )
-        requested = job.sampling if job.job_type is JobType.summarize else Sampling()
+        # A reply job's sampling is for its reply; only its seed carries over, so that a seeded job is repeatable.
+        requested = job.sampling if job.job_type is JobType.summarize else Sampling(seed=job.sampling.seed)
         sampling = first_sampling(JobType.summarize, requested, seed=self._new_seed())
         sampling = sampling.model_copy(update={"max_tokens": min(sampling.max_tokens, SUMMARY_MAX_TOKENS)})
         check = SummaryCheck(

@@ -14,7 +14,7 @@ from temporalio.client import Client
 
 from orchestrator.client import ChatClient, workflow_id
 from orchestrator.settings import Settings
-from tests.helpers import arun, generate_requests, job, stack_env
+from tests.helpers import arun, generate_requests, job, stack_env, verdicts
 from workflows.models import ChatJob, Memory, Message
 
 FACT = "Captain Vell's brass compass"
@@ -30,9 +30,9 @@ def conversation(turns: int) -> list[Message]:
     messages = [Message(role="user", content=SECRET), Message(role="assistant", content=f"*nods slowly* {KEPT}")]
     for turn in range(1, turns):
         place = PLACES[turn % len(PLACES)]
-        messages.append(Message(role="user", content=f"*sits at the bar* Anything new at the {place}, Mira?"))
+        messages.append(Message(role="user", content=f"*sits at the bar* Day {turn}. Anything new at the {place}?"))
         if turn < turns - 1:
-            messages.append(Message(role="assistant", content=f"*wipes a mug* Quiet at the {place} tonight, Tam."))
+            messages.append(Message(role="assistant", content=f"*wipes a mug* Day {turn}: quiet at the {place}, Tam."))
     return messages
 
 
@@ -64,7 +64,8 @@ async def test_a_long_chat_summarises_what_its_window_dropped_and_the_next_job_c
     assert SECRET in summaries[0].messages[-1].content and KEPT in summaries[0].messages[-1].content
     assert first.messages[until].content not in summaries[0].messages[-1].content  # still in the window
     assert result.memory is not None, result
-    assert result.memory.covers == until, f"no summary passed: {[a.reasons for a in result.attempt_details]}"
+    checked = await verdicts(client, workflow_id(first.job_id), check="check_summary")
+    assert result.memory.covers == until, f"no summary passed: {[(v.reasons, len(v.cleaned)) for v in checked]}"
     assert result.memory.summary and result.memory.facts == []
 
     reply = Message(role="assistant", content=result.content)
