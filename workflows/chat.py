@@ -108,6 +108,9 @@ ESCALATION_PER_REASON = "escalation-per-reason"
 STORY_MEMORY = "story-memory"
 # Summary steps per job at most (each covers what fits one prompt).
 MAX_SUMMARY_STEPS = 4
+# A reply job's summaries end by then after the reply (or at the job's deadline, if sooner): a slow or stuck
+# summary never holds the reply back longer.
+SUMMARY_WINDOW = timedelta(seconds=180)
 # Temporal task priority of a job's generations (1 highest … 5 lowest; the server's default is 3). Every job has
 # this one for now (the ops issue makes it ChatJob.priority).
 JOB_PRIORITY = 3
@@ -469,9 +472,10 @@ class ChatWorkflow:
             return job.memory
         if not workflow.patched(STORY_MEMORY):
             return job.memory
+        until = min(deadline, workflow.now() + SUMMARY_WINDOW)
         try:
             return await self._summarized(
-                job, prepared, job.memory, block.summarize_until, deadline, self._summary_attempts, SUMMARY_PRIORITY
+                job, prepared, job.memory, block.summarize_until, until, self._summary_attempts, SUMMARY_PRIORITY
             )
         except FailureError as error:
             if is_cancelled_exception(error):
