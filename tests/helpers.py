@@ -23,7 +23,7 @@ from orchestrator.client import ChatClient, connect
 from orchestrator.settings import Settings
 from orchestrator.worker import workers_running
 from workflows.chat import ChatWorkflow
-from workflows.models import ChatJob, ChatResult, JobType, Verdict
+from workflows.models import ChatJob, ChatResult, GenerateRequest, JobType, Verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 # <checkout>/../shared: the real character cards, read in place, never copied into the repo.
@@ -232,17 +232,32 @@ async def generate_tries(client: Client, workflow_id: str) -> list[int]:
     ]
 
 
-async def verdicts(client: Client, workflow_id: str) -> list[Verdict]:
-    """The verdict on each reply the job checked: the results of its check_reply local activities, which its
-    history records as markers (details: "data", the SDK's JSON naming the activity type; "result")."""
+async def verdicts(client: Client, workflow_id: str, check: str = "check_reply") -> list[Verdict]:
+    """The verdict on each reply (or with `check="check_summary"`, each summary) the job checked: the results of
+    its check local activities, which its history records as markers (details: "data", the SDK's JSON naming the
+    activity type; "result")."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     found = []
     for event in history.events:
         details = event.marker_recorded_event_attributes.details
         if event.event_type != EventType.EVENT_TYPE_MARKER_RECORDED or "data" not in details:
             continue
-        if json.loads(details["data"].payloads[0].data).get("activity_type") != "check_reply":
+        if json.loads(details["data"].payloads[0].data).get("activity_type") != check:
             continue
         [value] = await client.data_converter.decode(list(details["result"].payloads))
         found.append(Verdict.model_validate(value))
+    return found
+
+
+async def generate_requests(client: Client, workflow_id: str) -> list[GenerateRequest]:
+    """What the job asked of each generation it scheduled (replies and summaries), from its history."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    found = []
+    for event in history.events:
+        if event.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            continue
+        [value] = await client.data_converter.decode(
+            list(event.activity_task_scheduled_event_attributes.input.payloads)
+        )
+        found.append(GenerateRequest.model_validate(value))
     return found

@@ -25,6 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from characters import Character, UnknownCharacter, listed, resolve
 from workflows.context import ContextTooLarge, TextsCounter, budgeted_context
+from workflows.memory import summary_budget, summary_prompt, summary_texts
 from workflows.models import (
     STREAM_TOPIC,
     ChatJob,
@@ -42,10 +43,14 @@ from workflows.models import (
     PrepareRequest,
     ResetEvent,
     ResolvedSampling,
+    SummaryCheck,
+    SummaryPrompt,
+    SummaryRequest,
     Verdict,
     limit_problems,
 )
 from workflows.policy import Policy
+from workflows.summary_validation import validate_summary
 from workflows.validation import SHORT_CHARS, validate
 
 HEARTBEAT_EVERY_SECONDS = 1.0
@@ -175,6 +180,25 @@ class JobActivities:
     @activity.defn(name="check_reply")
     async def check_reply(self, request: CheckRequest) -> Verdict:
         return validate(request.reply, request.spec, request.history, request.finish_reason, self._policy)
+
+    @activity.defn(name="prepare_summary")
+    async def prepare_summary(self, request: SummaryRequest) -> SummaryPrompt:
+        """The summary step's prompt within the engine's budget for a summary (see workflows/memory.py)."""
+        character = resolved_character(request.job)
+        texts = summary_texts(request.job, character, request.memory, request.until)
+        counts = await self._counter.count_many(texts)
+        return summary_prompt(
+            request.job,
+            character,
+            request.memory,
+            request.until,
+            budget=summary_budget(self._engine_limits),
+            count=counts.__getitem__,
+        )
+
+    @activity.defn(name="check_summary")
+    async def check_summary(self, check: SummaryCheck) -> Verdict:
+        return validate_summary(check, self._policy)
 
     @activity.defn(name="record_metrics")
     async def record_metrics(self, metrics: JobMetrics) -> None:
@@ -322,11 +346,15 @@ class ChatActivities:
         failed_before = failed_tries_before(info)
         streamed = 0
         batches = DeltaBatches()
+        replying = request.purpose == "reply"  # a summary is neither streamed nor logged
 
         def publish_delta(text: str) -> None:
             nonlocal streamed
             streamed += 1
-            events.publish(DeltaEvent(attempt=request.attempt, text=text), force_flush=batches.due(time.monotonic()))
+            if replying:
+                events.publish(
+                    DeltaEvent(attempt=request.attempt, text=text), force_flush=batches.due(time.monotonic())
+                )
 
         # The stream's own timer flushes only what waited the longest gap (deltas stopped arriving for a while).
         stream = WorkflowStreamClient.from_within_activity(batch_interval=STREAM_MAX_BATCH_INTERVAL)
@@ -342,7 +370,7 @@ class ChatActivities:
         try:
             async with stream:  # leaving flushes what is buffered, also on cancellation
                 events = stream.topic(STREAM_TOPIC)
-                if request.attempt > 1 or info.attempt > 1:
+                if replying and (request.attempt > 1 or info.attempt > 1):
                     reason = "retry" if info.attempt > 1 else "regenerate"
                     events.publish(ResetEvent(attempt=request.attempt, try_number=info.attempt, reason=reason))
                 try:
@@ -387,8 +415,9 @@ class ChatActivities:
             heartbeats.cancel()
         result.queue_ms = queue_ms(info)
         logger.info(
-            "generated job={} attempt={} try={} finish={} prompt_tokens={} completion_tokens={} engine_ms={:.0f}",
+            "generated job={} {}={} try={} finish={} prompt_tokens={} completion_tokens={} engine_ms={:.0f}",
             request.job_id,
+            "attempt" if replying else "summary_attempt",
             request.attempt,
             info.attempt,
             result.finish_reason,
@@ -396,7 +425,7 @@ class ChatActivities:
             result.completion_tokens,
             result.engine_ms,
         )
-        if self._log_chat_text:
+        if self._log_chat_text and replying:
             logger.debug("reply job={} attempt={}: {}", request.job_id, request.attempt, result.content)
         self._finished.keep(info, result)
         return result

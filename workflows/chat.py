@@ -2,7 +2,12 @@
 
 parse the job → prepare (local activity: limits, policy, character, token-budget context) →
 attempt: generate (activity on `{task_queue}-generate`) → check the reply (local activity) →
-(rejected: again, with a new seed and adjusted sampling) → record metrics (local activity) → ChatResult.
+(rejected: again, with a new seed and adjusted sampling) → [a job with memory whose window starts past what its
+summary covers: summarize] → record metrics (local activity) → ChatResult.
+
+summarize (story memory, workflows/memory.py): prepare_summary (local) → generate on the generation queue, like
+any generation → check_summary (local) → (rejected: again, new seed, adjusted sampling); a summary that never
+passes keeps the job's memory. A chat_summarize job is that step alone, on the whole conversation.
 
 The input is taken as its raw payload and decoded here, so a job that does not decode (a key this worker
 lacks, bytes that are not JSON) or is malformed fails the workflow at once with a non-retryable `InvalidJob`
@@ -37,11 +42,13 @@ with workflow.unsafe.imports_passed_through():
     from characters.base import not_unicode_fields
     from workflows.activities import ChatActivities, JobActivities, invalid_job
     from workflows.context import char_name
+    from workflows.memory import merged_memory
     from workflows.models import (
         ENCRYPTED_ENCODING,
         KEY_ID_METADATA,
         NON_RETRYABLE,
         STREAM_TOPIC,
+        SUMMARY_MAX_TOKENS,
         WORKFLOW_TYPE,
         CancelledEvent,
         ChatJob,
@@ -55,12 +62,16 @@ with workflow.unsafe.imports_passed_through():
         JobLimits,
         JobStatus,
         JobType,
+        Memory,
         Prepared,
         PrepareRequest,
         Reminder,
         ReplySpec,
         ResolvedSampling,
+        Sampling,
         Stage,
+        SummaryCheck,
+        SummaryRequest,
         Timings,
         generate_task_queue,
     )
@@ -92,10 +103,20 @@ LATER_ATTEMPTS_GO_FIRST = "later-attempts-go-first"
 # After a rejected reply, the next attempt is changed by its reasons (workflows/sampling.py), and a reason that
 # calls for a reminder after the history has the context prepared again with it.
 ESCALATION_PER_REASON = "escalation-per-reason"
+# Story memory: a job that carries memory summarises what its window dropped (prepare_summary, generate,
+# check_summary), and chat_summarize jobs exist.
+STORY_MEMORY = "story-memory"
+# Summary steps per job at most (each covers what fits one prompt).
+MAX_SUMMARY_STEPS = 4
+# A reply job's summaries end by then after the reply (or at the job's deadline, if sooner): a slow or stuck
+# summary never holds the reply back longer.
+SUMMARY_WINDOW = timedelta(seconds=180)
 # Temporal task priority of a job's generations (1 highest … 5 lowest; the server's default is 3). Every job has
 # this one for now (the ops issue makes it ChatJob.priority).
 JOB_PRIORITY = 3
 HIGHEST_PRIORITY = 1
+# A reply job's summary comes after its reply was written: it queues behind other jobs' replies.
+SUMMARY_PRIORITY = Priority(priority_key=JOB_PRIORITY + 1)
 # Runs begun before GENERATE_RETRIES_UNTIL_DEADLINE: an engine outage failed the job after 4 tries (~7 s).
 GENERATE_RETRY_BEFORE_OUTAGES = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -221,6 +242,7 @@ class ChatWorkflow:
         self._stage: Stage = "queued"
         self._attempt = 0
         self._attempts: list[Attempt] = []
+        self._summary_attempts: list[Attempt] = []  # a reply job's summary generations (not its attempts)
         self._generations = 0  # generate activities scheduled: unlike _attempt, a shrink's retry counts
         self._context_ms = 0.0
         self._generation_ms = 0.0
@@ -269,6 +291,8 @@ class ChatWorkflow:
         if prepared.character is not None:
             workflow.upsert_search_attributes([CHARACTER_NAME.value_set(prepared.character.name)])
         deadline = workflow.info().start_time + timedelta(seconds=prepared.deadline_seconds)
+        if chat_job.job_type is JobType.summarize:
+            return await self._summarize_job(chat_job, prepared, deadline, started)
         try:
             chosen = await asyncio.wait_for(
                 self._attempts_until_valid(chat_job, prepared, deadline),
@@ -278,7 +302,8 @@ class ChatWorkflow:
             if not ended_by_deadline(error, deadline):
                 raise
             return await self._after_deadline(chat_job, prepared, started)
-        return await self._finish(chat_job, prepared, chosen, started=started)
+        memory = await self._memory_after_reply(chat_job, prepared, deadline)
+        return await self._finish(chat_job, prepared, chosen, started=started, memory=memory)
 
     async def _after_deadline(self, job: ChatJob, prepared: Prepared, started: datetime) -> ChatResult:
         """The deadline passed before a valid reply: the best rejected one so far, flagged with reason
@@ -286,7 +311,7 @@ class ChatWorkflow:
         best = best_returnable(self._attempts)
         if best is None or not workflow.patched(BEST_REPLY_AT_DEADLINE):
             raise deadline_passed()
-        return await self._finish(job, prepared, best, started=started, late=True)
+        return await self._finish(job, prepared, best, started=started, late=True, memory=job.memory)
 
     async def _prepare(
         self, job: ChatJob, budget_share: float = 1.0, reminders: list[Reminder] | None = None
@@ -387,27 +412,36 @@ class ChatWorkflow:
     async def _generate(
         self, job_id: str, prepared: Prepared, sampling: ResolvedSampling, deadline: datetime
     ) -> GenerateResult:
+        request = GenerateRequest(
+            job_id=job_id,
+            attempt=self._attempt,
+            messages=prepared.context.messages,
+            sampling=sampling,
+            stop=prepared.context.stop,
+        )
+        return await self._generation(request, deadline, f"{self._summary} · attempt {self._attempt}")
+
+    async def _generation(
+        self, request: GenerateRequest, deadline: datetime, summary: str, priority: Priority | None = None
+    ) -> GenerateResult:
+        """The generate activity on the generation queue; `priority` None: the job's, one level up for its later
+        generations."""
         before = workflow.now()
         remaining = deadline - before
         if remaining <= timedelta(0):
             raise deadline_passed()
         until_deadline = workflow.patched(GENERATE_RETRIES_UNTIL_DEADLINE)
         self._generations += 1
-        priority = (
-            generation_priority(JOB_PRIORITY, later=self._generations > 1)
-            if workflow.patched(LATER_ATTEMPTS_GO_FIRST)
-            else Priority.default
-        )
+        if priority is None:
+            priority = (
+                generation_priority(JOB_PRIORITY, later=self._generations > 1)
+                if workflow.patched(LATER_ATTEMPTS_GO_FIRST)
+                else Priority.default
+            )
         try:
             return await workflow.execute_activity_method(
                 ChatActivities.generate,
-                GenerateRequest(
-                    job_id=job_id,
-                    attempt=self._attempt,
-                    messages=prepared.context.messages,
-                    sampling=sampling,
-                    stop=prepared.context.stop,
-                ),
+                request,
                 task_queue=generate_task_queue(workflow.info().task_queue),
                 schedule_to_close_timeout=remaining,
                 start_to_close_timeout=min(GENERATE_TIMEOUT, remaining),
@@ -415,7 +449,7 @@ class ChatWorkflow:
                 retry_policy=GENERATE_RETRY if until_deadline else GENERATE_RETRY_BEFORE_OUTAGES,
                 # The activity flushes its last deltas to the stream before the workflow may close.
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=f"{self._summary} · attempt {self._attempt}",
+                summary=summary,
                 priority=priority,
             )
         except ActivityError as error:
@@ -429,8 +463,124 @@ class ChatWorkflow:
         finally:
             self._generation_ms += (workflow.now() - before).total_seconds() * 1000
 
+    async def _memory_after_reply(self, job: ChatJob, prepared: Prepared, deadline: datetime) -> Memory | None:
+        """The memory to return with the reply: the job's, merged with what its window dropped beyond what the
+        summary covers (the context's `memory.summarize_until`). Whatever fails in the summary (the engine, the
+        deadline, every summary rejected) keeps the job's memory: the reply is the job's point."""
+        block = prepared.context.memory
+        if job.memory is None or block is None or block.summarize_until is None:
+            return job.memory
+        if not workflow.patched(STORY_MEMORY):
+            return job.memory
+        until = min(deadline, workflow.now() + SUMMARY_WINDOW)
+        try:
+            return await self._summarized(
+                job, prepared, job.memory, block.summarize_until, until, self._summary_attempts, SUMMARY_PRIORITY
+            )
+        except FailureError as error:
+            if is_cancelled_exception(error):
+                raise
+            workflow.logger.warning("summary failed for job %s (%s): memory kept", job.job_id, type(error).__name__)
+            return job.memory
+
+    async def _summarize_job(
+        self, job: ChatJob, prepared: Prepared, deadline: datetime, started: datetime
+    ) -> ChatResult:
+        """A chat_summarize job: the whole conversation merged into the job's memory; its summary is the reply."""
+        workflow.patched(STORY_MEMORY)
+        before = job.memory or Memory()
+        memory = await self._summarized(job, prepared, before, len(job.messages), deadline, self._attempts, None)
+        valid = [a for a in self._attempts if a.verdict.valid]
+        if not valid:
+            reasons = ", ".join(r for a in self._attempts for r in a.verdict.reasons) or "none"
+            raise ApplicationError(
+                f"no summary that can be kept in {len(self._attempts)} attempts (reasons: {reasons})",
+                type=ErrorType.no_valid_reply.value,
+                non_retryable=True,
+            )
+        return await self._finish(job, prepared, valid[-1], started=started, memory=memory)
+
+    async def _summarized(
+        self,
+        job: ChatJob,
+        prepared: Prepared,
+        memory: Memory,
+        until: int,
+        deadline: datetime,
+        attempts: list[Attempt],
+        priority: Priority | None,
+    ) -> Memory:
+        """`memory` merged with the job's messages up to `until`, a step per prompt's worth; a step whose
+        summary never passes ends the steps, keeping what the ones before it made."""
+        self._stage = "summarizing"
+        for _ in range(MAX_SUMMARY_STEPS):
+            if memory.covers >= until:
+                break
+            step = await self._summary_step(job, prepared, memory, until, deadline, attempts, priority)
+            if step is None or step.covers <= memory.covers:
+                break
+            memory = step
+        return memory
+
+    async def _summary_step(
+        self,
+        job: ChatJob,
+        prepared: Prepared,
+        memory: Memory,
+        until: int,
+        deadline: datetime,
+        attempts: list[Attempt],
+        priority: Priority | None,
+    ) -> Memory | None:
+        prompt = await workflow.execute_local_activity_method(
+            JobActivities.prepare_summary,
+            SummaryRequest(job=job, memory=memory, until=until),
+            start_to_close_timeout=LOCAL_TIMEOUT,
+            retry_policy=LOCAL_RETRY,
+            summary="prepare summary",
+        )
+        # A reply job's sampling is for its reply; only its seed carries over, so that a seeded job is repeatable.
+        requested = job.sampling if job.job_type is JobType.summarize else Sampling(seed=job.sampling.seed)
+        sampling = first_sampling(JobType.summarize, requested, seed=self._new_seed())
+        sampling = sampling.model_copy(update={"max_tokens": min(sampling.max_tokens, SUMMARY_MAX_TOKENS)})
+        check = SummaryCheck(
+            summary="", finish_reason="", char_name=char_name(prepared.character), user_name=job.user_name
+        )
+        for _ in range(prepared.max_attempts):
+            number = len(attempts) + 1
+            if attempts is self._attempts:
+                self._attempt = number
+            request = GenerateRequest(
+                job_id=job.job_id,
+                attempt=number,
+                messages=prompt.messages,
+                sampling=sampling,
+                stop=prompt.stop,
+                purpose="summary",
+            )
+            result = await self._generation(request, deadline, f"{self._summary} · summary {number}", priority)
+            verdict = await workflow.execute_local_activity_method(
+                JobActivities.check_summary,
+                check.model_copy(update={"summary": result.content, "finish_reason": result.finish_reason}),
+                start_to_close_timeout=LOCAL_TIMEOUT,
+                retry_policy=LOCAL_RETRY,
+                summary=f"check summary {number}",
+            )
+            attempts.append(Attempt(number, sampling, result, verdict))
+            if verdict.valid:
+                return merged_memory(memory, verdict.cleaned, prompt.covers)
+            sampling = next_sampling(sampling, verdict.reasons, self._new_seed(), sampling.max_tokens)
+        return None
+
     async def _finish(
-        self, job: ChatJob, prepared: Prepared, chosen: Attempt, *, started: datetime, late: bool = False
+        self,
+        job: ChatJob,
+        prepared: Prepared,
+        chosen: Attempt,
+        *,
+        started: datetime,
+        late: bool = False,
+        memory: Memory | None = None,
     ) -> ChatResult:
         results = [a.result for a in self._attempts]
         timings = Timings(
@@ -441,7 +591,7 @@ class ChatWorkflow:
             engine_ms=sum(r.engine_ms for r in results),
             total_ms=(workflow.now() - started).total_seconds() * 1000,
         )
-        result = chat_result(job, self._attempts, chosen, timings, prepared.context.prompt_tokens, late)
+        result = chat_result(job, self._attempts, chosen, timings, prepared.context.prompt_tokens, late, memory)
         try:
             await workflow.execute_local_activity_method(
                 JobActivities.record_metrics,

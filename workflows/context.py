@@ -64,12 +64,15 @@ from workflows.lorebook import (
 )
 from workflows.models import (
     DEFAULT_LOW_WATER,
+    SUMMARY_MAX_TOKENS,
     BuiltContext,
     ChatJob,
     Dropped,
     EngineLimits,
     Insertion,
     JobType,
+    Memory,
+    MemoryBlock,
     Message,
     Reminder,
     Window,
@@ -86,6 +89,8 @@ CONTINUE_INSTRUCTION = (
 )
 
 EXAMPLES_HEADER = "Example dialogue:"
+MEMORY_HEADER = "Story so far:"
+FACTS_HEADER = "Facts to keep in mind:"
 # SillyTavern's character note: {"prompt", "depth", "role"} in the card's extensions.
 CHARACTER_NOTE_EXTENSION = "depth_prompt"
 
@@ -142,6 +147,9 @@ class ContextPieces(BaseModel):
     notes: list[Note]  # at their depth in the history
     after_history: list[Note]  # post-history instructions, then the continue instruction
     reminders: list[Note] = []  # last of all, when they fit
+    memory: Memory | None = None  # the job's story memory: its block is `memory_text`
+    memory_text: str = ""
+    memory_floor: str = ""  # the block without a summary: the facts, whose room is reserved with the summary's
 
     def texts(self) -> list[str]:
         """Every text `assemble` may count."""
@@ -155,6 +163,9 @@ class ContextPieces(BaseModel):
             *self.examples,
             *(m.content for m in self.chat),
             *(n.text for n in [*self.notes, *self.after_history, *self.reminders]),
+            self.memory_text,
+            self.memory_floor,
+            MEMORY_HEADER,
         ]
 
 
@@ -198,6 +209,16 @@ def character_note(character: Character) -> tuple[str, int] | None:
         return None
     depth = note.get("depth")
     return str(note["prompt"]), depth if isinstance(depth, int) and depth >= 0 else DEFAULT_DEPTH
+
+
+def memory_text(memory: Memory) -> str:
+    """The memory block: the summary, then the pinned facts."""
+    parts = []
+    if memory.summary.strip():
+        parts.append(f"{MEMORY_HEADER}\n{memory.summary.strip()}")
+    if memory.facts:
+        parts.append(f"{FACTS_HEADER}\n" + "\n".join(f"- {fact.strip()}" for fact in memory.facts))
+    return "\n\n".join(parts)
 
 
 def context_pieces(job: ChatJob, character: Character | None, reminders: Iterable[Reminder] = ()) -> ContextPieces:
@@ -259,6 +280,9 @@ def context_pieces(job: ChatJob, character: Character | None, reminders: Iterabl
         notes=[n for n in notes if n.text],
         after_history=[n for n in after_history if n.text],
         reminders=[Note(kind="reminder", text=filled(REMINDERS[reminder])) for reminder in dict.fromkeys(reminders)],
+        memory=job.memory,
+        memory_text=filled(memory_text(job.memory)) if job.memory else "",
+        memory_floor=filled(memory_text(Memory(facts=job.memory.facts))) if job.memory else "",
     )
 
 
@@ -279,7 +303,8 @@ def _system_text(pieces: ContextPieces, lore: list[LorePiece], examples: list[st
         *(p.text for p in lore if not p.before_character),
         pieces.persona,
         pieces.scenario,
-        # The story memory (issue 15) goes here: after the constant part, before the examples and history.
+        # The story memory: after the constant part, before the examples and history.
+        pieces.memory_text,
     ]
     if examples:
         parts.append(f"{EXAMPLES_HEADER}\n" + "\n\n".join(examples))
@@ -488,9 +513,14 @@ def assemble(
         + sum(cost(t) for t in (pieces.prompt, pieces.character, pieces.persona, pieces.scenario))
         + sum(message_cost(n.text) for n in [*pieces.notes, *pieces.after_history])
     )
+    memory_tokens = cost(pieces.memory_text)
+    # The memory's room does not depend on the summary's length, so a new summary never moves the window.
+    reserved = max(memory_tokens, cost(pieces.memory_floor) + cost(MEMORY_HEADER) + SUMMARY_MAX_TOKENS)
+    if pieces.memory is not None:
+        core += reserved
     if core + turn_costs[-1] > budget:
         raise ContextTooLarge(
-            f"context_too_large: the system prompt, character, persona, scenario and newest message need "
+            f"context_too_large: the system prompt, character, persona, scenario, memory and newest message need "
             f"{core + turn_costs[-1]} tokens; the budget is {budget}"
         )
     reminders_cost = sum(message_cost(n.text) for n in pieces.reminders)
@@ -597,6 +627,23 @@ def assemble(
     inserted = sorted([*prefix_lore, *(a.piece for a in anchored)], key=lambda p: p.order)
     fired = {p.index for p in [*fired_at(walk.laying.at, keyed), *fired_at(len(chat) - 1, keyed)]}
     wanted = fired | {p.index for p in pieces.constant_lore}
+    window = Window(
+        first_message=pieces.chat_indices[kept_from],
+        laid_at=pieces.chat_indices[walk.laying.at],
+        high_water=walk.laying.room,
+        low_water=int(low_water * walk.laying.room),
+    )
+    memory = None
+    if pieces.memory is not None:
+        used -= reserved - memory_tokens
+        memory = MemoryBlock(
+            text=pieces.memory_text,
+            tokens=memory_tokens,
+            reserved=reserved,
+            covers=pieces.memory.covers,
+            facts=len(pieces.memory.facts),
+            summarize_until=window.first_message if window.first_message > pieces.memory.covers else None,
+        )
     return BuiltContext(
         messages=messages,
         prompt_tokens=used,
@@ -609,12 +656,8 @@ def assemble(
         ),
         stop=stop_sequences(user_name),
         insertions=insertions,
-        window=Window(
-            first_message=pieces.chat_indices[kept_from],
-            laid_at=pieces.chat_indices[walk.laying.at],
-            high_water=walk.laying.room,
-            low_water=int(low_water * walk.laying.room),
-        ),
+        window=window,
+        memory=memory,
     )
 
 

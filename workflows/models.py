@@ -36,6 +36,8 @@ class JobType(StrEnum):
     roleplay = "chat_roleplay"
     enhance = "chat_enhance"
     unrestricted = "chat_unrestricted"
+    # Summarise the conversation (merged with the job's memory): the summary is the job's reply.
+    summarize = "chat_summarize"
 
 
 class Message(StrictModel):
@@ -64,6 +66,26 @@ class ResolvedSampling(StrictModel):
     # CTRL's repetition penalty (a seen token's logit divided by it; 1.0: none, the engine's default), which
     # each engine takes in its own form (orchestrator/engines.py, `RepetitionParameter`).
     repetition_penalty: float = Field(default=1.0, ge=1.0)
+
+
+# Bounds of a story memory as the backend sends it (a summary the worker writes is shorter: SUMMARY_MAX_CHARS).
+MEMORY_SUMMARY_CHARS = 4000
+MEMORY_FACTS = 32
+MEMORY_FACT_CHARS = 400
+# A summary the worker writes: at most this many tokens generated, this many characters kept.
+SUMMARY_MAX_TOKENS = 200
+SUMMARY_MAX_CHARS = 1200
+
+
+class Memory(StrictModel):
+    """A chat's story memory, kept by the backend and sent with each job: `summary` of the first `covers`
+    messages of the job's `messages` (what the window has dropped), and `facts` that always go in (pinned)."""
+
+    summary: str = Field(default="", max_length=MEMORY_SUMMARY_CHARS)
+    facts: list[Annotated[str, Field(min_length=1, max_length=MEMORY_FACT_CHARS)]] = Field(
+        default=[], max_length=MEMORY_FACTS
+    )
+    covers: int = Field(default=0, ge=0)
 
 
 def unencodable_field(value: object, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
@@ -100,17 +122,36 @@ class ChatJob(StrictModel):
     scenario: str | None = Field(default=None, max_length=4000)
     # Default and cap come from the worker's settings (see `limit_problems`).
     deadline_seconds: float | None = Field(default=None, gt=0, le=3600)
+    # The chat's story memory (None: the job gets no summaries, as before memory existed; {}: an empty one).
+    memory: Memory | None = None
 
     @field_validator("messages")
     @classmethod
     def _last_message_fits_the_mode(cls, messages: list[Message], info: ValidationInfo) -> list[Message]:
         turns = [m for m in messages if m.role != "system"]
         mode = info.data.get("mode", "reply")
+        if info.data.get("job_type") is JobType.summarize:
+            if mode != "reply" or not turns:
+                raise ValueError("a chat_summarize job takes mode 'reply' and at least one non-system message")
+            return messages  # any role may come last
         wanted = "user" if mode == "reply" else "assistant"
         if not turns or turns[-1].role != wanted:
             last = turns[-1].role if turns else "none"
             raise ValueError(f"in mode {mode!r} the last non-system message must be the {wanted}'s (it is {last!r})")
         return messages
+
+    @model_validator(mode="after")
+    def _memory_covers_messages(self) -> ChatJob:
+        if self.memory is None or self.memory.covers <= len(self.messages):
+            return self
+        error = PydanticCustomError(
+            "memory_covers",
+            "must be at most the number of messages ({messages}): it counts the leading messages the summary covers",
+            {"messages": len(self.messages)},
+        )
+        raise ValidationError.from_exception_data(
+            type(self).__name__, [InitErrorDetails(type=error, loc=("memory", "covers"), input=self.memory.covers)]
+        )
 
     @model_validator(mode="after")
     def _text_is_unicode(self) -> ChatJob:
@@ -208,6 +249,9 @@ class ChatResult(StrictModel):
     # the best one is returned with its reasons (never one that broke the platform's policy).
     outcome: Literal["ok", "flagged"] = "ok"
     timings: Timings = Timings()
+    # Jobs that carry memory: the memory to send with the next job (covers advanced after a summary; the job's
+    # own when no summary was due or none passed validation). chat_summarize: the summary written.
+    memory: Memory | None = None
 
 
 class GenerateRequest(StrictModel):
@@ -216,6 +260,8 @@ class GenerateRequest(StrictModel):
     messages: list[Message]
     sampling: ResolvedSampling
     stop: list[str] = []
+    # A summary is not streamed to the job's subscribers, and its text is never logged.
+    purpose: Literal["reply", "summary"] = "reply"
 
 
 class GenerateResult(StrictModel):
@@ -275,6 +321,23 @@ class Window(StrictModel):
     low_water: int
 
 
+class MemoryBlock(StrictModel):
+    """Where the job's story memory went: in system message `message`, after the constant part (prompt,
+    character, persona, scenario, constant and laid lorebook entries) and before the example dialogue; `text`
+    holds the summary and the pinned facts. Its room is reserved whatever the summary's length (`reserved`
+    tokens: the longest summary the worker writes plus the facts), so a new summary never moves the window.
+    `summarize_until`: the window starts past what the summary covers, so the job summarises the messages from
+    `covers` up to there."""
+
+    message: int = 0
+    text: str
+    tokens: int
+    reserved: int
+    covers: int
+    facts: int
+    summarize_until: int | None = None
+
+
 class BuiltContext(StrictModel):
     messages: list[Message]
     prompt_tokens: int
@@ -284,6 +347,7 @@ class BuiltContext(StrictModel):
     stop: list[str]
     insertions: list[Insertion] = []
     window: Window | None = None
+    memory: MemoryBlock | None = None
 
 
 class PrepareRequest(StrictModel):
@@ -303,6 +367,30 @@ class Prepared(StrictModel):
     deadline_seconds: float
     # The worker's cap on max_tokens, which a later attempt's may grow to (None: recorded before it was sent).
     max_tokens_cap: int | None = None
+
+
+class SummaryRequest(StrictModel):
+    """A summary step: merge `memory`'s summary with the job's messages from `memory.covers` up to `until`."""
+
+    job: ChatJob
+    memory: Memory
+    until: int
+
+
+class SummaryPrompt(StrictModel):
+    """What the summary step sends, and how far the new summary covers (the messages that fit the budget)."""
+
+    messages: list[Message]
+    covers: int
+    prompt_tokens: int
+    stop: list[str] = []
+
+
+class SummaryCheck(StrictModel):
+    summary: str
+    finish_reason: str
+    char_name: str = ASSISTANT_NAME
+    user_name: str = "User"
 
 
 class ReplySpec(StrictModel):
@@ -420,7 +508,7 @@ class CancelledEvent(StrictModel):
 
 StreamEvent = Annotated[DeltaEvent | ResetEvent | DoneEvent | FailedEvent | CancelledEvent, Field(discriminator="type")]
 
-Stage = Literal["queued", "building_context", "generating", "validating", "done", "failed", "cancelled"]
+Stage = Literal["queued", "building_context", "generating", "validating", "summarizing", "done", "failed", "cancelled"]
 
 
 class JobStatus(StrictModel):

@@ -12,6 +12,7 @@ from workflows.models import (
     ChatResult,
     GenerateResult,
     JobMetrics,
+    Memory,
     ResolvedSampling,
     Timings,
     Verdict,
@@ -49,11 +50,17 @@ def best_returnable(attempts: list[Attempt]) -> Attempt | None:
 
 
 def chat_result(
-    job: ChatJob, attempts: list[Attempt], chosen: Attempt, timings: Timings, counted_prompt: int, late: bool = False
+    job: ChatJob,
+    attempts: list[Attempt],
+    chosen: Attempt,
+    timings: Timings,
+    counted_prompt: int,
+    late: bool = False,
+    memory: Memory | None = None,
 ) -> ChatResult:
     """The job's result: the chosen attempt's reply, totals over every attempt. `counted_prompt` is the
     context's own token count, used when the engine reports no usage (llama.cpp's stream does not). `late`: the
-    deadline passed before a valid reply, so the reasons end with `deadline`."""
+    deadline passed before a valid reply, so the reasons end with `deadline`. `memory`: the memory to return."""
     results = [a.result for a in attempts]
     return ChatResult(
         job_id=job.job_id,
@@ -69,6 +76,7 @@ def chat_result(
         attempt_details=[a.summary() for a in attempts],
         outcome="ok" if chosen.verdict.valid else "flagged",
         timings=timings,
+        memory=memory,
     )
 
 

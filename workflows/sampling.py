@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from workflows.models import JobType, Reminder, ResolvedSampling, Sampling
+from workflows.models import SUMMARY_MAX_TOKENS, JobType, Reminder, ResolvedSampling, Sampling
 
 # (max_tokens, temperature, top_p) per job type, as the original worker used them.
 DEFAULTS: dict[JobType, tuple[int, float, float]] = {
@@ -13,6 +13,7 @@ DEFAULTS: dict[JobType, tuple[int, float, float]] = {
     JobType.roleplay: (300, 0.8, 0.9),
     JobType.enhance: (256, 0.7, 0.9),
     JobType.unrestricted: (500, 0.8, 0.9),
+    JobType.summarize: (SUMMARY_MAX_TOKENS, 0.3, 0.9),
 }
 MAX_TEMPERATURE = 1.0
 MAX_FREQUENCY_PENALTY = 1.0

@@ -24,9 +24,11 @@ from workflows.models import (
     JobType,
     Message,
     StreamEvent,
+    SummaryCheck,
     job_problems,
 )
 from workflows.policy import load_policy
+from workflows.summary_validation import SUMMARY_REASONS, validate_summary
 from workflows.validation import ReplySpec, validate
 
 T = TypeVar("T")
@@ -63,8 +65,14 @@ def emit(payload: Any) -> int:
 async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     reply = read_text(args.reply_file, "reply file")
     history = history_from(args.history_file)
+    policy = load_policy(settings.policy_file)
+    if JobType(args.job_type) is JobType.summarize:
+        check = SummaryCheck(
+            summary=reply, finish_reason=args.finish_reason, char_name=args.char_name, user_name=args.user_name
+        )
+        return emit(validate_summary(check, policy).model_dump())
     spec = ReplySpec(job_type=JobType(args.job_type), char_name=args.char_name, user_name=args.user_name)
-    verdict = validate(reply, spec, history, args.finish_reason, load_policy(settings.policy_file))
+    verdict = validate(reply, spec, history, args.finish_reason, policy)
     return emit(verdict.model_dump())
 
 
@@ -107,7 +115,9 @@ VALIDATE = Command(
     description="Run reply validation on a file, no server needed. Prints ONE JSON object "
     '{"valid": bool, "reasons": [codes], "cleaned": str} and exits 0 whatever the verdict; exits 2 with '
     "one error line for bad arguments or unreadable files. Reason codes: empty, too_short, short (warning), "
-    "repetitive, echoes_history, out_of_character, refusal, speaks_for_user, cut_off, policy.",
+    "repetitive, echoes_history, out_of_character, refusal, speaks_for_user, cut_off, policy. With --job-type "
+    "chat_summarize the file is a story summary, checked as the workflow checks summaries: "
+    f"{', '.join(SUMMARY_REASONS)}.",
     arguments=(
         Argument("--job-type", required=True, choices=[t.value for t in JobType]),
         Argument("--reply-file", required=True, metavar="PATH", help="the reply; - reads stdin"),
@@ -134,7 +144,12 @@ CONTEXT = Command(
     "insertions ([{kind, label, message, depth}]: each lorebook entry and note, the index of the message it is "
     "in, and for one in the history how many history messages follow it; depth null: in the system message), "
     "window ({first_message, laid_at, high_water, low_water}: where the history starts, the message at which "
-    "the prompt's front was last laid, the history's room and low-water mark in tokens), tokenizer. The same "
+    "the prompt's front was last laid, the history's room and low-water mark in tokens), memory (null for a job "
+    "without memory; else {message, text, tokens, reserved, covers, facts, summarize_until}: the system message "
+    "that holds the memory block, after the constant part and before the example dialogue, its text (summary "
+    "and pinned facts), its tokens and the room reserved for it, how many leading messages the summary covers, "
+    "the number of facts, and when the window starts past what the summary covers, the message up to which the "
+    "worker summarises after the reply), tokenizer. The same "
     "job gives the prompt the worker sends. Engine limits come from settings (CHAT_WORKER_MAX_INPUT_TOKENS / "
     "_MAX_TOTAL_TOKENS) unless given; the window's low-water share from CHAT_WORKER_CONTEXT_LOW_WATER. "
     "Tokens are counted with the local GGUF's tokenizer when installed, else estimated (3.5 chars/token).",
@@ -152,7 +167,7 @@ CONTEXT = Command(
 
 SCHEMA = Command(
     "schema",
-    help="print the JSON Schemas of ChatJob, ChatResult and the stream's events",
+    help="print the JSON Schemas of ChatJob (with memory), ChatResult and the stream's events",
     description='Print ONE JSON object {"ChatJob": <JSON Schema>, "ChatResult": <JSON Schema>, "StreamEvent": '
     '<JSON Schema>, "JobStatus": <JSON Schema>} for backends in other languages.',
     reads=NO_SETTINGS,

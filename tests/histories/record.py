@@ -55,7 +55,31 @@ JOBS = {
         user_name="Tam",
         sampling={"max_tokens": 12, "seed": 3},
     ),
+    # After story-memory: a job that carries memory and whose window has dropped turns its summary does not
+    # cover, so the reply is followed by a summary step (prepare_summary, generate, check_summary).
+    "roleplay_memory_summarized": ChatJob(
+        job_id="history-roleplay-memory-summarized",
+        messages=[
+            {"role": "user" if i % 2 == 0 else "assistant", "content": text}
+            for i, text in enumerate(
+                ["I left my brass compass under the third floorboard, Mira.", "*nods* It stays hidden there, Tam."]
+                + [
+                    f"*sits at the bar* Any news from the {place}?" if i % 2 == 0 else f"Quiet at the {place}, Tam."
+                    for i, place in enumerate(
+                        ["harbour"] * 2 + ["chapel"] * 2 + ["market"] * 2 + ["quay"] * 2 + ["mill"]
+                    )
+                ]
+            )
+        ],
+        character="Mira",
+        user_name="Tam",
+        sampling={"max_tokens": 16, "seed": 7},
+        memory={},
+        deadline_seconds=600,
+    ),
 }
+# Recorded with small engine limits, so a short chat's window drops turns.
+SMALL_LIMITS = {"roleplay_memory_summarized": {"max_input_tokens": 640, "max_total_tokens": 1024}}
 # Recorded by a worker whose policy forbids every reply but "?", with 2 attempts: the first reply is rejected,
 # so the history has a regeneration (queued one priority level up), and the job ends NoValidReply.
 REJECTED = {"roleplay_regenerated", "roleplay_regenerated_per_reason"}
@@ -89,10 +113,15 @@ def main() -> None:
         settings = settings_on_free_ports(Path(state))
         policy = Path(state) / "policy.yaml"
         policy.write_text(yaml.safe_dump(EVERY_REPLY_FORBIDDEN))
+        plain = names - REJECTED - set(SMALL_LIMITS)
         with DevStack(settings):
-            asyncio.run(record(settings, {n: j for n, j in JOBS.items() if n in names - REJECTED}))
+            asyncio.run(record(settings, {n: j for n, j in JOBS.items() if n in plain}))
             rejecting = settings.model_copy(update={"policy_file": policy, "max_attempts": 2})
             asyncio.run(record(rejecting, {n: j for n, j in JOBS.items() if n in names & REJECTED}))
+        for name in names & set(SMALL_LIMITS):
+            small = settings_on_free_ports(Path(state), **SMALL_LIMITS[name])
+            with DevStack(small):
+                asyncio.run(record(small, {name: JOBS[name]}))
 
 
 if __name__ == "__main__":

@@ -253,3 +253,54 @@ def test_schema_prints_both_models() -> None:
     } >= {"delta", "reset", "done", "failed", "cancelled"}
     assert schemas["ChatJob"]["properties"]["mode"]["enum"] == ["reply", "continue"]
     assert "content" in schemas["ChatResult"]["required"]
+
+
+async def test_context_shows_the_memory_block_and_gives_the_prompt_prepare_sends(tmp_path: Path) -> None:
+    character = bench_character(None)
+    memory = {"summary": "Tam hid a brass compass under the third floorboard.", "facts": ["Tam fears bells."]}
+    job = ChatJob(
+        job_id="c6",
+        messages=roleplay(character, "Tam", turns=40),
+        character=character,
+        user_name="Tam",
+        memory=memory,
+    )
+    path = tmp_path / "job.json"
+    path.write_text(job.model_dump_json())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_WORKER_")}
+    limits = ["--max-input-tokens", "1200", "--max-total-tokens", "2048"]
+    printed = one_json_object(run("context", "--job-file", str(path), *limits, env=env))
+    block = printed["memory"]
+    assert block["message"] == 0 and block["covers"] == 0 and block["facts"] == 1
+    assert memory["summary"] in block["text"] and "Tam fears bells." in block["text"]
+    assert block["text"] in printed["messages"][0]["content"]
+    assert block["tokens"] <= block["reserved"]
+    assert block["summarize_until"] == printed["window"]["first_message"] > 0
+
+    engine = EngineLimits(max_input_tokens=1200, max_total_tokens=2048, margin_tokens=32)
+    activities = JobActivities(JobLimits(), engine, GgufCounter(smollm2_gguf(Settings())), Policy())
+    prepared = await ActivityEnvironment().run(activities.prepare, PrepareRequest(job=job))
+    assert printed["messages"] == [m.model_dump() for m in prepared.context.messages]
+    assert prepared.context.memory is not None and printed["memory"] == prepared.context.memory.model_dump()
+
+
+def test_context_of_a_job_without_memory_has_memory_null(tmp_path: Path) -> None:
+    assert one_json_object(run("context", "--job-file", job_file(tmp_path, "hi")))["memory"] is None
+
+
+def test_schema_has_memory_and_chat_summarize() -> None:
+    schemas = one_json_object(run("schema"))
+    assert "memory" in schemas["ChatJob"]["properties"] and "memory" in schemas["ChatResult"]["properties"]
+    memory = schemas["ChatJob"]["$defs"]["Memory"]["properties"]
+    assert set(memory) == {"summary", "facts", "covers"}
+    assert "chat_summarize" in schemas["ChatJob"]["$defs"]["JobType"]["enum"]
+
+
+def test_validate_checks_a_summary_with_job_type_chat_summarize(tmp_path: Path) -> None:
+    path = tmp_path / "summary.txt"
+    path.write_text("Mira: *wipes the bar* You look soaked, Tam.")
+    args = ["validate", "--job-type", "chat_summarize", "--char-name", "Mira", "--user-name", "Tam"]
+    verdict = one_json_object(run(*args, "--reply-file", str(path)))
+    assert verdict["valid"] is False and "scene" in verdict["reasons"]
+    path.write_text("Tam came in from the storm, and Mira gave him the last room.")
+    assert one_json_object(run(*args, "--reply-file", str(path)))["valid"] is True

@@ -179,6 +179,7 @@ def test_first_sampling_takes_job_values_then_job_type_defaults() -> None:
         (300, 0.8, 0.9),
         (256, 0.7, 0.9),
         (500, 0.8, 0.9),
+        (200, 0.3, 0.9),  # chat_summarize
     ]
     chosen = job(sampling={"temperature": 0.3, "max_tokens": 20, "seed": 1}).sampling
     resolved = first_sampling(JobType.conversation, chosen, seed=5)
