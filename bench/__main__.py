@@ -13,11 +13,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from loguru import logger
+from temporalio.client import Client
 
 from bench.capacity import CapacityResult, measure_capacity
 from bench.context_build import measure_context
 from bench.machine import ROOT, this_machine
 from bench.overhead import OverheadResult, measure_overhead
+from bench.quality import PROMPT_COUNT, QualityResult, measure_quality
 from bench.report import BenchConfig, BenchRun, checked, previous_run, table, write_run
 from bench.standin import StandInProcess
 from orchestrator.client import ChatClient, connect
@@ -58,6 +60,13 @@ def parser() -> argparse.ArgumentParser:
         "--context-repeats", type=int, help=f"repeats of the context benchmark (default {FULL['context_repeats']})"
     )
     root.add_argument(
+        "--quality",
+        type=int,
+        default=0,
+        help="fixed roleplay prompts through the real workflow with validation and retries, at most 50 (default 0: "
+        "the section is skipped; make bench runs 50, about 4 minutes on 2 cores)",
+    )
+    root.add_argument(
         "--encrypt",
         action="store_true",
         help="encrypt every payload with a throwaway key (CHAT_WORKER_PAYLOAD_KEYS_FILE), to measure the codec's cost",
@@ -75,6 +84,8 @@ def config_from(args: argparse.Namespace, root: argparse.ArgumentParser) -> Benc
     for key, value in [*wanted, ("context_turns", args.context_turns), ("delay_ms", args.delay_ms)]:
         if value < 1:
             root.error(f"--{key.replace('_', '-')} must be at least 1 (got {value:g})")
+    if not 0 <= args.quality <= PROMPT_COUNT:
+        root.error(f"--quality must be 0-{PROMPT_COUNT} (got {args.quality})")
     return BenchConfig(
         quick=args.quick,
         max_tokens=args.max_tokens,
@@ -82,6 +93,7 @@ def config_from(args: argparse.Namespace, root: argparse.ArgumentParser) -> Benc
         delay_ms=args.delay_ms,
         context_turns=args.context_turns,
         encrypted=args.encrypt,
+        quality=args.quality,
         **counts,
     )
 
@@ -97,7 +109,7 @@ def progress_printer() -> Callable[[str], None]:
 
 async def stack_benchmarks(
     stack: DevStack, settings: Settings, config: BenchConfig, progress: Callable[[str], None]
-) -> tuple[OverheadResult, CapacityResult]:
+) -> tuple[OverheadResult, CapacityResult, QualityResult | None]:
     client = await connect(settings)
     run_id = f"bench{int(time.time())}"
 
@@ -134,7 +146,18 @@ async def stack_benchmarks(
                 run_id=run_id,
                 progress=progress,
             )
-    return overhead, capacity
+    return overhead, capacity, await quality_benchmark(client, settings, config, run_id, progress)
+
+
+async def quality_benchmark(
+    client: Client, settings: Settings, config: BenchConfig, run_id: str, progress: Callable[[str], None]
+) -> QualityResult | None:
+    if not config.quality:
+        return None
+    # The worker as deployed: validation with its retries (max_attempts from settings).
+    quality = settings.model_copy(update={"task_queue": "bench-quality"})
+    async with workers_running(client, quality):
+        return await measure_quality(ChatClient(client, quality), config.quality, run_id, progress)
 
 
 def keys_file(state: Path, config: BenchConfig) -> Path | None:
@@ -174,7 +197,7 @@ def run(config: BenchConfig, results: Path) -> BenchRun:
             )
         )
         with DevStack(settings, progress=progress) as stack:
-            overhead, capacity = asyncio.run(stack_benchmarks(stack, settings, config, progress))
+            overhead, capacity, quality = asyncio.run(stack_benchmarks(stack, settings, config, progress))
     return checked(
         BenchRun(
             machine=machine,
@@ -182,6 +205,7 @@ def run(config: BenchConfig, results: Path) -> BenchRun:
             context=context,
             overhead=overhead,
             capacity=capacity,
+            quality=quality,
             load_average_end=os.getloadavg(),
         )
     )

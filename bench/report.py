@@ -15,6 +15,8 @@ from bench.capacity import CapacityResult
 from bench.context_build import ContextResult
 from bench.machine import Machine
 from bench.overhead import OverheadResult
+from bench.quality import QualityResult
+from workflows.validation import REASONS
 
 
 class BenchConfig(BaseModel):
@@ -27,6 +29,7 @@ class BenchConfig(BaseModel):
     context_turns: int
     context_repeats: int
     encrypted: bool = False  # payloads through the AES-GCM codec (--encrypt)
+    quality: int = 0  # prompts of the quality section (--quality; 0: skipped)
 
 
 class TargetCheck(BaseModel):
@@ -42,6 +45,7 @@ class BenchRun(BaseModel):
     context: ContextResult
     overhead: OverheadResult
     capacity: CapacityResult
+    quality: QualityResult | None = None
     load_average_end: tuple[float, float, float]
     targets: list[TargetCheck] = []
 
@@ -191,7 +195,34 @@ def sections(run: BenchRun, previous: dict[str, Any] | None) -> list[Section]:
             f"{run.context.lore_entries} entries, budget {run.context.budget} tokens",
             context,
         ),
+        *quality_sections(run, data, previous),
     ]
+
+
+def quality_sections(run: BenchRun, data: dict[str, Any], previous: dict[str, Any] | None) -> list[Section]:
+    """The quality section when the run has one; a row per reason seen in this run or the previous one."""
+    if run.quality is None:
+        return []
+    seen = {*run.quality.reasons, *(value_at(previous, "quality.reasons") or {})}
+    share = {"unit": "%", "scale": 100, "digits": 0}
+    metrics = [
+        Metric("valid at the first attempt", "quality.valid_first_share", **share),
+        Metric("valid in the end", "quality.valid_end_share", **share),
+        Metric("flagged (every attempt rejected, best one returned)", "quality.flagged_share", **share),
+        Metric("failed (nothing returnable)", "quality.failed"),
+        Metric("mean attempts per prompt", "quality.mean_attempts", digits=2),
+        Metric("section wall time", "quality.seconds", "s", digits=0),
+        *(
+            Metric(f"  attempts whose verdict named {reason}", f"quality.reason_shares.{reason}", **share)
+            for reason in REASONS
+            if reason in seen
+        ),
+    ]
+    heading = (
+        f"6. Reply quality, real model: {run.quality.prompts} fixed roleplay prompts (bench/quality.py), one at a "
+        "time through ChatWorkflow with validation and up to max_attempts attempts"
+    )
+    return [(heading, metric_rows(metrics, data, previous, run.config))]
 
 
 PART_LABELS = {
