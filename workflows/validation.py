@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from difflib import SequenceMatcher
 
+from characters import Character
 from workflows.models import JobType, Message, ReplySpec, Verdict
 from workflows.policy import Policy
 
@@ -71,7 +72,8 @@ OUT_OF_CHARACTER = re.compile(
     r"|\bi(?: am|'m) (?:just |only |merely |simply |not real,? (?:just )?)?an? (?:assistant|(?:[\w-]+ ){0,2}?"
     r"(?:ai|chatbot|chat bot|bot|language model|computer program|(?:non-player |fictional |virtual )character)"
     r"(?! of\b))\b"
-    r"|\bi(?: am|'m) (?:just |only |merely |simply )?(?:a|the) character (?:in|for|from|of) (?:a|an|this|your|the)\b"
+    r"|\bi(?: am|'m) (?:just |only |merely |simply )?(?:a|the) character (?:in|for|from) \w"
+    r"|\bi(?: am|'m) (?:just |only |merely |simply )?(?:a|the) character of (?:a|an|this|your|the)\b"
     r"|\bas an? (?:fictional |virtual )?(?:character|chatbot|bot|language model)\b"
     r"|\b(?:i(?: am|'m)|we(?: are|'re)) (?:just |only |merely |nothing but )?(?:\w+ )?words on a (?:page|screen)\b"
     r"|\bi (?:don't|do not) have (?:a )?(?:personal |physical |real )?(?:feelings|emotions|body|experiences|opinions)\b"
@@ -121,11 +123,29 @@ CODE_OR_LIST = re.compile(
     r"|(?:^|\s)1[.)]\s.{1,200}?\s2[.)]\s.{1,200}?\s3[.)]\s",
     re.MULTILINE | re.DOTALL,
 )
+# A profile that makes code the character's voice: a programmer, a coding tutor.
+WRITES_CODE = re.compile(
+    r"```|\b(?:coding|coder|programm(?:er|ers|ing)|software|developer|hacker|code ?blocks?|source code)\b",
+    re.IGNORECASE,
+)
+# What a character who writes code says of it in scene ("here's the function").
+OFFERS_CODE = re.compile(
+    r"\bhere(?: is|'s| are) (?:a |an |the |some |my )?(?:[\w-]+ ){0,3}?(?:function|code|script|program|snippet"
+    r"|examples?)\b",
+    re.IGNORECASE,
+)
 # A markdown heading: never part of a scene.
 HEADING = re.compile(r"^[ \t]*#{1,4} \S", re.MULTILINE)
 # Who can be in a scene: persons, as pronouns. A roleplay reply of some length with no one in it, no action and
 # no line of dialogue (or all of it one quote) is an essay or an explanation, not the character.
 PERSONS = re.compile(r"\b(?:i|me|my|mine|you|your|we|us|our|she|he|her|him|his)\b", re.IGNORECASE)
+# An essay's "we" and "our" speak of everyone, no one of the scene: "as we know", "our planet".
+EVERYONE = re.compile(
+    r"\b(?:as |that |what )?we (?:all |now |can |could |often |usually )?(?:know|see|saw|say|call|need|use|rely|learn"
+    r"|understand|live|breathe|eat|think of)\b|\bour (?:planet|world|society|environment|ecosystems?|lives|bodies"
+    r"|understanding|daily lives|history|ancestors|species|food|air)\b",
+    re.IGNORECASE,
+)
 ESSAY_WORDS = 20
 # What an essay does and a scene description does not: define its subject ("X is a ...", "Rome: a city").
 DEFINING = re.compile(
@@ -254,6 +274,9 @@ def user_narration_start(text: str, char_name: str) -> int | None:
     if own_names:
         acting_on_me = rf"\bI (?!am\b|was\b)\w+ (?:\w+ )?(?:at |to |with |toward |towards )?(?:{own_names})\b"
         starts += [m.start() for m in re.finditer(acting_on_me, marked, flags=re.IGNORECASE)]
+        # Unmarked too (the character does not speak of acting on itself by name), with the name capitalised:
+        # a name may be a common word ("Coding Sensei": "I can help with coding").
+        starts += [m.start() for m in re.finditer(acting_on_me, unmarked)]
     starts += [start for start in _opening_quotes(text) if own_names and _addresses(text, start, own_names)]
     return sentence_start(text, min(starts)) if starts else None
 
@@ -383,11 +406,23 @@ def writes_about_the_roleplay(text: str, spec: ReplySpec) -> bool:
     return re.search(rf"{writing}|{TEMPLATE_MARKER}", text, flags=re.IGNORECASE) is not None
 
 
+def writes_code(character: Character | None) -> bool:
+    """Whether the character's profile makes code its voice (its `ReplySpec.code_in_scene`)."""
+    if character is None:
+        return False
+    fields = (character.description, character.personality, character.scenario, character.background)
+    profile = "\n".join([*fields, character.speaking_style, character.mes_example, character.system_prompt])
+    return WRITES_CODE.search(profile) is not None or any(WRITES_CODE.search(tag) for tag in character.tags)
+
+
 def out_of_character(text: str, spec: ReplySpec) -> bool:
     """Assistant mode or fourth-wall talk, outside the character's quoted lines; a code block or a list only
-    when nothing around it is in scene (no action, no quoted line)."""
+    when nothing around it is in scene (no action, no quoted line). A character who writes code may show it."""
+    if spec.code_in_scene:
+        text = CODE_SPAN.sub("", text)
     narrated = without_dialogue(text).replace("’", "'")
-    if OUT_OF_CHARACTER.search(narrated) or writes_about_the_roleplay(narrated, spec):
+    found = [m for m in OUT_OF_CHARACTER.finditer(narrated) if not (spec.code_in_scene and OFFERS_CODE.match(m[0]))]
+    if found or writes_about_the_roleplay(narrated, spec):
         return True
     if HEADING.search(text):
         return True
@@ -400,7 +435,7 @@ def is_essay(narrated: str, spec: ReplySpec) -> bool:
     """Whether the text speaks of a subject with no one of the scene in it: no person, no name."""
     names = {_first_name(spec.char_name), _first_name(spec.user_name)}
     mentioned = any(re.search(rf"\b{re.escape(n)}\b", narrated, flags=re.IGNORECASE) for n in names if n)
-    if len(narrated.split()) < ESSAY_WORDS or mentioned or PERSONS.search(narrated):
+    if len(narrated.split()) < ESSAY_WORDS or mentioned or PERSONS.search(EVERYONE.sub(" ", narrated)):
         return False
     return DEFINING.search(narrated) is not None
 

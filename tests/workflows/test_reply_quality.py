@@ -36,7 +36,12 @@ def entries(split: str) -> list[Entry]:
     return [
         Entry(
             id=row["id"],
-            spec=ReplySpec(job_type=JobType(row["job_type"]), char_name=row["char_name"], user_name=row["user_name"]),
+            spec=ReplySpec(
+                job_type=JobType(row["job_type"]),
+                char_name=row["char_name"],
+                user_name=row["user_name"],
+                code_in_scene=row.get("code_in_scene", False),
+            ),
             history=[Message.model_validate(m) for m in row["history"]],
             finish_reason=row["finish_reason"],
             reply=row["reply"],
