@@ -286,9 +286,10 @@ def main() -> None:
     args = arguments()
     done = [json.loads(line) for line in args.done.read_text().splitlines()] if args.done else []
     rng = random.Random(args.plan_seed)
-    todo = [plan for plan in plans(rng) if plan.seed not in {r["seed"] for r in done}]
+    todo = plans(rng)
     if args.sample is not None:
         todo = sorted(rng.sample(todo, args.sample), key=todo.index)
+    todo = [plan for plan in todo if plan.seed not in {r["seed"] for r in done}]
     settings = Settings()
     with tempfile.TemporaryDirectory() as logs, EngineProcess(settings, Path(logs)) as engine:
         first = args.first_id if args.first_id is not None else len(done)
