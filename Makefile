@@ -49,10 +49,11 @@ test-compose:
 
 # Benchmarks on a throwaway stack with the real worker: a table on stdout, the run as JSON in bench/results/
 # (git-ignored), compared with the previous run. About 2-3 minutes on 2 cores; `make bench BENCH_ARGS=--quick`
-# for a fast check (python -m bench --help for every flag).
+# for a fast check (python -m bench --help for every flag). `make bench` adds the reply-quality section (50 fixed
+# prompts on the real model, a few minutes more; BENCH_ARGS=--quality=0 leaves it out).
 BENCH_ARGS ?=
 bench: $(INSTALLED)
-	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m bench --quality 50 $(BENCH_ARGS)
 
 format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix .

@@ -64,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="fixed roleplay prompts through the real workflow with validation and retries, at most 50 (default 0: "
-        "the section is skipped; make bench runs 50, about 4 minutes on 2 cores)",
+        "the section is skipped; make bench runs all 50, a few minutes on a quiet 2-core machine)",
     )
     root.add_argument(
         "--encrypt",
