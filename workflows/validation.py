@@ -67,7 +67,12 @@ SINGLE_ASTERISK = re.compile(r"(?<!\*)\*(?!\*)")
 
 OUT_OF_CHARACTER = re.compile(
     r"\bas an ai\b|\b(?:ai|large) language model\b|\(\s*ooc\b|\[\s*ooc\b|\bout of character\b"
-    r"|\b(?:this|our) role-?play\b|\bas (?:a|your) (?:helpful )?(?:ai )?assistant\b"
+    r"|\brole-?play(?:s|ing)?\b|\bas (?:a|your) (?:helpful )?(?:ai )?assistant\b"
+    r"|\b(?:it|this)(?: is|'s) (?:just |only )?an? (?:[\w-]+ ){0,2}?(?:ai|chatbot|language model)\b"
+    r"|\bi(?: am|'m) (?:just |only |merely )?(?:a |an )?(?:piece of )?(?:text|string of text)\b"
+    r"|\bi(?:'d| would) be (?:happy|glad|delighted) to (?:help|assist|explain|answer)\b"
+    r"|^[ \t]*(?:sure|certainly|of course)[,!]? i(?:'d| would) be (?:happy|glad|delighted) to\b"
+    r"|^[ \t]*(?:chat history|character description|system prompt|instructions)[ \t]*:"
     # being an AI, a character, a chatbot, a program, words on a page
     r"|\bi(?: am|'m) (?:just |only |merely |simply |not real,? (?:just )?)?an? (?:assistant|(?:[\w-]+ ){0,2}?"
     r"(?:ai|chatbot|chat bot|bot|language model|computer program|(?:non-player |fictional |virtual )character)"
@@ -156,8 +161,8 @@ DEFINING = re.compile(
 
 # The user as the subject of a clause in narration ("You nod", "and you lean in", "Your heart races").
 USER_SUBJECT = re.compile(
-    r"\b(?:you(?:'re| are)?(?= \w+ing\b)|you|your (?:heart|cheeks?|face|pulse|breath|knees|body|skin|hands?|eyes"
-    r"|lips|voice))\s+"
+    r"\b(?:you(?:'re| are| were)?(?= \w+(?:ing|ed|en)\b)|you"
+    r"|your (?:heart|cheeks?|face|pulse|breath|knees|body|skin|hands?|eyes|lips|voice))\s+"
     r"(?:(?:\w+ly|just|still|never|always|only|even|also|then|now)\s+)?(?P<verb>[\w']+)",
     re.IGNORECASE,
 )
@@ -172,6 +177,7 @@ SAID_TO_SOMEONE = frozenset(
     "believe guess wish say promised promise came went left lied made told took saved kept found broke".split()
 )
 CLAUSE_OPENERS = frozenset({"and", "then", "so", "but"})
+QUESTION = re.compile(r"[^.!?\n]*\?")
 # "You sit down and I'll tell you a story": a proposal in dialogue, not narration.
 PROPOSAL = re.compile(r"[^.!?\n]*\b(?:and|,) (?:i'll|i will|let me)\b", re.IGNORECASE)
 
@@ -244,7 +250,7 @@ def _acts(verb: str, marked: bool) -> bool:
     """Whether the word after "you" says what the user does; where nothing marks the narration, only a
     present tense that dialogue seldom uses to speak of someone counts."""
     verb = verb.lower()
-    if verb in NOT_ACTING or "'" in verb or (not marked and verb.endswith("ing")):
+    if verb in NOT_ACTING or "'" in verb or (not marked and verb.endswith(("ing", "en"))):
         return False
     return marked or (verb not in SAID_TO_SOMEONE and not verb.endswith("ed"))
 
@@ -268,6 +274,7 @@ def user_narration_start(text: str, char_name: str) -> int | None:
         for match in USER_SUBJECT.finditer(told)
         if _opens_clause(told, match.start())
         and _acts(match["verb"], is_marked)
+        and not QUESTION.match(told, match.start())  # "You think of the sea?": asked, not narrated
         and (is_marked or not PROPOSAL.match(told, match.end()))
     ]
     own_names = "|".join(re.escape(n) for n in {char_name, _first_name(char_name)} if n)
@@ -362,6 +369,8 @@ def is_repetitive(text: str) -> bool:
     # Quoted lines count as sentences of their own.
     sentences = [_normalised(s).split() for s in re.split(r"[.!?…\n\"“”]+", text)]
     counts = Counter(" ".join(s) for s in sentences if len(s) >= 3)
+    # a list's items count however short they are: a list of names with the same name three times
+    counts.update(_normalised(re.sub(rf"^[ \t]*{LIST_MARK}", "", m[0])) for m in LIST_ITEM.finditer(text))
     if counts and counts.most_common(1)[0][1] >= 3:
         return True
     words = _normalised(text).split()

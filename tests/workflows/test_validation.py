@@ -302,6 +302,35 @@ def test_out_of_character_essays_and_roles() -> None:
     assert "out_of_character" not in check(scene).reasons
 
 
+def test_out_of_character_assistant_openers_and_the_roleplay_as_a_text() -> None:
+    for reply in (
+        "It's an AI storytelling assistant, made to help with your writing.",
+        "Sure, I'd be happy to. A lighthouse is a tower with a lamp that guides ships.",
+        "I would be glad to explain how the lock works.",
+        "In our roleplay so far, the stranger has arrived at the tavern.",
+        '"Honestly? I\'m just a text. Nothing more."',
+        "Chat History: the user came in from the rain.",
+    ):
+        assert "out_of_character" in check(reply).reasons, reply
+    for reply in (
+        '*She sets down the glass.* "I\'d be happy to see you again, stranger."',
+        "*She leans in.* It's an old map, and it's mine.",
+    ):
+        assert "out_of_character" not in check(reply).reasons, reply
+
+
+def test_a_question_to_the_user_is_not_narration_of_the_user() -> None:
+    assert "speaks_for_user" not in check('*She turns.* "Well?"\nYou think I\'d let you go that easily?').reasons
+    assert "speaks_for_user" in check('*She turns.* "Well?"\nYou are taken aback and step back.').reasons
+
+
+def test_a_list_with_an_item_three_times_is_repetitive() -> None:
+    names = "1. Elyria\n2. Brann\n3. Elyria\n4. Corvin\n5. Elyria"
+    conversation = ReplySpec(job_type=JobType.conversation)
+    assert "repetitive" in check(names, conversation).reasons
+    assert "repetitive" not in check("1. Elyria\n2. Brann\n3. Elyria\n4. Corvin", conversation).reasons
+
+
 def test_the_user_acting_on_the_character_by_name_unmarked() -> None:
     verdict = check("I look at Mira with a warm smile. She has no other guests but me tonight.")
     assert "speaks_for_user" in verdict.reasons and verdict.cleaned == ""
