@@ -29,9 +29,9 @@ REASONS: dict[str, str] = {
     "repetitive": "repeats its own sentences or phrases: a sentence again with small changes, a phrase three "
     "times or more, clauses stamped from one template",
     "echoes_history": "repeats an earlier assistant message, word for word or with small changes",
-    "out_of_character": "roleplay only: assistant mode (code blocks, lists, tutorials, essays with no one of the "
-    "scene in them, offers of help), or fourth-wall talk (being an AI, a character, a chatbot or words on a page; "
-    "the story or scene as a text; the prompt's instructions)",
+    "out_of_character": "roleplay only: assistant mode (code blocks unless the character's profile writes code, "
+    "lists, tutorials, essays with no one of the scene in them, offers of help), or fourth-wall talk (being an AI, "
+    "a character, a chatbot or words on a page; the story or scene as a text; the prompt's instructions)",
     "refusal": "an assistant-style refusal or apology-and-decline in a roleplay or unrestricted job",
     "speaks_for_user": "writes the user's part: their lines under any label, or narration of what they do, feel "
     "or say (cut off in `cleaned`)",
