@@ -48,11 +48,12 @@ test-compose:
 	$(PY) -m pytest -m compose tests/deploy
 
 # Benchmarks on a throwaway stack with the real worker: a table on stdout, the run as JSON in bench/results/
-# (git-ignored), compared with the previous run. About 5 minutes on 2 quiet cores (10 at most); `make bench
-# BENCH_ARGS=--quick` for a fast check (python -m bench --help for every flag).
+# (git-ignored), compared with the previous run. About 7 minutes on 2 quiet cores (10 at most); `make bench
+# BENCH_ARGS=--quick` for a fast check (python -m bench --help for every flag). `make bench` adds the
+# reply-quality section (50 fixed prompts on the real model, a few minutes more; BENCH_ARGS=--quality=0 leaves it out).
 BENCH_ARGS ?=
 bench: $(INSTALLED)
-	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m bench --quality 50 $(BENCH_ARGS)
 
 format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix .

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from loguru import logger
 from pydantic import BaseModel
+from temporalio.client import Client
 
 from bench.capacity import CapacityResult, measure_capacity
 from bench.context_build import measure_context
@@ -30,6 +31,7 @@ from bench.overhead import (
     measure_overhead,
 )
 from bench.prefix_reuse import measure_prefix_reuse
+from bench.quality import PROMPT_COUNT, QualityResult, measure_quality
 from bench.report import BenchConfig, BenchRun, checked, previous_run, table, write_run
 from bench.standin import StandInProcess
 from orchestrator.client import ChatClient, connect
@@ -117,6 +119,13 @@ def parser() -> argparse.ArgumentParser:
         "--long-chat-budget", type=int, default=4096, help="the long chat's context budget in tokens (default 4096)"
     )
     root.add_argument(
+        "--quality",
+        type=int,
+        default=0,
+        help="fixed roleplay prompts through the real workflow with validation and retries, at most 50 (default 0: "
+        "the section is skipped; make bench runs all 50, a few minutes on a quiet 2-core machine)",
+    )
+    root.add_argument(
         "--encrypt",
         action="store_true",
         help="encrypt every payload with a throwaway key (CHAT_WORKER_PAYLOAD_KEYS_FILE), to measure the codec's cost",
@@ -139,6 +148,8 @@ def config_from(args: argparse.Namespace, root: argparse.ArgumentParser) -> Benc
     ]:
         if value < 1:
             root.error(f"--{key.replace('_', '-')} must be at least 1 (got {value:g})")
+    if not 0 <= args.quality <= PROMPT_COUNT:
+        root.error(f"--quality must be 0-{PROMPT_COUNT} (got {args.quality})")
     return BenchConfig(
         quick=args.quick,
         max_tokens=args.max_tokens,
@@ -148,6 +159,7 @@ def config_from(args: argparse.Namespace, root: argparse.ArgumentParser) -> Benc
         long_chat_budget=args.long_chat_budget,
         encrypted=args.encrypt,
         reply_lengths=[*REPLY_LENGTHS, LONG_REPLY] if args.long_replies else REPLY_LENGTHS,
+        quality=args.quality,
         **counts,
     )
 
@@ -166,6 +178,7 @@ class StackResults(BaseModel):
     first_token: FirstTokenResult
     growth: GrowthResult
     capacity: CapacityResult
+    quality: QualityResult | None = None
 
 
 async def stack_benchmarks(
@@ -210,7 +223,19 @@ async def stack_benchmarks(
                 run_id=run_id,
                 progress=progress,
             )
-    return StackResults(overhead=overhead, first_token=first_token, growth=growth, capacity=capacity)
+    quality = await quality_benchmark(client, settings, config, run_id, progress)
+    return StackResults(overhead=overhead, first_token=first_token, growth=growth, capacity=capacity, quality=quality)
+
+
+async def quality_benchmark(
+    client: Client, settings: Settings, config: BenchConfig, run_id: str, progress: Callable[[str], None]
+) -> QualityResult | None:
+    if not config.quality:
+        return None
+    # The worker as deployed: validation with its retries (max_attempts from settings).
+    quality = settings.model_copy(update={"task_queue": "bench-quality"})
+    async with workers_running(client, quality):
+        return await measure_quality(ChatClient(client, quality), config.quality, run_id, progress)
 
 
 def keys_file(state: Path, config: BenchConfig) -> Path | None:
@@ -266,6 +291,7 @@ def run(config: BenchConfig, results: Path) -> BenchRun:
             capacity=measured.capacity,
             prefix_reuse=reuse,
             long_chat=long_chat,
+            quality=measured.quality,
             load_average_end=os.getloadavg(),
             duration_seconds=time.monotonic() - started,
         )

@@ -17,6 +17,8 @@ from bench.long_chat import LongChatResult
 from bench.machine import Machine
 from bench.overhead import FirstTokenResult, GrowthResult, OverheadResult
 from bench.prefix_reuse import ReuseResult
+from bench.quality import QualityResult
+from workflows.validation import REASONS
 
 
 class BenchConfig(BaseModel):
@@ -34,6 +36,7 @@ class BenchConfig(BaseModel):
     reply_lengths: list[int] = [100, 300]  # max_tokens of the history-growth jobs (--long-replies adds 1,000)
     long_chat_turns: int = 0
     long_chat_budget: int = 4096
+    quality: int = 0  # prompts of the quality section (--quality; 0: skipped)
 
 
 class TargetCheck(BaseModel):
@@ -51,6 +54,7 @@ class BenchRun(BaseModel):
     capacity: CapacityResult
     prefix_reuse: ReuseResult | None = None  # issue 15 (None in runs saved before it)
     long_chat: LongChatResult | None = None
+    quality: QualityResult | None = None
     load_average_end: tuple[float, float, float]
     first_token: FirstTokenResult | None = None
     growth: GrowthResult | None = None
@@ -371,6 +375,32 @@ def context_section(run: BenchRun, data: dict[str, Any], previous: dict[str, Any
     return heading, body
 
 
+def quality_sections(run: BenchRun, data: dict[str, Any], previous: dict[str, Any] | None) -> list[Section]:
+    """The quality section when the run has one; a row per reason seen in this run or the previous one."""
+    if run.quality is None:
+        return []
+    seen = {*run.quality.reasons, *(value_at(previous, "quality.reasons") or {})}
+    share = {"unit": "%", "scale": 100, "digits": 0}
+    metrics = [
+        Metric("valid at the first attempt", "quality.valid_first_share", **share),
+        Metric("valid in the end", "quality.valid_end_share", **share),
+        Metric("flagged (every attempt rejected, best one returned)", "quality.flagged_share", **share),
+        Metric("failed (nothing returnable)", "quality.failed"),
+        Metric("mean attempts per prompt", "quality.mean_attempts", digits=2),
+        Metric("section wall time", "quality.seconds", "s", digits=0),
+        *(
+            Metric(f"  attempts whose verdict named {reason}", f"quality.reason_shares.{reason}", **share)
+            for reason in REASONS
+            if reason in seen
+        ),
+    ]
+    heading = (
+        f"Reply quality, real model: {run.quality.prompts} fixed roleplay prompts (bench/quality.py), one at a "
+        "time through ChatWorkflow with validation and up to max_attempts attempts"
+    )
+    return [(heading, metric_rows(metrics, data, previous, run.config))]
+
+
 def long_chat_section(run: BenchRun, data: dict[str, Any], previous: dict[str, Any] | None) -> Section:
     assert run.long_chat is not None
     c = run.config
@@ -423,7 +453,7 @@ def sections(run: BenchRun, previous: dict[str, Any] | None) -> list[Section]:
         found.append(prefix_reuse_section(run, data, previous))
     if run.long_chat is not None:
         found.append(long_chat_section(run, data, previous))
-    return found
+    return [*found, *quality_sections(run, data, previous)]
 
 
 HEADER = Row("measurement", "value", "target", "status", "previous", "spread in this run")

@@ -86,6 +86,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.search_attributes import ATTEMPTS, CHARACTER_NAME, JOB_TYPE, OUTCOME
     from workflows.summaries import row_summary
+    from workflows.validation import writes_code
 
 GENERATE_TIMEOUT = timedelta(seconds=90)
 HEARTBEAT_TIMEOUT = timedelta(seconds=10)
@@ -352,6 +353,7 @@ class ChatWorkflow:
             job_type=job.job_type,
             char_name=char_name(prepared.character),
             user_name=job.user_name,
+            code_in_scene=writes_code(prepared.character),
         )
         shrunk = False
         reminders: list[Reminder] = []

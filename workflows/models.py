@@ -399,6 +399,8 @@ class ReplySpec(StrictModel):
     job_type: JobType
     char_name: str = ASSISTANT_NAME
     user_name: str = "User"
+    # The character's profile makes code its voice (`writes_code`): its code blocks are in scene.
+    code_in_scene: bool = False
 
 
 class Verdict(StrictModel):

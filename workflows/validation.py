@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from difflib import SequenceMatcher
 
+from characters import Character
 from workflows.models import JobType, Message, ReplySpec, Verdict
 from workflows.policy import Policy
 
@@ -28,9 +29,9 @@ REASONS: dict[str, str] = {
     "repetitive": "repeats its own sentences or phrases: a sentence again with small changes, a phrase three "
     "times or more, clauses stamped from one template",
     "echoes_history": "repeats an earlier assistant message, word for word or with small changes",
-    "out_of_character": "roleplay only: assistant mode (code blocks, lists, tutorials, essays with no one of the "
-    "scene in them, offers of help), or fourth-wall talk (being an AI, a character, a chatbot or words on a page; "
-    "the story or scene as a text; the prompt's instructions)",
+    "out_of_character": "roleplay only: assistant mode (code blocks unless the character's profile writes code, "
+    "lists, tutorials, essays with no one of the scene in them, offers of help), or fourth-wall talk (being an AI, "
+    "a character, a chatbot or words on a page; the story or scene as a text; the prompt's instructions)",
     "refusal": "an assistant-style refusal or apology-and-decline in a roleplay or unrestricted job",
     "speaks_for_user": "writes the user's part: their lines under any label, or narration of what they do, feel "
     "or say (cut off in `cleaned`)",
@@ -66,12 +67,18 @@ SINGLE_ASTERISK = re.compile(r"(?<!\*)\*(?!\*)")
 
 OUT_OF_CHARACTER = re.compile(
     r"\bas an ai\b|\b(?:ai|large) language model\b|\(\s*ooc\b|\[\s*ooc\b|\bout of character\b"
-    r"|\b(?:this|our) role-?play\b|\bas (?:a|your) (?:helpful )?(?:ai )?assistant\b"
+    r"|\brole-?play(?:s|ing)?\b|\bas (?:a|your) (?:helpful )?(?:ai )?assistant\b"
+    r"|\b(?:it|this)(?: is|'s) (?:just |only )?an? (?:[\w-]+ ){0,2}?(?:ai|chatbot|language model)\b"
+    r"|\bi(?: am|'m) (?:just |only |merely )?(?:a |an )?(?:piece of )?(?:text|string of text)\b"
+    r"|\bi(?:'d| would) be (?:happy|glad|delighted) to (?:help|assist|explain|answer)\b"
+    r"|^[ \t]*(?:sure|certainly|of course)[,!]? i(?:'d| would) be (?:happy|glad|delighted) to\b"
+    r"|^[ \t]*(?:chat history|character description|system prompt|instructions)[ \t]*:"
     # being an AI, a character, a chatbot, a program, words on a page
     r"|\bi(?: am|'m) (?:just |only |merely |simply |not real,? (?:just )?)?an? (?:assistant|(?:[\w-]+ ){0,2}?"
     r"(?:ai|chatbot|chat bot|bot|language model|computer program|(?:non-player |fictional |virtual )character)"
     r"(?! of\b))\b"
-    r"|\bi(?: am|'m) (?:just |only |merely |simply )?(?:a|the) character (?:in|for|from|of) (?:a|an|this|your|the)\b"
+    r"|\bi(?: am|'m) (?:just |only |merely |simply )?(?:a|the) character (?:in|for|from) \w"
+    r"|\bi(?: am|'m) (?:just |only |merely |simply )?(?:a|the) character of (?:a|an|this|your|the)\b"
     r"|\bas an? (?:fictional |virtual )?(?:character|chatbot|bot|language model)\b"
     r"|\b(?:i(?: am|'m)|we(?: are|'re)) (?:just |only |merely |nothing but )?(?:\w+ )?words on a (?:page|screen)\b"
     r"|\bi (?:don't|do not) have (?:a )?(?:personal |physical |real )?(?:feelings|emotions|body|experiences|opinions)\b"
@@ -121,11 +128,29 @@ CODE_OR_LIST = re.compile(
     r"|(?:^|\s)1[.)]\s.{1,200}?\s2[.)]\s.{1,200}?\s3[.)]\s",
     re.MULTILINE | re.DOTALL,
 )
+# A profile that makes code the character's voice: a programmer, a coding tutor.
+WRITES_CODE = re.compile(
+    r"```|\b(?:coding|coder|programm(?:er|ers|ing)|software|developer|hacker|code ?blocks?|source code)\b",
+    re.IGNORECASE,
+)
+# What a character who writes code says of it in scene ("here's the function").
+OFFERS_CODE = re.compile(
+    r"\bhere(?: is|'s| are) (?:a |an |the |some |my )?(?:[\w-]+ ){0,3}?(?:function|code|script|program|snippet"
+    r"|examples?)\b",
+    re.IGNORECASE,
+)
 # A markdown heading: never part of a scene.
 HEADING = re.compile(r"^[ \t]*#{1,4} \S", re.MULTILINE)
 # Who can be in a scene: persons, as pronouns. A roleplay reply of some length with no one in it, no action and
 # no line of dialogue (or all of it one quote) is an essay or an explanation, not the character.
 PERSONS = re.compile(r"\b(?:i|me|my|mine|you|your|we|us|our|she|he|her|him|his)\b", re.IGNORECASE)
+# An essay's "we" and "our" speak of everyone, no one of the scene: "as we know", "our planet".
+EVERYONE = re.compile(
+    r"\b(?:as |that |what )?we (?:all |now |can |could |often |usually )?(?:know|see|saw|say|call|need|use|rely|learn"
+    r"|understand|live|breathe|eat|think of)\b|\bour (?:planet|world|society|environment|ecosystems?|lives|bodies"
+    r"|understanding|daily lives|history|ancestors|species|food|air)\b",
+    re.IGNORECASE,
+)
 ESSAY_WORDS = 20
 # What an essay does and a scene description does not: define its subject ("X is a ...", "Rome: a city").
 DEFINING = re.compile(
@@ -136,8 +161,8 @@ DEFINING = re.compile(
 
 # The user as the subject of a clause in narration ("You nod", "and you lean in", "Your heart races").
 USER_SUBJECT = re.compile(
-    r"\b(?:you(?:'re| are)?(?= \w+ing\b)|you|your (?:heart|cheeks?|face|pulse|breath|knees|body|skin|hands?|eyes"
-    r"|lips|voice))\s+"
+    r"\b(?:you(?:'re| are| were)?(?= \w+(?:ing|ed|en)\b)|you"
+    r"|your (?:heart|cheeks?|face|pulse|breath|knees|body|skin|hands?|eyes|lips|voice))\s+"
     r"(?:(?:\w+ly|just|still|never|always|only|even|also|then|now)\s+)?(?P<verb>[\w']+)",
     re.IGNORECASE,
 )
@@ -152,6 +177,7 @@ SAID_TO_SOMEONE = frozenset(
     "believe guess wish say promised promise came went left lied made told took saved kept found broke".split()
 )
 CLAUSE_OPENERS = frozenset({"and", "then", "so", "but"})
+QUESTION = re.compile(r"[^.!?\n]*\?")
 # "You sit down and I'll tell you a story": a proposal in dialogue, not narration.
 PROPOSAL = re.compile(r"[^.!?\n]*\b(?:and|,) (?:i'll|i will|let me)\b", re.IGNORECASE)
 
@@ -224,7 +250,7 @@ def _acts(verb: str, marked: bool) -> bool:
     """Whether the word after "you" says what the user does; where nothing marks the narration, only a
     present tense that dialogue seldom uses to speak of someone counts."""
     verb = verb.lower()
-    if verb in NOT_ACTING or "'" in verb or (not marked and verb.endswith("ing")):
+    if verb in NOT_ACTING or "'" in verb or (not marked and verb.endswith(("ing", "en"))):
         return False
     return marked or (verb not in SAID_TO_SOMEONE and not verb.endswith("ed"))
 
@@ -248,12 +274,16 @@ def user_narration_start(text: str, char_name: str) -> int | None:
         for match in USER_SUBJECT.finditer(told)
         if _opens_clause(told, match.start())
         and _acts(match["verb"], is_marked)
+        and not QUESTION.match(told, match.start())  # "You think of the sea?": asked, not narrated
         and (is_marked or not PROPOSAL.match(told, match.end()))
     ]
     own_names = "|".join(re.escape(n) for n in {char_name, _first_name(char_name)} if n)
     if own_names:
         acting_on_me = rf"\bI (?!am\b|was\b)\w+ (?:\w+ )?(?:at |to |with |toward |towards )?(?:{own_names})\b"
         starts += [m.start() for m in re.finditer(acting_on_me, marked, flags=re.IGNORECASE)]
+        # Unmarked too (the character does not speak of acting on itself by name), with the name capitalised:
+        # a name may be a common word ("Coding Sensei": "I can help with coding").
+        starts += [m.start() for m in re.finditer(acting_on_me, unmarked)]
     starts += [start for start in _opening_quotes(text) if own_names and _addresses(text, start, own_names)]
     return sentence_start(text, min(starts)) if starts else None
 
@@ -339,6 +369,8 @@ def is_repetitive(text: str) -> bool:
     # Quoted lines count as sentences of their own.
     sentences = [_normalised(s).split() for s in re.split(r"[.!?…\n\"“”]+", text)]
     counts = Counter(" ".join(s) for s in sentences if len(s) >= 3)
+    # a list's items count however short they are: a list of names with the same name three times
+    counts.update(_normalised(re.sub(rf"^[ \t]*{LIST_MARK}", "", m[0])) for m in LIST_ITEM.finditer(text))
     if counts and counts.most_common(1)[0][1] >= 3:
         return True
     words = _normalised(text).split()
@@ -383,11 +415,23 @@ def writes_about_the_roleplay(text: str, spec: ReplySpec) -> bool:
     return re.search(rf"{writing}|{TEMPLATE_MARKER}", text, flags=re.IGNORECASE) is not None
 
 
+def writes_code(character: Character | None) -> bool:
+    """Whether the character's profile makes code its voice (its `ReplySpec.code_in_scene`)."""
+    if character is None:
+        return False
+    fields = (character.description, character.personality, character.scenario, character.background)
+    profile = "\n".join([*fields, character.speaking_style, character.mes_example, character.system_prompt])
+    return WRITES_CODE.search(profile) is not None or any(WRITES_CODE.search(tag) for tag in character.tags)
+
+
 def out_of_character(text: str, spec: ReplySpec) -> bool:
     """Assistant mode or fourth-wall talk, outside the character's quoted lines; a code block or a list only
-    when nothing around it is in scene (no action, no quoted line)."""
+    when nothing around it is in scene (no action, no quoted line). A character who writes code may show it."""
+    if spec.code_in_scene:
+        text = CODE_SPAN.sub("", text)
     narrated = without_dialogue(text).replace("’", "'")
-    if OUT_OF_CHARACTER.search(narrated) or writes_about_the_roleplay(narrated, spec):
+    found = [m for m in OUT_OF_CHARACTER.finditer(narrated) if not (spec.code_in_scene and OFFERS_CODE.match(m[0]))]
+    if found or writes_about_the_roleplay(narrated, spec):
         return True
     if HEADING.search(text):
         return True
@@ -400,7 +444,7 @@ def is_essay(narrated: str, spec: ReplySpec) -> bool:
     """Whether the text speaks of a subject with no one of the scene in it: no person, no name."""
     names = {_first_name(spec.char_name), _first_name(spec.user_name)}
     mentioned = any(re.search(rf"\b{re.escape(n)}\b", narrated, flags=re.IGNORECASE) for n in names if n)
-    if len(narrated.split()) < ESSAY_WORDS or mentioned or PERSONS.search(narrated):
+    if len(narrated.split()) < ESSAY_WORDS or mentioned or PERSONS.search(EVERYONE.sub(" ", narrated)):
         return False
     return DEFINING.search(narrated) is not None
 

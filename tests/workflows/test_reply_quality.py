@@ -13,6 +13,9 @@ from workflows.validation import REASONS, WARNINGS, validate
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "replies"
 SPLITS = ("dev", "heldout")
+# Collected and labelled after the validator's third session: its figures are measured (README), not asserted,
+# since an assertion would invite rules tuned to it.
+FRESH = "fresh"
 TARGET = 0.95
 # Not labelled by reading: the warning is a length, and the default policy has no patterns.
 UNLABELLED = WARNINGS | {"policy"}
@@ -36,7 +39,12 @@ def entries(split: str) -> list[Entry]:
     return [
         Entry(
             id=row["id"],
-            spec=ReplySpec(job_type=JobType(row["job_type"]), char_name=row["char_name"], user_name=row["user_name"]),
+            spec=ReplySpec(
+                job_type=JobType(row["job_type"]),
+                char_name=row["char_name"],
+                user_name=row["user_name"],
+                code_in_scene=row.get("code_in_scene", False),
+            ),
             history=[Message.model_validate(m) for m in row["history"]],
             finish_reason=row["finish_reason"],
             reply=row["reply"],
@@ -117,7 +125,7 @@ def misses(items: list[Entry]) -> str:
 
 
 def test_the_labelled_set_is_well_formed() -> None:
-    every = [e for split in SPLITS for e in entries(split)]
+    every = [e for split in (*SPLITS, FRESH) for e in entries(split)]
     assert len({e.id for e in every}) == len(every)
     assert sum(e.id.startswith("m") for e in every) >= 150
     assert {e.spec.job_type for e in every} == set(JobType)

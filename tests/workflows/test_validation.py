@@ -4,9 +4,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from characters import Character
 from workflows.models import JobType, Message
 from workflows.policy import Policy, Rule
-from workflows.validation import REASONS, WARNINGS, ReplySpec, Verdict, trimmed_to_sentence, validate
+from workflows.validation import REASONS, WARNINGS, ReplySpec, Verdict, trimmed_to_sentence, validate, writes_code
 
 ROLEPLAY = ReplySpec(job_type=JobType.roleplay, char_name="Mira", user_name="Tam")
 GOOD = '*wipes the bar* "Rooms? One left, and the roof leaks over the bed." She grins at you.'
@@ -274,6 +275,67 @@ def test_out_of_character_new_rules_hard_negatives() -> None:
         assert "out_of_character" not in check(reply, spec).reasons, reply
     conversation = ReplySpec(job_type=JobType.conversation)
     assert "out_of_character" not in check("Here's a Python function:\n```python\nx = 1\n```", conversation).reasons
+
+
+def test_a_character_who_writes_code_shows_it() -> None:
+    coding = Character(name="Sensei", description="A coding tutor who answers with example code in code blocks.")
+    tavern = Character(name="Mira", description="A tavern keeper in a harbour town.")
+    assert writes_code(coding) and not writes_code(tavern) and not writes_code(None)
+    reply = "Here's the function you asked for:\n```python\ndef reverse(s):\n    return s[::-1]\n```"
+    for character, flagged in ((coding, False), (tavern, True)):
+        spec = ReplySpec(job_type=JobType.roleplay, char_name=character.name, code_in_scene=writes_code(character))
+        assert ("out_of_character" in check(reply, spec).reasons) is flagged, character.name
+    # the flag lets code through, not the rest of assistant mode
+    coder = ReplySpec(job_type=JobType.roleplay, char_name="Sensei", code_in_scene=True)
+    assert "out_of_character" in check("As an AI language model, I can explain loops.", coder).reasons
+
+
+def test_out_of_character_essays_and_roles() -> None:
+    for reply in (
+        "Photosynthesis is the process by which plants turn light into sugar. As we know, it needs water and "
+        "carbon dioxide, and our planet depends on it for oxygen.",
+        "No, no. I'm a character for coding questions and answers, nothing more.",
+    ):
+        assert "out_of_character" in check(reply).reasons, reply
+    # "we" in a scene is someone: not an essay
+    scene = "We are a long way from the harbour now, and the storm is a bad one. We should wait it out here."
+    assert "out_of_character" not in check(scene).reasons
+
+
+def test_out_of_character_assistant_openers_and_the_roleplay_as_a_text() -> None:
+    for reply in (
+        "It's an AI storytelling assistant, made to help with your writing.",
+        "Sure, I'd be happy to. A lighthouse is a tower with a lamp that guides ships.",
+        "I would be glad to explain how the lock works.",
+        "In our roleplay so far, the stranger has arrived at the tavern.",
+        '"Honestly? I\'m just a text. Nothing more."',
+        "Chat History: the user came in from the rain.",
+    ):
+        assert "out_of_character" in check(reply).reasons, reply
+    for reply in (
+        '*She sets down the glass.* "I\'d be happy to see you again, stranger."',
+        "*She leans in.* It's an old map, and it's mine.",
+    ):
+        assert "out_of_character" not in check(reply).reasons, reply
+
+
+def test_a_question_to_the_user_is_not_narration_of_the_user() -> None:
+    assert "speaks_for_user" not in check('*She turns.* "Well?"\nYou think I\'d let you go that easily?').reasons
+    assert "speaks_for_user" in check('*She turns.* "Well?"\nYou are taken aback and step back.').reasons
+
+
+def test_a_list_with_an_item_three_times_is_repetitive() -> None:
+    names = "1. Elyria\n2. Brann\n3. Elyria\n4. Corvin\n5. Elyria"
+    conversation = ReplySpec(job_type=JobType.conversation)
+    assert "repetitive" in check(names, conversation).reasons
+    assert "repetitive" not in check("1. Elyria\n2. Brann\n3. Elyria\n4. Corvin", conversation).reasons
+
+
+def test_the_user_acting_on_the_character_by_name_unmarked() -> None:
+    verdict = check("I look at Mira with a warm smile. She has no other guests but me tonight.")
+    assert "speaks_for_user" in verdict.reasons and verdict.cleaned == ""
+    coding = ReplySpec(job_type=JobType.roleplay, char_name="Coding Sensei", user_name="Kai")
+    assert "speaks_for_user" not in check("I can help you with coding questions, young one.", coding).reasons
 
 
 def test_apologise_and_decline() -> None:

@@ -10,6 +10,7 @@ as reproducible as llama.cpp's seeded sampling on the same build."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 import json
@@ -30,6 +31,7 @@ from orchestrator.tokens import offline_counter  # noqa: E402
 from tests.engine_process import EngineProcess  # noqa: E402
 from workflows.context import budgeted_context, char_name  # noqa: E402
 from workflows.models import ChatJob, EngineLimits, JobType, Message, ResolvedSampling, Sampling  # noqa: E402
+from workflows.validation import writes_code  # noqa: E402
 
 CARDS = ROOT.parent / "shared" / "cards"
 BUNDLED = ["Mira", "Ilsa Varga", "Theo Marlowe", "Vivienne Laurent"]
@@ -233,7 +235,7 @@ def job_of(plan: Plan, index: int) -> ChatJob:
     )
 
 
-async def collected(settings: Settings, base_url: str, done: set[int], first_id: int) -> None:
+async def collected(settings: Settings, base_url: str, todo: list[Plan], first_id: int) -> None:
     client = InferenceClient(base_url, settings.model_name, timeout=300)
     counter = offline_counter(settings)
     limits = EngineLimits(
@@ -241,7 +243,6 @@ async def collected(settings: Settings, base_url: str, done: set[int], first_id:
         max_total_tokens=settings.max_total_tokens,
         margin_tokens=settings.context_margin_tokens,
     )
-    todo = [plan for plan in plans(random.Random(13)) if plan.seed not in done]
     for index, plan in enumerate(todo, start=first_id):
         job = job_of(plan, index)
         character = resolve(job.character)
@@ -257,6 +258,7 @@ async def collected(settings: Settings, base_url: str, done: set[int], first_id:
             "character": plan.character,
             "char_name": char_name(character),
             "user_name": plan.user_name,
+            **({"code_in_scene": True} if writes_code(character) else {}),
             "history": [m.model_dump() for m in job.messages],
             "seed": plan.seed,
             "temperature": plan.temperature,
@@ -269,12 +271,29 @@ async def collected(settings: Settings, base_url: str, done: set[int], first_id:
         print(json.dumps(record, ensure_ascii=False), flush=True)
 
 
+def arguments() -> argparse.Namespace:
+    root = argparse.ArgumentParser(prog="collect.py")
+    root.add_argument("done", nargs="?", type=Path, help="replies already collected: their seeds are skipped")
+    root.add_argument("--plan-seed", type=int, default=13, help="seed of the plan (13: the first 314 replies)")
+    root.add_argument("--sample", type=int, help="only this many plans, drawn at random with the plan's seed")
+    root.add_argument("--first-id", type=int, help="number of the first reply (default: the lines in DONE)")
+    return root.parse_args()
+
+
 def main() -> None:
-    """`collect.py [DONE.jsonl]`: the plans whose seed is not in DONE.jsonl, numbered after its lines."""
-    done = [json.loads(line) for line in Path(sys.argv[1]).read_text().splitlines()] if len(sys.argv) > 1 else []
+    """The plans whose seed is not in DONE, numbered after its lines. A fresh set: another --plan-seed (new
+    seeds, characters, personas and sampling for the same turns), --sample to keep it small."""
+    args = arguments()
+    done = [json.loads(line) for line in args.done.read_text().splitlines()] if args.done else []
+    rng = random.Random(args.plan_seed)
+    todo = plans(rng)
+    if args.sample is not None:
+        todo = sorted(rng.sample(todo, args.sample), key=todo.index)
+    todo = [plan for plan in todo if plan.seed not in {r["seed"] for r in done}]
     settings = Settings()
     with tempfile.TemporaryDirectory() as logs, EngineProcess(settings, Path(logs)) as engine:
-        asyncio.run(collected(settings, engine.base_url, {r["seed"] for r in done}, len(done)))
+        first = args.first_id if args.first_id is not None else len(done)
+        asyncio.run(collected(settings, engine.base_url, todo, first))
 
 
 if __name__ == "__main__":
