@@ -100,6 +100,19 @@ def all_logs() -> Iterator[list[str]]:
     logger.remove(sink)
 
 
+@pytest.fixture
+def worker_logs() -> Iterator[list[str]]:
+    """The worker's own log lines at DEBUG (loguru: as JSON, extras included, and as the plain message). Unlike
+    `all_logs` it leaves out the SDK's DEBUG lines, which print whole payloads: readable only where payloads are
+    not encrypted (tests/orchestrator/test_privacy.py checks those with a codec)."""
+    lines: list[str] = []
+    sink = logger.add(
+        lambda message: lines.extend([str(message), message.record["message"]]), level="DEBUG", serialize=True
+    )
+    yield lines
+    logger.remove(sink)
+
+
 _exit_status = 0
 
 

@@ -49,7 +49,7 @@ async def printed_context(chat_job: ChatJob, settings: Settings, tmp_path: Path)
 
 
 async def test_a_long_chat_summarises_what_its_window_dropped_and_the_next_job_carries_it(
-    chat: ChatClient, client: Client, settings: Settings, tmp_path: Path, all_logs: list[str]
+    chat: ChatClient, client: Client, settings: Settings, tmp_path: Path, worker_logs: list[str]
 ) -> None:
     first = chat_job(conversation(60), Memory())
     printed = await printed_context(first, settings, tmp_path)
@@ -82,5 +82,5 @@ async def test_a_long_chat_summarises_what_its_window_dropped_and_the_next_job_c
     assert result.memory.summary in sent[0].messages[0].content
     assert next_result.memory == result.memory  # no drop since: no summary, the memory as it came
 
-    logged = "\n".join(all_logs)
+    logged = "\n".join(worker_logs)
     assert FACT not in logged and result.memory.summary not in logged
