@@ -488,19 +488,22 @@ class ChatWorkflow:
     async def _summarize_job(
         self, job: ChatJob, prepared: Prepared, deadline: datetime, started: datetime
     ) -> ChatResult:
-        """A chat_summarize job: the whole conversation merged into the job's memory; its summary is the reply."""
+        """A chat_summarize job: the whole conversation merged into the job's memory; its summary is the reply.
+        When no summary passes, the best rejected one is returned flagged, as a reply would be, and the memory as
+        it came (a bad summary never becomes memory)."""
         workflow.patched(STORY_MEMORY)
         before = job.memory or Memory()
         memory = await self._summarized(job, prepared, before, len(job.messages), deadline, self._attempts, None)
         valid = [a for a in self._attempts if a.verdict.valid]
-        if not valid:
+        chosen = valid[-1] if valid else best_returnable(self._attempts)
+        if chosen is None:
             reasons = ", ".join(r for a in self._attempts for r in a.verdict.reasons) or "none"
             raise ApplicationError(
-                f"no summary that can be kept in {len(self._attempts)} attempts (reasons: {reasons})",
+                f"no summary that can be returned in {len(self._attempts)} attempts (reasons: {reasons})",
                 type=ErrorType.no_valid_reply.value,
                 non_retryable=True,
             )
-        return await self._finish(job, prepared, valid[-1], started=started, memory=memory)
+        return await self._finish(job, prepared, chosen, started=started, memory=memory)
 
     async def _summarized(
         self,

@@ -11,7 +11,7 @@ import re
 
 from workflows.models import SUMMARY_MAX_CHARS, SummaryCheck, Verdict
 from workflows.policy import Policy
-from workflows.validation import QUOTED, REFUSAL, is_repetitive
+from workflows.validation import QUOTED, REFUSAL, is_repetitive, trimmed_to_sentence
 
 MIN_SUMMARY_CHARS = 20
 # A summary retells; one that is more than this share dialogue is a scene.
@@ -20,7 +20,7 @@ MAX_DIALOGUE_SHARE = 0.3
 SUMMARY_REASONS: dict[str, str] = {
     "empty": "no text at all after cleaning",
     "too_short": f"fewer than {MIN_SUMMARY_CHARS} characters",
-    "cut_off": "the engine stopped at the summary's token limit",
+    "cut_off": "the engine stopped at the summary's token limit with no full sentence to keep",
     "too_long": f"more than {SUMMARY_MAX_CHARS} characters",
     "scene": "the next scene instead of a summary: a speaker's label, an action between asterisks, first or "
     "second person outside quotes, or mostly dialogue",
@@ -38,8 +38,14 @@ ACTION = re.compile(r"(?<!\*)\*[^*\s][^*\n]*\*(?!\*)")
 FIRST_OR_SECOND_PERSON = re.compile(r"\b(?:i|i'm|i've|i'll|i'd|me|my|mine|we|us|our|you|your|you're)\b", re.IGNORECASE)
 
 
-def cleaned_summary(raw: str) -> str:
-    return PREAMBLE.sub("", raw, count=1).strip()
+def cleaned_summary(raw: str, finish_reason: str) -> tuple[str, bool]:
+    """The summary after the safe fixes, and whether it was cut off with no full sentence to keep. A summary
+    stopped by its token limit keeps its full sentences: what they say holds, only the last one is unfinished."""
+    text = PREAMBLE.sub("", raw, count=1).strip()
+    if finish_reason != "length" or not text:
+        return text, False
+    trimmed = trimmed_to_sentence(text)
+    return (trimmed, False) if trimmed else (text, True)
 
 
 def speaker_label(name: str) -> re.Pattern[str]:
@@ -59,12 +65,12 @@ def is_scene(text: str, char_name: str, user_name: str) -> bool:
     return quoted > MAX_DIALOGUE_SHARE * len(text)
 
 
-def summary_reasons(text: str, check: SummaryCheck, policy: Policy | None) -> list[str]:
+def summary_reasons(text: str, cut_off: bool, check: SummaryCheck, policy: Policy | None) -> list[str]:
     if not text:
         return ["empty"]
     checks = [
         ("too_short", len(text) < MIN_SUMMARY_CHARS),
-        ("cut_off", check.finish_reason == "length"),
+        ("cut_off", cut_off),
         ("too_long", len(text) > SUMMARY_MAX_CHARS),
         ("scene", is_scene(text, check.char_name, check.user_name)),
         ("refusal", bool(REFUSAL.search(text))),
@@ -76,6 +82,6 @@ def summary_reasons(text: str, check: SummaryCheck, policy: Policy | None) -> li
 
 def validate_summary(check: SummaryCheck, policy: Policy | None = None) -> Verdict:
     """Whether the summary may become the chat's memory; `cleaned` is what would be kept."""
-    text = cleaned_summary(check.summary)
-    reasons = summary_reasons(text, check, policy)
+    text, cut_off = cleaned_summary(check.summary, check.finish_reason)
+    reasons = summary_reasons(text, cut_off, check, policy)
     return Verdict(valid=not reasons, reasons=reasons, cleaned=text)

@@ -307,16 +307,26 @@ async def test_an_invalid_plain_json_job_fails_at_once_naming_the_field(
     assert field in json.dumps(outcome) and "InvalidJob" in json.dumps(outcome)
 
 
+SUMMARIZED_CONVERSATION = [
+    {"role": "user", "content": USER_TEXT},
+    {"role": "assistant", "content": 'Mira looks up from the ledger. "One room left, under the eaves. Two silver."'},
+    {"role": "user", "content": "*sets two coins on the counter* I'll take it. Has anyone asked after me?"},
+    {"role": "assistant", "content": '"A tall man in a grey cloak, this morning," Mira says, sliding the key across.'},
+    {"role": "user", "content": "*frowns* Did he leave a name?"},
+]
+
+
 @pytest.mark.parametrize("job_type", list(JobType))
 async def test_each_job_type_runs_with_its_defaults(chat: ChatClient, client: Client, job_type: JobType) -> None:
     messages = {
-        JobType.enhance: "a lighthouse keeper at dusk",
-        JobType.conversation: "Suggest a name for a tavern by the sea.",
-    }.get(job_type, USER_TEXT)
+        JobType.enhance: [{"role": "user", "content": "a lighthouse keeper at dusk"}],
+        JobType.conversation: [{"role": "user", "content": "Suggest a name for a tavern by the sea."}],
+        JobType.summarize: SUMMARIZED_CONVERSATION,  # a summary is of a conversation, not of one line
+    }.get(job_type, [{"role": "user", "content": USER_TEXT}])
     submitted = job(
         job_type=job_type,
         character="Mira" if job_type is JobType.roleplay else None,
-        messages=[{"role": "user", "content": messages}],
+        messages=messages,
         sampling={"seed": 21},
     )
     handle = await chat.submit(submitted)
@@ -330,7 +340,7 @@ async def test_each_job_type_runs_with_its_defaults(chat: ChatClient, client: Cl
     local_activities = [m for m in markers if m.marker_recorded_event_attributes.marker_name == "core_local_activity"]
     # prepare, one check per attempt, record_metrics: each a local activity marker in the history (the others
     # are workflow.patched's version markers); prepare once more after each rejected reply that called for a
-    # new reminder after the history.
+    # new reminder after the history; a summary job's prompt is prepare_summary's.
     roleplay = job_type is JobType.roleplay
     called_for: set[str] = set()
     prepared_again = 0
@@ -338,7 +348,8 @@ async def test_each_job_type_runs_with_its_defaults(chat: ChatClient, client: Cl
         wanted = set(reminders_after(rejected.reasons, roleplay))
         prepared_again += bool(wanted - called_for)
         called_for |= wanted
-    assert len(local_activities) == 2 + result.attempts + prepared_again
+    summary_prompt = int(job_type is JobType.summarize)
+    assert len(local_activities) == 2 + result.attempts + prepared_again + summary_prompt
 
 
 async def test_a_rejected_reply_is_regenerated_and_the_result_says_why(

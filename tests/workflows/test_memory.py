@@ -224,13 +224,18 @@ def test_a_scene_continuation_is_not_a_summary(scene: str) -> None:
     assert not verdict.valid and "scene" in verdict.reasons
 
 
+def test_a_summary_stopped_by_its_token_limit_keeps_its_full_sentences() -> None:
+    verdict = validate_summary(check(SUMMARY + " Then Mira walked to the", "length"))
+    assert verdict.valid and verdict.cleaned == SUMMARY
+
+
 @pytest.mark.parametrize(
     ("summary", "finish_reason", "reason"),
     [
         ("", "stop", "empty"),
         ("Here is the summary:", "stop", "empty"),
         ("Tam came in.", "stop", "too_short"),
-        (SUMMARY + " Then Mira walked to the", "length", "cut_off"),
+        ("Then Mira walked to the door and", "length", "cut_off"),
         ((SUMMARY + " ") * (SUMMARY_MAX_CHARS // len(SUMMARY) + 1), "stop", "too_long"),
         ("I'm sorry, but I can't help with that request.", "stop", "refusal"),
     ],

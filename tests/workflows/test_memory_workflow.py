@@ -23,9 +23,7 @@ from tests.workflows.test_chat_workflow_fast import (  # noqa: F401 (fixtures)
     dev_env,
     env,
     job,
-    reply,
     run_job,
-    verdict,
 )
 from tests.workflows.test_context_window import chat
 from workflows.activities import resolved_character
@@ -242,11 +240,25 @@ async def test_chat_summarize_returns_the_summary_as_content_and_memory(env: Wor
     assert "I hid the compass." in fakes.summary_requests[0].messages[-1].content
 
 
-async def test_chat_summarize_with_no_valid_summary_fails(env: WorkflowEnvironment) -> None:  # noqa: F811
+async def test_chat_summarize_with_no_valid_summary_returns_the_best_flagged_and_keeps_the_memory(
+    env: WorkflowEnvironment,  # noqa: F811
+) -> None:
     chat_job = job(job_type=JobType.summarize, character="Mira", memory=Memory(summary=SUMMARY))
     fakes = MemoryFakes(summaries=[summary(SCENE)], max_attempts=2)
-    ended = await ended_with(env, fakes, chat_job)
-    failure = ended.failed()
-    assert failure.type == "NoValidReply" and "scene" in failure.message
-    assert SCENE not in failure.message and SUMMARY not in failure.message
-    assert reply is not None and verdict is not None
+    result = (await ended_with(env, fakes, chat_job)).ok()
+    assert result.outcome == "flagged" and "scene" in result.reasons
+    assert (
+        result.content
+        == validate_summary(
+            SummaryCheck(summary=SCENE, finish_reason="stop", char_name="Mira", user_name=chat_job.user_name)
+        ).cleaned
+    )
+    assert result.memory == chat_job.memory  # a bad summary never becomes memory
+
+
+async def test_chat_summarize_with_nothing_returnable_fails(env: WorkflowEnvironment) -> None:  # noqa: F811
+    chat_job = job(job_type=JobType.summarize, character="Mira", memory=Memory(summary=SUMMARY))
+    fakes = MemoryFakes(summaries=[summary("")], max_attempts=2)
+    failure = (await ended_with(env, fakes, chat_job)).failed()
+    assert failure.type == "NoValidReply" and "empty" in failure.message
+    assert SUMMARY not in failure.message
