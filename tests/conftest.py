@@ -80,37 +80,32 @@ async def isolated_namespace(client: Client) -> str:
 
 
 @pytest.fixture
-def all_logs() -> Iterator[list[str]]:
-    """Every log line at DEBUG: the worker's (loguru, JSON) and the SDK's and libraries' (stdlib logging)."""
+def worker_logs() -> Iterator[list[str]]:
+    """The worker's own log lines at DEBUG (loguru). Unlike `all_logs` it leaves out the SDK's DEBUG lines, which
+    print whole payloads: readable only where payloads are not encrypted (tests/orchestrator/test_privacy.py
+    checks those with a codec)."""
     lines: list[str] = []
     # Each loguru line twice: as JSON (what LOG_JSON writes, extras included) and as its plain message, so text
     # is found whether JSON escaped it or not.
     sink = logger.add(
         lambda message: lines.extend([str(message), message.record["message"]]), level="DEBUG", serialize=True
     )
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = lambda record: lines.append(logging.Formatter().format(record))  # type: ignore[method-assign]
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
     yield lines
-    root.removeHandler(handler)
-    root.setLevel(previous)
     logger.remove(sink)
 
 
 @pytest.fixture
-def worker_logs() -> Iterator[list[str]]:
-    """The worker's own log lines at DEBUG (loguru: as JSON, extras included, and as the plain message). Unlike
-    `all_logs` it leaves out the SDK's DEBUG lines, which print whole payloads: readable only where payloads are
-    not encrypted (tests/orchestrator/test_privacy.py checks those with a codec)."""
-    lines: list[str] = []
-    sink = logger.add(
-        lambda message: lines.extend([str(message), message.record["message"]]), level="DEBUG", serialize=True
-    )
-    yield lines
-    logger.remove(sink)
+def all_logs(worker_logs: list[str]) -> Iterator[list[str]]:
+    """Every log line at DEBUG: the worker's (`worker_logs`) and the SDK's and libraries' (stdlib logging)."""
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: worker_logs.append(logging.Formatter().format(record))  # type: ignore[method-assign]
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield worker_logs
+    root.removeHandler(handler)
+    root.setLevel(previous)
 
 
 _exit_status = 0

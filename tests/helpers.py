@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import subprocess
 import sys
 import uuid
@@ -23,7 +24,7 @@ from orchestrator.client import ChatClient, connect
 from orchestrator.settings import Settings
 from orchestrator.worker import workers_running
 from workflows.chat import ChatWorkflow
-from workflows.models import ChatJob, ChatResult, GenerateRequest, JobType, Verdict
+from workflows.models import ChatJob, ChatResult, GenerateRequest, JobType, Message, Verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 # <checkout>/../shared: the real character cards, read in place, never copied into the repo.
@@ -44,6 +45,24 @@ def job(**overrides: object) -> ChatJob:
     }
     values.update(overrides)
     return ChatJob.model_validate(values)
+
+
+CHAT_WORDS = "tide lantern rope harbour gull salt storm quay cellar ledger barrel oar net chapel bell tower".split()
+
+
+def long_chat(turns: int, seed: int = 3, mention: dict[int, str] | None = None) -> list[Message]:
+    """A greeting, then `turns` exchanges of varied length (words from CHAT_WORDS) ending on the user's;
+    `mention` puts a word into the user message of the given turns."""
+    rng = random.Random(seed)
+    mention = mention or {}
+    messages = [Message(role="assistant", content="*Mira looks up from the bar.* Evening.")]
+    for turn in range(turns):
+        said = " ".join(rng.choice(CHAT_WORDS) for _ in range(rng.randint(4, 20)))
+        messages.append(Message(role="user", content=f"Turn {turn}: {said} {mention.get(turn, '')}".strip()))
+        if turn < turns - 1:
+            reply = " ".join(rng.choice(CHAT_WORDS) for _ in range(rng.randint(20, 70)))
+            messages.append(Message(role="assistant", content=f"*Mira answers {turn}.* {reply}"))
+    return messages
 
 
 async def submitted(

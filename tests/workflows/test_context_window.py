@@ -5,33 +5,15 @@ always holds."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from bench.prefix_reuse import chatml, measure_prefix_reuse, shared_prefix
 from characters import Character, bundled_character
 from characters.profile import BookEntry, CharacterBook
 from orchestrator.tokens import CachedCounter
+from tests.helpers import CHAT_WORDS, long_chat
 from workflows.context import MESSAGE_OVERHEAD, REPLY_PRIMER, build_context, estimate_tokens
 from workflows.models import BuiltContext, ChatJob, Message
-
-WORDS = "tide lantern rope harbour gull salt storm quay cellar ledger barrel oar net chapel bell tower".split()
-
-
-def chat(turns: int, seed: int = 3, mention: dict[int, str] | None = None) -> list[Message]:
-    """A greeting, then `turns` exchanges of varied length ending on the user's; `mention` puts a word into
-    the user message of the given turns."""
-    rng = random.Random(seed)
-    mention = mention or {}
-    messages = [Message(role="assistant", content="*Mira looks up from the bar.* Evening.")]
-    for turn in range(turns):
-        said = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 20)))
-        messages.append(Message(role="user", content=f"Turn {turn}: {said} {mention.get(turn, '')}".strip()))
-        if turn < turns - 1:
-            reply = " ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 70)))
-            messages.append(Message(role="assistant", content=f"*Mira answers {turn}.* {reply}"))
-    return messages
 
 
 def job_at(messages: list[Message], turn: int, character: Character | str = "Mira") -> ChatJob:
@@ -57,7 +39,7 @@ def is_drop(before: BuiltContext, after: BuiltContext) -> bool:
 
 def test_the_window_start_stays_put_between_drops_and_moves_forward_at_them() -> None:
     mira = bundled_character("Mira")
-    built = built_turns(mira, chat(120), range(1, 120), budget=900)
+    built = built_turns(mira, long_chat(120), range(1, 120), budget=900)
     drops = 0
     for before, after in zip(built, built[1:], strict=False):
         assert before.window is not None and after.window is not None
@@ -73,7 +55,7 @@ def test_the_window_start_stays_put_between_drops_and_moves_forward_at_them() ->
 
 
 def test_a_drop_brings_the_history_down_to_the_low_water_mark() -> None:
-    messages = chat(120)
+    messages = long_chat(120)
     drops = 0
     for low_water in (0.3, 0.6, 0.9):
         built = built_turns(bundled_character("Mira"), messages, range(1, 120), 900, low_water)
@@ -89,7 +71,7 @@ def test_a_drop_brings_the_history_down_to_the_low_water_mark() -> None:
 
 def test_consecutive_prompts_share_the_whole_previous_prompt_except_at_drops() -> None:
     mira = bundled_character("Mira")  # no lorebook: the system message never changes
-    built = built_turns(mira, chat(120), range(1, 120), budget=900)
+    built = built_turns(mira, long_chat(120), range(1, 120), budget=900)
     drops = 0
     for before, after in zip(built, built[1:], strict=False):
         old, new = chatml(before.messages), chatml(after.messages)
@@ -119,10 +101,10 @@ def lighthouse_book(**entry: object) -> CharacterBook:
 
 def test_lore_fired_between_drops_sits_at_its_depth_until_the_next_drop_lays_it_after_the_character() -> None:
     card = bundled_character("Mira").model_copy(update={"character_book": lighthouse_book()})
-    plain = built_turns(card, chat(120), range(30, 120), budget=1600)
+    plain = built_turns(card, long_chat(120), range(30, 120), budget=1600)
     after_drop = 30 + next(i for i in range(1, len(plain)) if is_drop(plain[i - 1], plain[i])) + 1
     # The key is in every user message from the turn after a drop on: it fires between drops, and still at the next.
-    messages = chat(120, mention={t: "the lighthouse?" for t in range(after_drop, 120)})
+    messages = long_chat(120, mention={t: "the lighthouse?" for t in range(after_drop, 120)})
     built = built_turns(card, messages, range(30, 120), budget=1600)
     fired = next(i for i, c in enumerate(built) if c.lorebook == ["lighthouse"])
     first = built[fired]
@@ -156,7 +138,7 @@ def test_the_character_note_and_post_history_instructions_stay_at_their_depth() 
         post_history_instructions="Stay terse.",
         extensions={"depth_prompt": {"prompt": "NOTE: {{char}} hides the key.", "depth": 2, "role": "system"}},
     )
-    messages = chat(6)
+    messages = long_chat(6)
     context = build_context(job_at(messages, 5, card), card, budget=100_000, count=estimate_tokens)
     kinds = {i.kind: i for i in context.insertions}
     note = kinds["character_note"]
@@ -170,7 +152,7 @@ def test_the_character_note_and_post_history_instructions_stay_at_their_depth() 
 def test_the_budget_is_never_exceeded(budget: int, low_water: float) -> None:
     entries = [
         BookEntry(keys=[word], content=f"{word.upper()}-LORE " + "old tales of the coast " * (3 + i % 5), id=i)
-        for i, word in enumerate(WORDS)
+        for i, word in enumerate(CHAT_WORDS)
     ]
     entries.append(BookEntry(content="Always: the harbour chain is raised at dusk.", constant=True))
     card = Character(
@@ -181,7 +163,7 @@ def test_the_budget_is_never_exceeded(budget: int, low_water: float) -> None:
         extensions={"depth_prompt": {"prompt": "Orrin hides the key.", "depth": 4}},
         character_book=CharacterBook(scan_depth=3, entries=entries),
     )
-    messages = chat(70, seed=9)
+    messages = long_chat(70, seed=9)
     for context in built_turns(card, messages, range(0, 70), budget, low_water):
         sent = sum(estimate_tokens(m.content) + MESSAGE_OVERHEAD for m in context.messages) + REPLY_PRIMER
         assert sent <= context.prompt_tokens <= budget

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from characters import Character, bundled_character, describe_validation_error
-from tests.workflows.test_context_window import chat
+from tests.helpers import long_chat
 from workflows.context import EXAMPLES_HEADER, FACTS_HEADER, MEMORY_HEADER, build_context, estimate_tokens
 from workflows.memory import NEXT_HEADER, NOTHING_YET, merged_memory, summary_prompt, summary_texts
 from workflows.models import (
@@ -102,14 +102,14 @@ def test_the_result_carries_memory_in_its_schema() -> None:
 
 
 def test_without_memory_the_context_has_no_block() -> None:
-    context = built(job_with(chat(3), None))
+    context = built(job_with(long_chat(3), None))
     assert context.memory is None
     assert MEMORY_HEADER not in context.messages[0].content
 
 
 def test_the_block_goes_after_the_constant_part_and_before_the_examples() -> None:
     with_examples = MIRA.model_copy(update={"mes_example": "<START>\nMira: *nods* Rooms are upstairs."})
-    context = built(job_with(chat(2), Memory(summary=SUMMARY, facts=[FACT])), budget=1400, character=with_examples)
+    context = built(job_with(long_chat(2), Memory(summary=SUMMARY, facts=[FACT])), budget=1400, character=with_examples)
     system = context.messages[0].content
     assert context.memory is not None and context.memory.message == 0
     assert context.memory.text in system and SUMMARY in context.memory.text and FACT in context.memory.text
@@ -122,7 +122,7 @@ def test_the_block_goes_after_the_constant_part_and_before_the_examples() -> Non
 
 
 def test_facts_are_pinned_when_the_history_is_cut() -> None:
-    context = built(job_with(chat(40), Memory(facts=[FACT])))
+    context = built(job_with(long_chat(40), Memory(facts=[FACT])))
     assert context.dropped.history_messages > 0
     assert FACT in context.messages[0].content
     assert context.prompt_tokens <= context.budget
@@ -131,7 +131,7 @@ def test_facts_are_pinned_when_the_history_is_cut() -> None:
 def test_a_new_summary_does_not_move_the_window() -> None:
     """The memory's room is reserved whatever the summary's length: the turn after a summary (new memory) keeps
     the window of the turn that made it, so only the memory block changes in the prompt's front."""
-    messages = chat(40)
+    messages = long_chat(40)
     before = built(job_with(messages, Memory()))
     after = built(job_with(messages, Memory(summary=SUMMARY * 3, covers=5)))
     assert before.window is not None and after.window is not None
@@ -141,19 +141,19 @@ def test_a_new_summary_does_not_move_the_window() -> None:
 
 
 def test_a_summary_is_due_only_when_the_window_starts_past_what_it_covers() -> None:
-    messages = chat(40)
+    messages = long_chat(40)
     fresh = built(job_with(messages, Memory()))
     assert fresh.window is not None and fresh.memory is not None
     assert fresh.window.first_message > 0
     assert fresh.memory.summarize_until == fresh.window.first_message
     caught_up = built(job_with(messages, Memory(summary=SUMMARY, covers=fresh.window.first_message)))
     assert caught_up.memory is not None and caught_up.memory.summarize_until is None
-    short = built(job_with(chat(2), Memory()), budget=1400)
+    short = built(job_with(long_chat(2), Memory()), budget=1400)
     assert short.memory is not None and short.memory.summarize_until is None
 
 
 def test_the_context_is_a_pure_function_of_the_job() -> None:
-    job = job_with(chat(40), Memory(summary=SUMMARY, facts=[FACT], covers=4))
+    job = job_with(long_chat(40), Memory(summary=SUMMARY, facts=[FACT], covers=4))
     assert built(job) == built(ChatJob.model_validate_json(job.model_dump_json()))
 
 

@@ -17,6 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from orchestrator.worker import MAX_HEARTBEAT_THROTTLE
+from tests.helpers import long_chat
 from tests.workflows.test_chat_workflow_fast import (  # noqa: F401 (fixtures)
     GOOD,
     BuildingFakes,
@@ -25,7 +26,6 @@ from tests.workflows.test_chat_workflow_fast import (  # noqa: F401 (fixtures)
     job,
     run_job,
 )
-from tests.workflows.test_context_window import chat
 from workflows.activities import resolved_character
 from workflows.chat import JOB_PRIORITY, SUMMARY_PRIORITY, ChatWorkflow
 from workflows.context import build_context, estimate_tokens
@@ -138,7 +138,7 @@ async def ended_with(environment: WorkflowEnvironment, fakes: MemoryFakes, chat_
 
 
 def long_job(memory: Memory | None, **more: object) -> Any:
-    return job(messages=[m.model_dump() for m in chat(40)], character="Mira", memory=memory, **more)
+    return job(messages=[m.model_dump() for m in long_chat(40)], character="Mira", memory=memory, **more)
 
 
 def window_start(chat_job: Any) -> int:
