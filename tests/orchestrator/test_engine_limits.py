@@ -15,26 +15,9 @@ from orchestrator.engine_check import EngineInfo, engine_info, engine_limit_prob
 from orchestrator.engines import ENGINES, EngineKind, detected_engine
 from orchestrator.settings import Settings, SettingsError, load_settings
 from tests.helpers import ROOT, run
+from tests.orchestrator.engine_answers import TGI_INFO
 
 TGI_ENV = ROOT / "tgi.env"
-
-# TGI 3.3's GET /info (router/src/lib.rs, struct Info) for the settings in tgi.env.
-TGI_INFO = {
-    "model_id": "Qwen/Qwen2.5-7B-Instruct",
-    "model_sha": None,
-    "model_pipeline_tag": "text-generation",
-    "max_concurrent_requests": 8,
-    "max_best_of": 2,
-    "max_stop_sequences": 4,
-    "max_input_tokens": 6144,
-    "max_total_tokens": 8192,
-    "validation_workers": 2,
-    "max_client_batch_size": 4,
-    "router": "text-generation-router",
-    "version": "3.3.7",
-    "sha": None,
-    "docker_label": None,
-}
 
 
 def engine_file(tmp_path: Path, text: str) -> Path:

@@ -16,7 +16,7 @@ from orchestrator.health import engine_is_down
 from orchestrator.inference import request_parameters
 from orchestrator.settings import Settings, SettingsError, load_settings
 from orchestrator.tokens import EngineCounter, GgufCounter, TokenizerUnavailable, smollm2_gguf, token_counter
-from tests.orchestrator.test_engine_limits import TGI_INFO  # GET /info for the settings in tgi.env
+from tests.orchestrator.engine_answers import TGI_INFO  # GET /info for the settings in tgi.env
 from workflows.models import EngineError, ErrorType, ResolvedSampling
 
 # TGI's GET /v1/models (router/src/server.rs, openai_get_model_info): the model id as its owner.
