@@ -251,7 +251,7 @@ def test_schema_prints_both_models() -> None:
         for v in schemas["StreamEvent"]["$defs"].values()
         if "type" in v.get("properties", {})
     } >= {"delta", "reset", "done", "failed", "cancelled"}
-    assert schemas["ChatJob"]["properties"]["mode"]["enum"] == ["reply", "continue"]
+    assert schemas["ChatJob"]["properties"]["mode"]["enum"] == ["reply", "continue", "impersonate"]
     assert "content" in schemas["ChatResult"]["required"]
 
 
