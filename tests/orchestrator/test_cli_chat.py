@@ -75,3 +75,36 @@ async def test_a_conversation_with_a_card_reads_the_card_once(
     assert all(job.character == ORRIN for job in stand_in.jobs)
     out = capsys.readouterr().out
     assert out.startswith("Orrin: Evening, traveller.\n") and out.count("Orrin: Aye.") == 4
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_impersonate_suggests_the_users_message_and_an_empty_line_sends_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    card = tmp_path / "orrin.json"
+    card.write_bytes(export_card(ORRIN, "v2-json", None))
+    stand_in = StandInChat(card)
+    lines = typed(["/impersonate", "", "/impersonate", "Is the lamp lit?", "", "/quit"])
+
+    async def no_temporal(settings: Settings) -> None:
+        return None
+
+    monkeypatch.setattr(chat, "connected", no_temporal)
+    monkeypatch.setattr(orchestrator.client, "ChatClient", lambda client, settings: stand_in)
+    monkeypatch.setattr("builtins.input", lambda prompt: next(lines))
+    args = parser().parse_args(["chat", "--card", str(card), "--user-name", "Tam", "--author-note", "Storm coming."])
+
+    assert await chat.cmd_chat(args, Settings(_env_file=None)) == 0  # type: ignore[call-arg]
+
+    modes = [job.mode for job in stand_in.jobs]
+    assert modes == ["impersonate", "reply", "impersonate", "reply"]  # the last empty line sends nothing
+    greeting, mine, reply = ("assistant", "Evening, traveller."), ("user", "Aye."), ("assistant", "Aye.")
+    assert [[(m.role, m.content) for m in job.messages] for job in stand_in.jobs] == [
+        [greeting],
+        [greeting, mine],  # the suggestion, sent by the empty line
+        [greeting, mine, reply],
+        [greeting, mine, reply, ("user", "Is the lamp lit?")],  # typed instead of the suggestion
+    ]
+    assert all(job.author_note is not None and job.author_note.text == "Storm coming." for job in stand_in.jobs)
+    out = capsys.readouterr().out
+    assert out.count("Tam (suggested): Aye.") == 2 and out.count("Orrin: Aye.") == 2
