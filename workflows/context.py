@@ -53,7 +53,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable, Iterable
 from itertools import accumulate
-from typing import Literal, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from pydantic import BaseModel
 
@@ -82,6 +82,7 @@ from workflows.models import (
     Memory,
     MemoryBlock,
     Message,
+    NoteKind,
     Reminder,
     Window,
 )
@@ -141,14 +142,7 @@ class LorePiece(BaseModel):
 class Note(BaseModel):
     """A text the card puts into the history at a depth (0: after the history)."""
 
-    kind: Literal[
-        "character_note",
-        "author_note",
-        "post_history_instructions",
-        "continue_instruction",
-        "impersonate_instruction",
-        "reminder",
-    ]
+    kind: NoteKind
     text: str
     depth: int = 0
 

@@ -334,19 +334,22 @@ class Reminder(StrEnum):
     in_character = "in_character"
 
 
+# What the context puts into the history besides lorebook entries, and after it.
+NoteKind = Literal[
+    "character_note",
+    "author_note",
+    "post_history_instructions",
+    "continue_instruction",
+    "impersonate_instruction",
+    "reminder",
+]
+
+
 class Insertion(StrictModel):
     """A piece the card or the book puts into the context, and where: `message` is its index in `messages`;
     `depth` (for a piece in the history) how many history messages follow it."""
 
-    kind: Literal[
-        "lorebook",
-        "character_note",
-        "author_note",
-        "post_history_instructions",
-        "continue_instruction",
-        "impersonate_instruction",
-        "reminder",
-    ]
+    kind: Literal["lorebook", NoteKind]
     label: str
     message: int
     depth: int | None = None  # None: in the system message, laid with the prefix

@@ -51,25 +51,31 @@ def typed(lines: list[str]) -> Iterator[str]:
     raise EOFError
 
 
-# Its own event loop: nothing else (the session's in-process worker) runs between the scripted turns.
-@pytest.mark.asyncio(loop_scope="function")
-async def test_a_conversation_with_a_card_reads_the_card_once(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def conversation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, lines: list[str], *options: str) -> StandInChat:
+    """`chat --card` with Orrin's card as user Tam, typing `lines` to the stand-in; the jobs it submitted."""
     card = tmp_path / "orrin.json"
     card.write_bytes(export_card(ORRIN, "v2-json", None))
     stand_in = StandInChat(card)
-    lines = typed(["Is the lamp lit?", "/regenerate", "/continue", "And the storm?", "/quit"])
+    typing = typed(lines)
 
     async def no_temporal(settings: Settings) -> None:
         return None
 
     monkeypatch.setattr(chat, "connected", no_temporal)
     monkeypatch.setattr(orchestrator.client, "ChatClient", lambda client, settings: stand_in)
-    monkeypatch.setattr("builtins.input", lambda prompt: next(lines))
-    args: argparse.Namespace = parser().parse_args(["chat", "--card", str(card), "--user-name", "Tam"])
-
+    monkeypatch.setattr("builtins.input", lambda prompt: next(typing))
+    args: argparse.Namespace = parser().parse_args(["chat", "--card", str(card), "--user-name", "Tam", *options])
     assert await chat.cmd_chat(args, Settings(_env_file=None)) == 0  # type: ignore[call-arg]
+    return stand_in
+
+
+# Its own event loop: nothing else (the session's in-process worker) runs between the scripted turns.
+@pytest.mark.asyncio(loop_scope="function")
+async def test_a_conversation_with_a_card_reads_the_card_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = ["Is the lamp lit?", "/regenerate", "/continue", "And the storm?", "/quit"]
+    stand_in = await conversation(monkeypatch, tmp_path, lines)
 
     assert [job.mode for job in stand_in.jobs] == ["reply", "reply", "continue", "reply"]
     assert all(job.character == ORRIN for job in stand_in.jobs)
@@ -81,20 +87,8 @@ async def test_a_conversation_with_a_card_reads_the_card_once(
 async def test_impersonate_suggests_the_users_message_and_an_empty_line_sends_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    card = tmp_path / "orrin.json"
-    card.write_bytes(export_card(ORRIN, "v2-json", None))
-    stand_in = StandInChat(card)
-    lines = typed(["/impersonate", "", "/impersonate", "Is the lamp lit?", "", "/quit"])
-
-    async def no_temporal(settings: Settings) -> None:
-        return None
-
-    monkeypatch.setattr(chat, "connected", no_temporal)
-    monkeypatch.setattr(orchestrator.client, "ChatClient", lambda client, settings: stand_in)
-    monkeypatch.setattr("builtins.input", lambda prompt: next(lines))
-    args = parser().parse_args(["chat", "--card", str(card), "--user-name", "Tam", "--author-note", "Storm coming."])
-
-    assert await chat.cmd_chat(args, Settings(_env_file=None)) == 0  # type: ignore[call-arg]
+    lines = ["/impersonate", "", "/impersonate", "Is the lamp lit?", "", "/quit"]
+    stand_in = await conversation(monkeypatch, tmp_path, lines, "--author-note", "Storm coming.")
 
     modes = [job.mode for job in stand_in.jobs]
     assert modes == ["impersonate", "reply", "impersonate", "reply"]  # the last empty line sends nothing

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from bench.prefix_reuse import chatml
 from characters import bundled_character, describe_validation_error
+from tests.helpers import job as roleplay_job
 from tests.helpers import long_chat
 from workflows.context import (
     IMPERSONATE_INSTRUCTION,
@@ -30,14 +31,8 @@ MIRA_SAYS = '*Mira looks up from the ledger.* "One room left, under the eaves. T
 
 
 def job(**overrides: object) -> ChatJob:
-    values: dict[str, object] = {
-        "job_id": "rc",
-        "messages": [{"role": "user", "content": "Evening, Mira."}],
-        "character": "Mira",
-        "user_name": "Tam",
-    }
-    values.update(overrides)
-    return ChatJob.model_validate(values)
+    """Mira and Tam's roleplay job, the job type's sampling."""
+    return roleplay_job(**{"sampling": {}, **overrides})
 
 
 def error_of(**overrides: object) -> str:
