@@ -31,13 +31,15 @@ engines' prefix caches reuse (a sawtooth window):
   (`extensions.depth_prompt`) is always its depth from the end, and `post_history_instructions` always last
   but for the reminders that an attempt after a rejected reply adds (workflows/prompts.py), which come after
   it and go out when the newest turn leaves them no room.
-- The job's author's note (`author_note`) never moves text an earlier turn's prompt held: a copy goes in at
-  every `every`-th user message (counted from the conversation's first), `depth` messages before the end of
-  the history as it stood then, but never before the message after the user's previous message (what the
-  previous turn's prompt ended with stays put: in an alternating chat a depth of 2 or more puts it before the
-  character's last reply); a copy stays where it went, and its tokens count with its user message's turn, so
-  it leaves with that turn at a drop (`author_note_places`). SillyTavern instead moves one note to that depth
-  every turn and takes it out on the turns between, which would change cached text each turn.
+- The job's author's note (`author_note`) never moves a message an earlier turn's prompt held: a copy goes in
+  at every `every`-th user message (counted from the conversation's first), `depth` messages before the end of
+  the history as it stood then, but never before the message after the user's previous message; a copy stays
+  where it went, and its tokens count with its user message's turn, so it leaves with that turn at a drop
+  (`author_note_places`). In an alternating chat a depth of 2 or more puts the copy before the character's
+  last reply: the previous turn's prompt stays whole, but an engine that also cached the reply it generated
+  recomputes that reply; depth 0 (after the user's message) or 1 (before it) keeps even that. SillyTavern
+  instead moves one note to that depth every turn and takes it out on the turns between, which changes cached
+  text every turn.
 - Lorebook entries come before history, as before: constant ones by priority within the book's token
   budget; laid ones by priority within what the book's budget leaves and all but the newest turn's room;
   anchored ones by priority within what the book's budget leaves (they count against the history's room).
