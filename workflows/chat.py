@@ -348,12 +348,14 @@ class ChatWorkflow:
         return prepared
 
     async def _attempts_until_valid(self, job: ChatJob, prepared: Prepared, deadline: datetime) -> Attempt:
-        sampling = first_sampling(job.job_type, job.sampling, seed=self._new_seed())
+        sampling = first_sampling(job.job_type, job.sampling, seed=self._new_seed(), mode=job.mode)
+        impersonate = job.mode == "impersonate"  # the reply is the user's next message
         spec = ReplySpec(
             job_type=job.job_type,
             char_name=char_name(prepared.character),
             user_name=job.user_name,
-            code_in_scene=writes_code(prepared.character),
+            code_in_scene=writes_code(prepared.character) and not impersonate,
+            writes_as="user" if impersonate else "character",
         )
         shrunk = False
         reminders: list[Reminder] = []
@@ -387,7 +389,9 @@ class ChatWorkflow:
                 sampling = escalated_sampling(sampling, verdict.reasons, seed=self._new_seed())
                 continue
             roleplay = job.job_type is JobType.roleplay and prepared.character is not None
-            wanted = list(dict.fromkeys([*reminders, *reminders_after(verdict.reasons, roleplay)]))
+            # The reminders speak to the character; an impersonation's own instruction is already last.
+            after = reminders_after(verdict.reasons, roleplay) if not impersonate else []
+            wanted = list(dict.fromkeys([*reminders, *after]))
             if wanted != reminders and self._attempt < prepared.max_attempts:
                 reminders = wanted
                 self._stage = "building_context"
@@ -395,7 +399,7 @@ class ChatWorkflow:
             context = prepared.context
             ceiling = max_tokens_ceiling(
                 job.sampling,
-                max_tokens_for(job.job_type, job.sampling),
+                max_tokens_for(job.job_type, job.sampling, job.mode),
                 prepared.max_tokens_cap,
                 context.budget,
                 context.prompt_tokens,

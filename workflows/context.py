@@ -9,8 +9,8 @@ engines' prefix caches reuse (a sawtooth window):
   the user's persona, the scenario, the book's constant entries and the entries laid with the prefix (each
   before or after the character, as its `position` says), then, until the history first needs their room,
   the example dialogue. Then the history in whole turns, then `post_history_instructions` (and the continue
-  instruction). Always kept: the system prompt, character, persona, scenario, the newest turn and what
-  follows the history.
+  instruction; in mode impersonate, the impersonate instruction instead of both). Always kept: the system
+  prompt, character, persona, scenario, the newest turn and what follows the history.
 - The history grows until it and the lorebook entries anchored in it (below) no longer fit its room (what
   the budget leaves after the system message: the high-water mark); then whole turns are dropped from its
   front until it takes `low_water` (60 %, CHAT_WORKER_CONTEXT_LOW_WATER) of its room, and the prefix is laid
@@ -31,6 +31,15 @@ engines' prefix caches reuse (a sawtooth window):
   (`extensions.depth_prompt`) is always its depth from the end, and `post_history_instructions` always last
   but for the reminders that an attempt after a rejected reply adds (workflows/prompts.py), which come after
   it and go out when the newest turn leaves them no room.
+- The job's author's note (`author_note`) never moves a message an earlier turn's prompt held: a copy goes in
+  at every `every`-th user message (counted from the conversation's first), `depth` messages before the end of
+  the history as it stood then, but never before the message after the user's previous message; a copy stays
+  where it went, and its tokens count with its user message's turn, so it leaves with that turn at a drop
+  (`author_note_places`). In an alternating chat a depth of 2 or more puts the copy before the character's
+  last reply: the previous turn's prompt stays whole, but an engine that also cached the reply it generated
+  recomputes that reply; depth 0 (after the user's message) or 1 (before it) keeps even that. SillyTavern
+  instead moves one note to that depth every turn and takes it out on the turns between, which changes cached
+  text every turn.
 - Lorebook entries come before history, as before: constant ones by priority within the book's token
   budget; laid ones by priority within what the book's budget leaves and all but the newest turn's room;
   anchored ones by priority within what the book's budget leaves (they count against the history's room).
@@ -46,7 +55,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable, Iterable
 from itertools import accumulate
-from typing import Literal, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from pydantic import BaseModel
 
@@ -65,6 +74,7 @@ from workflows.lorebook import (
 from workflows.models import (
     DEFAULT_LOW_WATER,
     SUMMARY_MAX_TOKENS,
+    AuthorNote,
     BuiltContext,
     ChatJob,
     Dropped,
@@ -74,6 +84,7 @@ from workflows.models import (
     Memory,
     MemoryBlock,
     Message,
+    NoteKind,
     Reminder,
     Window,
 )
@@ -87,6 +98,15 @@ REPLY_PRIMER = 3
 CONTINUE_INSTRUCTION = (
     "Continue your last message from exactly where it stopped. Do not repeat any of it and do not start a new message."
 )
+
+# Mode impersonate: after the history, the model writes the user's next message (the system message stays the
+# reply's, so an impersonation shares the chat's cached prefix).
+IMPERSONATE_INSTRUCTION = (
+    "[Write {{user}}'s next message in this chat, as {{user}} would write it: in the first person, in {{user}}'s "
+    "own voice and style as in {{user}}'s earlier messages{persona}. Write only what {{user}} says and does; do "
+    "not write {{char}}'s words or actions.]"
+)
+IMPERSONATE_PERSONA = " and true to how {{user}} is described"
 
 EXAMPLES_HEADER = "Example dialogue:"
 MEMORY_HEADER = "Story so far:"
@@ -124,7 +144,7 @@ class LorePiece(BaseModel):
 class Note(BaseModel):
     """A text the card puts into the history at a depth (0: after the history)."""
 
-    kind: Literal["character_note", "post_history_instructions", "continue_instruction", "reminder"]
+    kind: NoteKind
     text: str
     depth: int = 0
 
@@ -150,6 +170,10 @@ class ContextPieces(BaseModel):
     memory: Memory | None = None  # the job's story memory: its block is `memory_text`
     memory_text: str = ""
     memory_floor: str = ""  # the block without a summary: the facts, whose room is reserved with the summary's
+    stop: list[str] = []
+    author_note: str = ""
+    # (chat index a copy goes before, chat index of the user message that put it in): `author_note_places`
+    author_note_places: list[tuple[int, int]] = []
 
     def texts(self) -> list[str]:
         """Every text `assemble` may count."""
@@ -166,6 +190,7 @@ class ContextPieces(BaseModel):
             self.memory_text,
             self.memory_floor,
             MEMORY_HEADER,
+            self.author_note,
         ]
 
 
@@ -221,6 +246,23 @@ def memory_text(memory: Memory) -> str:
     return "\n\n".join(parts)
 
 
+def author_note_places(chat: list[Message], note: AuthorNote) -> list[tuple[int, int]]:
+    """Where the author's note's copies go (see the module's docstring): for every `every`-th user message of
+    `chat`, the index of the chat message the copy goes before (len(chat): after the history) and the user
+    message's own index."""
+    places = []
+    previous = -1  # the index of the previous user message
+    number = 0
+    for index, message in enumerate(chat):
+        if message.role != "user":
+            continue
+        number += 1
+        if number % note.every == 0:
+            places.append((max(index + 1 - note.depth, previous + 1), index))
+        previous = index
+    return places
+
+
 def context_pieces(job: ChatJob, character: Character | None, reminders: Iterable[Reminder] = ()) -> ContextPieces:
     name, user = char_name(character), job.user_name
 
@@ -259,11 +301,17 @@ def context_pieces(job: ChatJob, character: Character | None, reminders: Iterabl
     if note is not None:
         notes.append(Note(kind="character_note", text=filled(note[0]), depth=note[1]))
     after_history = []
-    if roleplay and character.post_history_instructions:
+    impersonate = job.mode == "impersonate"
+    if roleplay and character.post_history_instructions and not impersonate:  # they instruct the character
         text = filled(character.post_history_instructions.replace("{{original}}", ""))
         after_history.append(Note(kind="post_history_instructions", text=text))
     if job.mode == "continue":
         after_history.append(Note(kind="continue_instruction", text=CONTINUE_INSTRUCTION))
+    if impersonate:
+        persona = IMPERSONATE_PERSONA if job.user_description else ""
+        text = filled(IMPERSONATE_INSTRUCTION.replace("{persona}", persona))
+        after_history.append(Note(kind="impersonate_instruction", text=text))
+    note_text = filled(job.author_note.text) if job.author_note else ""
     constant = {piece.index for piece in lore if book is not None and book.entries[piece.index].constant}
     return ContextPieces(
         prompt=filled(prompt),
@@ -283,16 +331,21 @@ def context_pieces(job: ChatJob, character: Character | None, reminders: Iterabl
         memory=job.memory,
         memory_text=filled(memory_text(job.memory)) if job.memory else "",
         memory_floor=filled(memory_text(Memory(facts=job.memory.facts))) if job.memory else "",
+        # Impersonating, the model must not write the character's lines: it stops at the character's labels.
+        stop=stop_sequences(name, generic=()) if impersonate else stop_sequences(user),
+        author_note=note_text,
+        author_note_places=author_note_places(chat, job.author_note) if job.author_note and note_text else [],
     )
 
 
-def stop_sequences(user_name: str) -> list[str]:
-    """The user's name as a line's label, where the model starts writing the user's turn (SillyTavern's default
-    stop strings): the user's own labels first, the plain one first of them, since an engine with a limit
-    (TGI: 4) takes the first ones (orchestrator/engines.py `Engine.stops`); then the generic labels. What a
-    stop string cannot express is cut after generation (workflows/validation.py)."""
-    own = [f"\n{user_name}:", f"\n**{user_name}:**", f"\n**{user_name}**:"]
-    return list(dict.fromkeys([*own, "\nYou:", "\nUser:"]))
+def stop_sequences(name: str, generic: Iterable[str] = ("You", "User")) -> list[str]:
+    """`name` as a line's label, where the model starts writing the other side's turn (SillyTavern's default
+    stop strings; the user's name, or impersonating, the character's): its own labels first, the plain one
+    first of them, since an engine with a limit (TGI: 4) takes the first ones (orchestrator/engines.py
+    `Engine.stops`); then the `generic` labels. What a stop string cannot express is cut after generation
+    (workflows/validation.py)."""
+    own = [f"\n{name}:", f"\n**{name}:**", f"\n**{name}**:"]
+    return list(dict.fromkeys([*own, *(f"\n{label}:" for label in generic)]))
 
 
 def _system_text(pieces: ContextPieces, lore: list[LorePiece], examples: list[str]) -> str:
@@ -481,7 +534,6 @@ def _examples_within(examples: list[str], room: int, cost: Callable[[str], int],
 def assemble(
     pieces: ContextPieces,
     *,
-    user_name: str,
     budget: int,
     count: TokenCounter,
     low_water: float = DEFAULT_LOW_WATER,
@@ -505,6 +557,8 @@ def assemble(
     grouped = turns(chat)
     turn_of = [number for number, turn in enumerate(grouped) for _ in turn]
     costs = [message_cost(m.content) for m in chat]
+    for _, by in pieces.author_note_places:  # a copy's tokens count with the user message that put it in
+        costs[by] += message_cost(pieces.author_note)
     turn_starts = [0, *accumulate(len(turn) for turn in grouped[:-1])]
     turn_costs = [sum(costs[start : start + len(turn)]) for start, turn in zip(turn_starts, grouped, strict=True)]
     core = (
@@ -623,7 +677,8 @@ def assemble(
     kept_from = turn_starts[start]
     prefix_lore = sorted([*constant, *laid], key=lambda p: p.order)
     at_depth = [(a.piece, max(0, a.before - kept_from)) for a in anchored]
-    messages, insertions = _laid_out(pieces, prefix_lore, examples, chat[kept_from:], at_depth)
+    notes_at = [max(0, before - kept_from) for before, by in pieces.author_note_places if by >= kept_from]
+    messages, insertions = _laid_out(pieces, prefix_lore, examples, chat[kept_from:], at_depth, notes_at)
     inserted = sorted([*prefix_lore, *(a.piece for a in anchored)], key=lambda p: p.order)
     fired = {p.index for p in [*fired_at(walk.laying.at, keyed), *fired_at(len(chat) - 1, keyed)]}
     wanted = fired | {p.index for p in pieces.constant_lore}
@@ -654,7 +709,7 @@ def assemble(
             examples=len(pieces.examples) - len(examples),
             lorebook_entries=len(wanted - {p.index for p in inserted}),
         ),
-        stop=stop_sequences(user_name),
+        stop=pieces.stop,
         insertions=insertions,
         window=window,
         memory=memory,
@@ -667,13 +722,17 @@ def _laid_out(
     examples: list[str],
     history: list[Message],
     at_depth: list[tuple[LorePiece, int]],
+    author_notes: list[int],
 ) -> tuple[list[Message], list[Insertion]]:
     """The messages in order, and where each lorebook entry and note went. `at_depth`: entries with the
-    place in `history` they go before; notes go their depth from its end."""
+    place in `history` they go before; `author_notes`: the places of the author's note's copies; notes go
+    their depth from its end."""
     insertions = [Insertion(kind="lorebook", label=p.label, message=0) for p in prefix_lore]
     at: dict[int, list[Note | LorePiece]] = {}  # by the place in the history they go before
     for piece, position in at_depth:
         at.setdefault(min(position, len(history)), []).append(piece)
+    for position in author_notes:
+        at.setdefault(min(position, len(history)), []).append(Note(kind="author_note", text=pieces.author_note))
     for note in pieces.notes:
         at.setdefault(max(0, len(history) - note.depth), []).append(note)
     messages = [Message(role="system", content=_system_text(pieces, prefix_lore, examples))]
@@ -714,13 +773,12 @@ async def budgeted_context(
     budget = token_budget(
         limits.max_input_tokens,
         limits.max_total_tokens,
-        max_tokens_for(job.job_type, job.sampling),
+        max_tokens_for(job.job_type, job.sampling, job.mode),
         limits.margin_tokens,
     )
     return await asyncio.to_thread(
         assemble,
         pieces,
-        user_name=job.user_name,
         budget=int(budget * budget_share),
         count=counts.__getitem__,
         low_water=limits.low_water,
@@ -738,7 +796,6 @@ def build_context(
 ) -> BuiltContext:
     return assemble(
         context_pieces(job, character, reminders),
-        user_name=job.user_name,
         budget=budget,
         count=count,
         low_water=low_water,

@@ -88,6 +88,26 @@ class Memory(StrictModel):
     covers: int = Field(default=0, ge=0)
 
 
+# Bounds of an author's note.
+AUTHOR_NOTE_CHARS = 2000
+AUTHOR_NOTE_MAX_DEPTH = 1000
+AUTHOR_NOTE_MAX_EVERY = 1000
+
+
+class AuthorNote(StrictModel):
+    """A note put into the history (SillyTavern's author's note): a copy at every `every`-th user message,
+    `depth` messages before the end of the history as it stood then, but never before the message after the
+    user's previous one, and each copy stays where it went (workflows/context.py `author_note_places`)."""
+
+    text: str = Field(min_length=1, max_length=AUTHOR_NOTE_CHARS)
+    depth: int = Field(default=4, ge=0, le=AUTHOR_NOTE_MAX_DEPTH)
+    every: int = Field(default=1, ge=1, le=AUTHOR_NOTE_MAX_EVERY)
+
+
+# The job types in which the model may write the user's next message (mode "impersonate"): the chats.
+IMPERSONATING_JOBS = frozenset({JobType.conversation, JobType.roleplay, JobType.unrestricted})
+
+
 def unencodable_field(value: object, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
     """The path of the first field whose text does not encode as UTF-8 (a lone surrogate, which Python's JSON
     decoder lets through into free-form dicts), or None. A dict is named as a whole: its keys are the job's text."""
@@ -110,8 +130,9 @@ class ChatJob(StrictModel):
     job_id: str = Field(pattern=JOB_ID_PATTERN)
     job_type: JobType = JobType.roleplay
     # reply: answer the user's last message. continue: the last message is the assistant's, cut short;
-    # generate its continuation. Regenerate = the same messages under a new job_id (a fresh seed).
-    mode: Literal["reply", "continue"] = "reply"
+    # generate its continuation. impersonate: the last message is the assistant's; write the user's next message
+    # (in a chat job type). Regenerate = the same messages under a new job_id (a fresh seed).
+    mode: Literal["reply", "continue", "impersonate"] = "reply"
     messages: list[Message] = Field(min_length=1)
     # The user's persona: a name, and an optional description the character knows.
     user_name: str = Field(default="User", min_length=1, max_length=100)
@@ -124,17 +145,29 @@ class ChatJob(StrictModel):
     deadline_seconds: float | None = Field(default=None, gt=0, le=3600)
     # The chat's story memory (None: the job gets no summaries, as before memory existed; {}: an empty one).
     memory: Memory | None = None
+    author_note: AuthorNote | None = None
+
+    @field_validator("mode")
+    @classmethod
+    def _mode_fits_the_job_type(cls, mode: str, info: ValidationInfo) -> str:
+        job_type = info.data.get("job_type")
+        if mode == "impersonate" and job_type is not None and job_type not in IMPERSONATING_JOBS:
+            chats = ", ".join(sorted(IMPERSONATING_JOBS))
+            raise ValueError(f"'impersonate' needs a chat job type ({chats}), not {job_type.value!r}")
+        return mode
 
     @field_validator("messages")
     @classmethod
     def _last_message_fits_the_mode(cls, messages: list[Message], info: ValidationInfo) -> list[Message]:
         turns = [m for m in messages if m.role != "system"]
-        mode = info.data.get("mode", "reply")
+        mode = info.data.get("mode")
+        if mode is None:
+            return messages  # the mode itself is invalid, and named
         if info.data.get("job_type") is JobType.summarize:
             if mode != "reply" or not turns:
                 raise ValueError("a chat_summarize job takes mode 'reply' and at least one non-system message")
             return messages  # any role may come last
-        wanted = "user" if mode == "reply" else "assistant"
+        wanted = "user" if mode == "reply" else "assistant"  # continue, impersonate
         if not turns or turns[-1].role != wanted:
             last = turns[-1].role if turns else "none"
             raise ValueError(f"in mode {mode!r} the last non-system message must be the {wanted}'s (it is {last!r})")
@@ -301,11 +334,22 @@ class Reminder(StrEnum):
     in_character = "in_character"
 
 
+# What the context puts into the history besides lorebook entries, and after it.
+NoteKind = Literal[
+    "character_note",
+    "author_note",
+    "post_history_instructions",
+    "continue_instruction",
+    "impersonate_instruction",
+    "reminder",
+]
+
+
 class Insertion(StrictModel):
     """A piece the card or the book puts into the context, and where: `message` is its index in `messages`;
     `depth` (for a piece in the history) how many history messages follow it."""
 
-    kind: Literal["lorebook", "character_note", "post_history_instructions", "continue_instruction", "reminder"]
+    kind: Literal["lorebook", NoteKind]
     label: str
     message: int
     depth: int | None = None  # None: in the system message, laid with the prefix
@@ -401,6 +445,9 @@ class ReplySpec(StrictModel):
     user_name: str = "User"
     # The character's profile makes code its voice (`writes_code`): its code blocks are in scene.
     code_in_scene: bool = False
+    # Who writes the reply: the character (modes reply, continue) or the user (impersonate: the character's
+    # part is cut, the user's is its own).
+    writes_as: Literal["character", "user"] = "character"
 
 
 class Verdict(StrictModel):

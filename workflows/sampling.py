@@ -15,6 +15,8 @@ DEFAULTS: dict[JobType, tuple[int, float, float]] = {
     JobType.unrestricted: (500, 0.8, 0.9),
     JobType.summarize: (SUMMARY_MAX_TOKENS, 0.3, 0.9),
 }
+# An impersonated message (mode impersonate) is the user's: shorter than the character's reply.
+IMPERSONATE_MAX_TOKENS = 150
 MAX_TEMPERATURE = 1.0
 MAX_FREQUENCY_PENALTY = 1.0
 REPEATING = frozenset({"repetitive", "echoes_history"})
@@ -37,16 +39,20 @@ CUT_OFF_MAX_TOKENS_FACTOR = 1.5
 IN_CHARACTER = frozenset({"out_of_character", "refusal"})
 
 
-def max_tokens_for(job_type: JobType, requested: Sampling) -> int:
-    return requested.max_tokens if requested.max_tokens is not None else DEFAULTS[job_type][0]
+def max_tokens_for(job_type: JobType, requested: Sampling, mode: str = "reply") -> int:
+    if requested.max_tokens is not None:
+        return requested.max_tokens
+    default = DEFAULTS[job_type][0]
+    return min(default, IMPERSONATE_MAX_TOKENS) if mode == "impersonate" else default
 
 
-def first_sampling(job_type: JobType, requested: Sampling, seed: int) -> ResolvedSampling:
+def first_sampling(job_type: JobType, requested: Sampling, seed: int, mode: str = "reply") -> ResolvedSampling:
+    """The first attempt's sampling: the job's own values, else the job type's defaults (and the mode's)."""
     _, temperature, top_p = DEFAULTS[job_type]
     return ResolvedSampling(
         temperature=requested.temperature if requested.temperature is not None else temperature,
         top_p=requested.top_p if requested.top_p is not None else top_p,
-        max_tokens=max_tokens_for(job_type, requested),
+        max_tokens=max_tokens_for(job_type, requested, mode),
         seed=requested.seed if requested.seed is not None else seed,
     )
 

@@ -14,6 +14,6 @@ def row_summary(job: ChatJob, character: Character | None) -> str:
         parts.append(character.name)
     turns = sum(1 for m in job.messages if m.role == "user")
     parts.append(f"{turns} turn" + ("" if turns == 1 else "s"))
-    if job.mode == "continue":
-        parts.append("continue")
+    if job.mode != "reply":
+        parts.append(job.mode)
     return " · ".join(parts)

@@ -4,6 +4,8 @@ Pure: no I/O.
 Cleaning: strip a leading "Name:" label of the character's own; cut where the reply starts writing the user's
 part (a line under the user's label, or narration of what the user does, feels or says); trim back to the
 last sentence end with quotes and asterisks balanced when the engine hit the token limit mid-sentence.
+An impersonated message (mode impersonate, `ReplySpec.writes_as` "user") is the user's: the roles swap (the
+user's own label is stripped, the character's part is cut), and shortness is no warning.
 `reasons` lists every problem found in the raw reply, those fixed by cleaning and warnings included; `valid`
 says whether `cleaned` may be shown to the user as it is."""
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from difflib import SequenceMatcher
 
 from characters import Character
@@ -35,12 +37,14 @@ REASONS: dict[str, str] = {
     "refusal": "an assistant-style refusal or apology-and-decline in a roleplay or unrestricted job",
     "speaks_for_user": "writes the user's part: their lines under any label, or narration of what they do, feel "
     "or say (cut off in `cleaned`)",
+    "speaks_for_character": "impersonate only: the user's message writes the character's part: their lines under "
+    "the character's label, or narration of what the character does (cut off in `cleaned`)",
     "cut_off": "ends mid-sentence at the token limit (trimmed in `cleaned` to a sentence end with quotes and "
     "asterisks balanced, when one exists)",
     "policy": "matches a pattern the platform forbids",
 }
 WARNINGS = frozenset({"short"})
-FIXED = frozenset({"speaks_for_user"})
+FIXED = frozenset({"speaks_for_user", "speaks_for_character"})
 # The jobs where a character speaks: the user's part and refusals are checked there.
 CHARACTER_JOBS = frozenset({JobType.roleplay, JobType.unrestricted})
 # Two sentences of at least NEAR_WORDS words this similar are one sentence back with small changes.
@@ -230,7 +234,12 @@ def without_own_label(text: str, char_name: str) -> str:
 
 def user_turn_start(text: str, user_name: str) -> int | None:
     """Where the reply starts writing the user's lines under a label, if it does."""
-    names = (user_name, _first_name(user_name), "{{user}}", "User", "You", "Human")
+    return labelled_turn_start(text, (user_name, _first_name(user_name), "{{user}}", "User", "You", "Human"))
+
+
+def labelled_turn_start(text: str, names: Sequence[str]) -> int | None:
+    """Where the text starts a line under one of `names`' labels (the first two also after a sentence end on
+    the same line), if it does."""
     at_line_start = re.search(_speaker_label(*names), text, flags=re.IGNORECASE | re.MULTILINE)
     # or after a sentence end on the same line: 'She smiles. Tam: Thanks.'
     alternatives = "|".join(re.escape(n) for n in names[:2])
@@ -285,6 +294,25 @@ def user_narration_start(text: str, char_name: str) -> int | None:
         # a name may be a common word ("Coding Sensei": "I can help with coding").
         starts += [m.start() for m in re.finditer(acting_on_me, unmarked)]
     starts += [start for start in _opening_quotes(text) if own_names and _addresses(text, start, own_names)]
+    return sentence_start(text, min(starts)) if starts else None
+
+
+# The character as the subject of a clause in the user's narration: "Mira smiles", "Mira slowly hands me".
+AUXILIARIES = frozenset("is was has had does did can could will would may might must should".split())
+
+
+def character_narration_start(text: str, char_name: str) -> int | None:
+    """Where an impersonated user message starts narrating what the character does ("*Mira smiles*"): the
+    character's name, capitalised as written, opening a clause of narration before a verb in the present or
+    past tense (an auxiliary describes, it does not act)."""
+    names = "|".join(re.escape(n) for n in {char_name, _first_name(char_name)} if n)
+    acting = re.compile(rf"\b(?:{names}) (?:\w+ly )?(?P<verb>[a-z]+(?:s|ed))\b")
+    starts = [
+        match.start()
+        for told in narration(text)
+        for match in acting.finditer(told)
+        if _opens_clause(told, match.start()) and match["verb"] not in AUXILIARIES
+    ]
     return sentence_start(text, min(starts)) if starts else None
 
 
@@ -386,15 +414,15 @@ def _shingles(words: list[str], size: int = 5) -> set[tuple[str, ...]]:
     return set(_ngrams(words, size))
 
 
-def echoes_history(text: str, history: Sequence[Message]) -> bool:
-    """Whether the reply is, for the most part, an earlier assistant message again, word for word or with
+def echoes_history(text: str, history: Sequence[Message], roles: Collection[str] = ("assistant",)) -> bool:
+    """Whether the reply is, for the most part, an earlier message of `roles` again, word for word or with
     small changes."""
     words = _normalised(text).split()
     if len(words) < 5:
         return False
     mine = _shingles(words)
     for message in history:
-        if message.role != "assistant":
+        if message.role not in roles:
             continue
         earlier_words = _normalised(message.content).split()
         earlier = _shingles(earlier_words)
@@ -459,15 +487,30 @@ def user_part_start(text: str, spec: ReplySpec) -> int | None:
     return min(found) if found else None
 
 
+def character_part_start(text: str, spec: ReplySpec) -> int | None:
+    """Where an impersonated user message starts writing the character's part: a line under the character's
+    label, or (where a character speaks) narration of what the character does."""
+    names = (spec.char_name, _first_name(spec.char_name), "{{char}}")
+    starts = [labelled_turn_start(text, names)]
+    if spec.job_type in CHARACTER_JOBS:
+        starts.append(character_narration_start(text, spec.char_name))
+    found = [s for s in starts if s is not None]
+    return min(found) if found else None
+
+
 def cleaned_reply(raw: str, spec: ReplySpec, finish_reason: str) -> tuple[str, list[str]]:
     """The reply after the safe fixes, and the reasons found on the way."""
     reasons: list[str] = []
-    text = without_own_label(raw.strip(), spec.char_name)
-    cut = user_part_start(text, spec)
+    own = spec.user_name if spec.writes_as == "user" else spec.char_name
+    text = without_own_label(raw.strip(), own)
+    if spec.writes_as == "user":
+        cut, reason = character_part_start(text, spec), "speaks_for_character"
+    else:
+        cut, reason = user_part_start(text, spec), "speaks_for_user"
     if cut is not None:
-        reasons.append("speaks_for_user")
+        reasons.append(reason)
         text = re.sub(
-            rf"{_speaker_label(spec.char_name, _first_name(spec.char_name))}\s*$",
+            rf"{_speaker_label(own, _first_name(own))}\s*$",
             "",
             text[:cut].strip(),
             flags=re.IGNORECASE | re.MULTILINE,
@@ -494,11 +537,12 @@ def validate(
         blocking.append("empty")
     elif len(text) < MIN_CHARS:
         blocking.append("too_short")
-    elif len(text) < SHORT_CHARS:
+    elif len(text) < SHORT_CHARS and spec.writes_as == "character":  # a user's message is often short
         reasons.append("short")
     if is_repetitive(text):
         blocking.append("repetitive")
-    if echoes_history(text, history):
+    # An impersonated message echoes the user's earlier messages or the character's.
+    if echoes_history(text, history, ("assistant", "user") if spec.writes_as == "user" else ("assistant",)):
         blocking.append("echoes_history")
     if spec.job_type is JobType.roleplay and out_of_character(text, spec):
         blocking.append("out_of_character")

@@ -30,7 +30,10 @@ from workflows.models import ChatJob, ChatResult, JobType, Message
 if TYPE_CHECKING:
     from orchestrator.client import ChatClient
 
-HELP = "commands: /regenerate (a new reply to your last message), /continue (extend the last reply), /quit"
+HELP = (
+    "commands: /regenerate (a new reply to your last message), /continue (extend the last reply), /impersonate "
+    "(the model writes your next message: Enter sends it), /quit"
+)
 
 
 def character_from_args(args: argparse.Namespace) -> str | Character | None:
@@ -66,6 +69,7 @@ def job_from_args(args: argparse.Namespace, messages: list[Message], mode: str =
             sampling=sampling,
             character=character,
             scenario=args.scenario,
+            author_note={"text": args.author_note} if args.author_note else None,
         )
     except ValidationError as error:
         raise CliError(f"invalid job: {describe_validation_error(error, 'job')}", code=2) from None
@@ -152,12 +156,14 @@ async def conversation(chat: ChatClient, args: argparse.Namespace, character: Ch
             print(f"{speaker}: {opening}")
             messages.append(Message(role="assistant", content=opening))
     print(HELP, file=sys.stderr)
+    suggestion = ""  # the last /impersonate's message, which an empty line sends
     while True:
         try:
             line = (await asyncio.to_thread(input, f"{args.user_name}: ")).strip()
         except EOFError:
             print()
             return
+        line, suggestion = line or suggestion, ""
         if not line:
             continue
         if line == "/quit":
@@ -173,20 +179,29 @@ async def conversation(chat: ChatClient, args: argparse.Namespace, character: Ch
                 print("nothing to continue yet", file=sys.stderr)
                 continue
             job = job_from_args(args, messages, mode="continue")
+        elif line == "/impersonate":
+            if not messages or messages[-1].role != "assistant":
+                print("nothing to answer yet: the character has not spoken", file=sys.stderr)
+                continue
+            job = job_from_args(args, messages, mode="impersonate")
         elif line.startswith("/"):
             print(f"unknown command {line!r}; {HELP}", file=sys.stderr)
             continue
         else:
             messages.append(Message(role="user", content=line))
             job = job_from_args(args, messages)
+        writer = f"{args.user_name} (suggested)" if job.mode == "impersonate" else speaker
         try:
-            result = await streamed_reply_of(chat, job, speaker)
+            result = await streamed_reply_of(chat, job, writer)
         except CliError as error:
             print(error.line, file=sys.stderr)
             if job.mode == "reply" and messages[-1].role == "user" and line != "/regenerate":
                 messages.pop()  # the turn did not happen; the user may try again
             continue
-        if job.mode == "continue":
+        if job.mode == "impersonate":
+            suggestion = result.content
+            print("[Enter sends it as yours; or type your own message]", file=sys.stderr)
+        elif job.mode == "continue":
             last = messages.pop()
             messages.append(Message(role="assistant", content=last.content + result.content))
         else:
@@ -214,7 +229,8 @@ CHAT = Command(
     description="Submit a chat job to a running stack (`make dev` or a worker). With --message: print the "
     "reply on stdout (as it is written, with --stream); progress and a summary line go to stderr. Without "
     "--message: an interactive conversation that shows the character's greeting, streams each reply and "
-    "keeps the history between turns; type /regenerate, /continue or /quit.",
+    "keeps the history between turns; type /regenerate, /continue, /impersonate (the model writes your next "
+    "message in your persona; an empty line sends it, anything else is sent instead) or /quit.",
     epilog="examples: python -m orchestrator chat --character Mira --message 'Evening, Mira.' --stream\n"
     "          python -m orchestrator chat --character Mira",
     formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -254,6 +270,11 @@ CHAT = Command(
         Argument("--top-p", type=float, help="0.1-1.0 (default: 0.9)"),
         Argument("--seed", type=int, help="sampling seed, for a reproducible first attempt"),
         Argument("--job-id", help="job id (default: random); the same id never runs twice"),
+        Argument(
+            "--author-note",
+            metavar="TEXT",
+            help="an author's note for every job (depth 4, every user turn; see README's Author's note)",
+        ),
     ),
     run=cmd_chat,
 )

@@ -71,7 +71,12 @@ async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
             summary=reply, finish_reason=args.finish_reason, char_name=args.char_name, user_name=args.user_name
         )
         return emit(validate_summary(check, policy).model_dump())
-    spec = ReplySpec(job_type=JobType(args.job_type), char_name=args.char_name, user_name=args.user_name)
+    spec = ReplySpec(
+        job_type=JobType(args.job_type),
+        char_name=args.char_name,
+        user_name=args.user_name,
+        writes_as="user" if args.mode == "impersonate" else "character",
+    )
     verdict = validate(reply, spec, history, args.finish_reason, policy)
     return emit(verdict.model_dump())
 
@@ -115,7 +120,8 @@ VALIDATE = Command(
     description="Run reply validation on a file, no server needed. Prints ONE JSON object "
     '{"valid": bool, "reasons": [codes], "cleaned": str} and exits 0 whatever the verdict; exits 2 with '
     "one error line for bad arguments or unreadable files. Reason codes: empty, too_short, short (warning), "
-    "repetitive, echoes_history, out_of_character, refusal, speaks_for_user, cut_off, policy. With --job-type "
+    "repetitive, echoes_history, out_of_character, refusal, speaks_for_user, speaks_for_character (--mode "
+    "impersonate: the file is the user's next message), cut_off, policy. With --job-type "
     "chat_summarize the file is a story summary, checked as the workflow checks summaries: "
     f"{', '.join(SUMMARY_REASONS)}.",
     arguments=(
@@ -131,6 +137,12 @@ VALIDATE = Command(
         Argument(
             "--finish-reason", choices=["stop", "length"], default="stop", help="why the engine stopped (default: stop)"
         ),
+        Argument(
+            "--mode",
+            choices=["reply", "continue", "impersonate"],
+            default="reply",
+            help="the job's mode; impersonate: the reply is the user's next message (default: reply)",
+        ),
     ),
     reads=frozenset({"policy_file"}),
     run=cmd_validate,
@@ -141,8 +153,10 @@ CONTEXT = Command(
     help="print the messages a job would send, within the token budget",
     description="Build a job's context offline and print ONE JSON object: messages, prompt_tokens, budget, "
     "lorebook (entries inserted), dropped ({history_messages, examples, lorebook_entries}), stop, "
-    "insertions ([{kind, label, message, depth}]: each lorebook entry and note, the index of the message it is "
-    "in, and for one in the history how many history messages follow it; depth null: in the system message), "
+    "insertions ([{kind, label, message, depth}]: each lorebook entry and note (kinds lorebook, character_note, "
+    "author_note: one per copy of the job's author's note, post_history_instructions, continue_instruction, "
+    "impersonate_instruction, reminder), the index of the message it is in, and for one in the history how many "
+    "history messages follow it; depth null: in the system message), "
     "window ({first_message, laid_at, high_water, low_water}: where the history starts, the message at which "
     "the prompt's front was last laid, the history's room and low-water mark in tokens), memory (null for a job "
     "without memory; else {message, text, tokens, reserved, covers, facts, summarize_until}: the system message "
@@ -167,7 +181,8 @@ CONTEXT = Command(
 
 SCHEMA = Command(
     "schema",
-    help="print the JSON Schemas of ChatJob (with memory), ChatResult and the stream's events",
+    help="print the JSON Schemas of ChatJob (with memory, author_note, mode impersonate), ChatResult and the "
+    "stream's events",
     description='Print ONE JSON object {"ChatJob": <JSON Schema>, "ChatResult": <JSON Schema>, "StreamEvent": '
     '<JSON Schema>, "JobStatus": <JSON Schema>} for backends in other languages.',
     reads=NO_SETTINGS,

@@ -77,6 +77,20 @@ JOBS = {
         memory={},
         deadline_seconds=600,
     ),
+    # After impersonate and the author's note: the user's next message, with the note's copies in the history.
+    "roleplay_impersonate_author_note": ChatJob(
+        job_id="history-roleplay-impersonate-author-note",
+        mode="impersonate",
+        messages=[
+            {"role": "user", "content": "Evening, Mira. Got a dry room for a tired sailor?"},
+            {"role": "assistant", "content": '*Mira looks up from the ledger.* "One room left, under the eaves."'},
+        ],
+        character="Mira",
+        user_name="Tam",
+        author_note={"text": "[A storm is coming.]", "depth": 0},
+        sampling={"max_tokens": 24, "seed": 4},
+        deadline_seconds=600,
+    ),
 }
 # Recorded with small engine limits, so a short chat's window drops turns.
 SMALL_LIMITS = {"roleplay_memory_summarized": {"max_input_tokens": 640, "max_total_tokens": 1024}}

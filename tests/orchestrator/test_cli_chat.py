@@ -51,27 +51,54 @@ def typed(lines: list[str]) -> Iterator[str]:
     raise EOFError
 
 
-# Its own event loop: nothing else (the session's in-process worker) runs between the scripted turns.
-@pytest.mark.asyncio(loop_scope="function")
-async def test_a_conversation_with_a_card_reads_the_card_once(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def conversation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, lines: list[str], *options: str) -> StandInChat:
+    """`chat --card` with Orrin's card as user Tam, typing `lines` to the stand-in; the jobs it submitted."""
     card = tmp_path / "orrin.json"
     card.write_bytes(export_card(ORRIN, "v2-json", None))
     stand_in = StandInChat(card)
-    lines = typed(["Is the lamp lit?", "/regenerate", "/continue", "And the storm?", "/quit"])
+    typing = typed(lines)
 
     async def no_temporal(settings: Settings) -> None:
         return None
 
     monkeypatch.setattr(chat, "connected", no_temporal)
     monkeypatch.setattr(orchestrator.client, "ChatClient", lambda client, settings: stand_in)
-    monkeypatch.setattr("builtins.input", lambda prompt: next(lines))
-    args: argparse.Namespace = parser().parse_args(["chat", "--card", str(card), "--user-name", "Tam"])
-
+    monkeypatch.setattr("builtins.input", lambda prompt: next(typing))
+    args: argparse.Namespace = parser().parse_args(["chat", "--card", str(card), "--user-name", "Tam", *options])
     assert await chat.cmd_chat(args, Settings(_env_file=None)) == 0  # type: ignore[call-arg]
+    return stand_in
+
+
+# Its own event loop: nothing else (the session's in-process worker) runs between the scripted turns.
+@pytest.mark.asyncio(loop_scope="function")
+async def test_a_conversation_with_a_card_reads_the_card_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = ["Is the lamp lit?", "/regenerate", "/continue", "And the storm?", "/quit"]
+    stand_in = await conversation(monkeypatch, tmp_path, lines)
 
     assert [job.mode for job in stand_in.jobs] == ["reply", "reply", "continue", "reply"]
     assert all(job.character == ORRIN for job in stand_in.jobs)
     out = capsys.readouterr().out
     assert out.startswith("Orrin: Evening, traveller.\n") and out.count("Orrin: Aye.") == 4
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_impersonate_suggests_the_users_message_and_an_empty_line_sends_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = ["/impersonate", "", "/impersonate", "Is the lamp lit?", "", "/quit"]
+    stand_in = await conversation(monkeypatch, tmp_path, lines, "--author-note", "Storm coming.")
+
+    modes = [job.mode for job in stand_in.jobs]
+    assert modes == ["impersonate", "reply", "impersonate", "reply"]  # the last empty line sends nothing
+    greeting, mine, reply = ("assistant", "Evening, traveller."), ("user", "Aye."), ("assistant", "Aye.")
+    assert [[(m.role, m.content) for m in job.messages] for job in stand_in.jobs] == [
+        [greeting],
+        [greeting, mine],  # the suggestion, sent by the empty line
+        [greeting, mine, reply],
+        [greeting, mine, reply, ("user", "Is the lamp lit?")],  # typed instead of the suggestion
+    ]
+    assert all(job.author_note is not None and job.author_note.text == "Storm coming." for job in stand_in.jobs)
+    out = capsys.readouterr().out
+    assert out.count("Tam (suggested): Aye.") == 2 and out.count("Orrin: Aye.") == 2

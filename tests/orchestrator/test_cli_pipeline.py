@@ -61,6 +61,33 @@ def test_validate_prints_the_verdict(tmp_path: Path) -> None:
     }
 
 
+def test_validate_in_mode_impersonate_checks_the_users_message() -> None:
+    message = 'Tam: *sets two coins down* "I\'ll take it."\nMira: "Welcome."'
+    names = ["--char-name", "Mira", "--user-name", "Tam"]
+    verdict = one_json_object(
+        run(
+            "validate",
+            "--job-type",
+            "chat_roleplay",
+            "--reply-file",
+            "-",
+            *names,
+            "--mode",
+            "impersonate",
+            stdin=message,
+        )
+    )
+    assert verdict == {
+        "valid": True,
+        "reasons": ["speaks_for_character"],
+        "cleaned": '*sets two coins down* "I\'ll take it."',
+    }
+    as_reply = one_json_object(
+        run("validate", "--job-type", "chat_roleplay", "--reply-file", "-", *names, stdin=message)
+    )
+    assert "speaks_for_user" in as_reply["reasons"]
+
+
 def test_validate_reads_stdin_history_and_finish_reason(tmp_path: Path) -> None:
     earlier = "The storm rolls in over the harbour while gulls scream above the masts of the fishing boats."
     history = tmp_path / "history.json"
@@ -251,7 +278,7 @@ def test_schema_prints_both_models() -> None:
         for v in schemas["StreamEvent"]["$defs"].values()
         if "type" in v.get("properties", {})
     } >= {"delta", "reset", "done", "failed", "cancelled"}
-    assert schemas["ChatJob"]["properties"]["mode"]["enum"] == ["reply", "continue"]
+    assert schemas["ChatJob"]["properties"]["mode"]["enum"] == ["reply", "continue", "impersonate"]
     assert "content" in schemas["ChatResult"]["required"]
 
 

@@ -26,7 +26,7 @@ from characters.base import MAX_LISTED_PROBLEMS
 from orchestrator.client import ChatClient, InvalidJob
 from orchestrator.settings import Settings
 from tests.helpers import job
-from workflows.models import MAX_LOREBOOK_ENTRIES, MAX_MESSAGE_BYTES, ChatJob
+from workflows.models import AUTHOR_NOTE_CHARS, MAX_LOREBOOK_ENTRIES, MAX_MESSAGE_BYTES, ChatJob
 
 # Every generated text carries it: a message or log line that quotes the malformed input is found by it.
 MARK = "quokka-malformed"
@@ -105,7 +105,15 @@ def malformed_jobs() -> st.SearchStrategy[Case]:
     return st.one_of(
         mutation(("job_id",), st.one_of(wrong_types, marked().map(lambda t: f"has space {t}")), "job.job_id"),
         mutation(("job_type",), not_in("chat_conversation", "chat_roleplay", "chat_enhance"), "job.job_type"),
-        mutation(("mode",), not_in("reply", "continue"), "job.mode"),
+        mutation(("mode",), not_in("reply", "continue", "impersonate"), "job.mode"),
+        mutation(("author_note",), st.integers(max_value=-1).map(lambda d: {"text": MARK, "depth": d}), "depth"),
+        mutation(("author_note",), st.integers(max_value=0).map(lambda n: {"text": MARK, "every": n}), "every"),
+        mutation(
+            ("author_note",),
+            st.just({"text": ""})
+            | st.integers(AUTHOR_NOTE_CHARS, 3 * AUTHOR_NOTE_CHARS).map(lambda n: {"text": MARK * n}),
+            "job.author_note.text",
+        ),
         mutation(("messages",), st.one_of(st.just([]), marked(), wrong_types), "job.messages"),
         mutation(("messages", 0, "role"), not_in("system", "user", "assistant"), "job.messages.0.role"),
         mutation(("messages", 0, "role"), st.just("assistant"), "job.messages"),  # the reply mode's last turn

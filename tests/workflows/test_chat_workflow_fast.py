@@ -61,8 +61,9 @@ from workflows.models import (
     StreamEvent,
     generate_task_queue,
 )
+from workflows.sampling import IMPERSONATE_MAX_TOKENS
 from workflows.search_attributes import OUTCOME, SEARCH_ATTRIBUTES
-from workflows.validation import Verdict
+from workflows.validation import Verdict, validate
 
 STREAM_EVENT: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
 T = TypeVar("T")
@@ -607,3 +608,38 @@ async def test_after_a_repetitive_reply_out_of_character_the_next_has_the_charac
     assert second.sampling.repetition_penalty > first.sampling.repetition_penalty == 1.0
     assert second.sampling.frequency_penalty > first.sampling.frequency_penalty
     assert second.sampling.temperature > first.sampling.temperature
+
+
+class ValidatingFakes(BuildingFakes):
+    """BuildingFakes whose check_reply is the real validation (no policy)."""
+
+    @activity.defn(name="check_reply")
+    async def check_reply(self, request: CheckRequest) -> Verdict:
+        self.checked.append(request)
+        return validate(request.reply, request.spec, request.history, request.finish_reason)
+
+
+async def test_an_impersonation_is_checked_as_the_users_message_and_retried_like_a_reply(
+    env: WorkflowEnvironment,
+) -> None:
+    # Scripted generations: SmolLM2 cannot be made to write the character's lines on demand (the real model's
+    # impersonation runs in test_roleplay_controls_real).
+    hers = 'Mira: "Two silver, and not a copper less."'
+    mine = "*sets two coins on the counter* Two silver it is. Has anyone asked after me?"
+    fakes = ValidatingFakes(replies=[reply(hers), reply(f"Tam: {mine}")])
+    messages = [
+        {"role": "user", "content": "Evening, Mira."},
+        {"role": "assistant", "content": "*Mira nods.* Evening."},
+    ]
+    chat_job = job(character="Mira", mode="impersonate", messages=messages)
+    result = (await run_job(env, fakes, chat_job=chat_job)).ok()
+    assert (result.outcome, result.attempts, result.content) == ("ok", 2, mine)
+    assert result.attempt_details[0].reasons == ["speaks_for_character", "empty"]
+    assert [c.spec.writes_as for c in fakes.checked] == ["user", "user"]
+    first, second = fakes.generated
+    assert first.stop == second.stop == stop_sequences("Mira", generic=())
+    assert first.sampling.max_tokens == second.sampling.max_tokens == IMPERSONATE_MAX_TOKENS
+    assert second.sampling.temperature > first.sampling.temperature and second.sampling.seed != first.sampling.seed
+    # No reminder to the character: prepared once, the impersonate instruction last in both.
+    assert [r.reminders for r in fakes.prepare_requests] == [[]]
+    assert first.messages == second.messages and first.messages[-1].content.startswith("[Write Tam's next message")

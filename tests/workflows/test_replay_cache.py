@@ -32,7 +32,7 @@ def built(
     reminders: Iterable[Reminder] = (),
 ) -> BuiltContext:
     pieces = context_pieces(job, character, reminders)
-    return assemble(pieces, user_name="Tam", budget=budget, count=count, low_water=low_water, replays=replays)
+    return assemble(pieces, budget=budget, count=count, low_water=low_water, replays=replays)
 
 
 def test_every_turn_built_from_the_cached_replay_is_the_full_replays_and_each_message_is_replayed_once() -> None:

@@ -37,6 +37,7 @@ def test_every_reason_code_is_documented_in_one_place() -> None:
         "out_of_character",
         "refusal",
         "speaks_for_user",
+        "speaks_for_character",
         "cut_off",
         "policy",
     }
