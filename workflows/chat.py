@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         ChatJob,
         ChatResult,
         CheckRequest,
+        DeltaEvent,
         DoneEvent,
         ErrorType,
         FailedEvent,
@@ -107,6 +108,9 @@ ESCALATION_PER_REASON = "escalation-per-reason"
 # Story memory: a job that carries memory summarises what its window dropped (prepare_summary, generate,
 # check_summary), and chat_summarize jobs exist.
 STORY_MEMORY = "story-memory"
+# Fewer history events per job: the reply's last deltas are published here from the generate result (its
+# streamed_chars; the activity no longer signals them).
+LEANER_HISTORY = "leaner-history"
 # Summary steps per job at most (each covers what fits one prompt).
 MAX_SUMMARY_STEPS = 4
 # A reply job's summaries end by then after the reply (or at the job's deadline, if sooner): a slow or stuck
@@ -441,7 +445,7 @@ class ChatWorkflow:
                 else Priority.default
             )
         try:
-            return await workflow.execute_activity_method(
+            result = await workflow.execute_activity_method(
                 ChatActivities.generate,
                 request,
                 task_queue=generate_task_queue(workflow.info().task_queue),
@@ -464,6 +468,16 @@ class ChatWorkflow:
             raise failure(error) from error
         finally:
             self._generation_ms += (workflow.now() - before).total_seconds() * 1000
+        self._publish_unstreamed(request, result)
+        return result
+
+    def _publish_unstreamed(self, request: GenerateRequest, result: GenerateResult) -> None:
+        """The reply's deltas the activity did not signal (its last batch), as one delta, before anything after it."""
+        streamed = result.streamed_chars
+        if request.purpose != "reply" or streamed is None or streamed >= len(result.content):
+            return
+        if workflow.patched(LEANER_HISTORY):
+            self._events.publish(DeltaEvent(attempt=request.attempt, text=result.content[streamed:]))
 
     async def _memory_after_reply(self, job: ChatJob, prepared: Prepared, deadline: datetime) -> Memory | None:
         """The memory to return with the reply: the job's, merged with what its window dropped beyond what the
