@@ -108,9 +108,6 @@ ESCALATION_PER_REASON = "escalation-per-reason"
 # Story memory: a job that carries memory summarises what its window dropped (prepare_summary, generate,
 # check_summary), and chat_summarize jobs exist.
 STORY_MEMORY = "story-memory"
-# Fewer history events per job: the reply's last deltas are published here from the generate result (its
-# streamed_chars; the activity no longer signals them).
-LEANER_HISTORY = "leaner-history"
 # Summary steps per job at most (each covers what fits one prompt).
 MAX_SUMMARY_STEPS = 4
 # A reply job's summaries end by then after the reply (or at the job's deadline, if sooner): a slow or stuck
@@ -472,11 +469,11 @@ class ChatWorkflow:
         return result
 
     def _publish_unstreamed(self, request: GenerateRequest, result: GenerateResult) -> None:
-        """The reply's deltas the activity did not signal (its last batch), as one delta, before anything after it."""
+        """The reply's deltas the activity did not signal (its last batch), as one delta, before anything after it.
+        No patch: publishing is no command, and a result from before streamed_chars (None) publishes nothing, as its
+        activity signalled every delta (a patch would cost every job a marker and a TemporalChangeVersion upsert)."""
         streamed = result.streamed_chars
-        if request.purpose != "reply" or streamed is None or streamed >= len(result.content):
-            return
-        if workflow.patched(LEANER_HISTORY):
+        if request.purpose == "reply" and streamed is not None and streamed < len(result.content):
             self._events.publish(DeltaEvent(attempt=request.attempt, text=result.content[streamed:]))
 
     async def _memory_after_reply(self, job: ChatJob, prepared: Prepared, deadline: datetime) -> Memory | None:
