@@ -26,9 +26,11 @@ from bench.overhead import (
     GrowthResult,
     OverheadResult,
     Processes,
+    SubscribersResult,
     measure_first_token,
     measure_growth,
     measure_overhead,
+    measure_subscribers,
 )
 from bench.prefix_reuse import measure_prefix_reuse
 from bench.quality import PROMPT_COUNT, QualityResult, measure_quality
@@ -48,6 +50,7 @@ FULL = {
     "context_repeats": 20,
     "first_token_pairs": 10,
     "growth_repeats": 3,
+    "subscriber_repeats": 3,
     "long_chat_turns": 10,
 }
 QUICK = {
@@ -56,9 +59,11 @@ QUICK = {
     "context_repeats": 5,
     "first_token_pairs": 4,
     "growth_repeats": 2,
+    "subscriber_repeats": 2,
     "long_chat_turns": 3,
 }
 REPLY_LENGTHS = [100, 300]
+SUBSCRIBERS = [0, 1, 3]
 LONG_REPLY = 1000
 
 
@@ -73,7 +78,8 @@ def parser() -> argparse.ArgumentParser:
         "full its slots stay under a backlog, (6) a burst of jobs draining with none lost or duplicated, (7) "
         "context building for a long conversation, (8) how much of each prompt the next turn of a long chat "
         "reuses, (9) the time to first token of a long chat's next turn against a fresh short chat (a stack of "
-        "its own). Prints a table beside the previous run's values, with each figure's spread over its repeats "
+        "its own), (10) each job's history and CPU with 0, 1 and 3 subscribers following its stream. "
+        "Prints a table beside the previous run's values, with each figure's spread over its repeats "
         "in this run, and saves the run as JSON in bench/results/. A default run takes about 7 minutes on 2 "
         "quiet cores (10 at most), --quick about 3.",
     )
@@ -81,8 +87,8 @@ def parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help=f"a fast check: {QUICK['pairs']} pairs, {QUICK['jobs']} jobs, {QUICK['context_repeats']} context "
-        f"repeats, {QUICK['first_token_pairs']} first-token pairs, {QUICK['growth_repeats']} jobs per reply length "
-        "(flags below still win)",
+        f"repeats, {QUICK['first_token_pairs']} first-token pairs, {QUICK['growth_repeats']} jobs per reply length, "
+        f"{QUICK['subscriber_repeats']} jobs per subscriber count (flags below still win)",
     )
     root.add_argument("--pairs", type=int, help=f"direct/workflow pairs on the real model (default {FULL['pairs']})")
     root.add_argument("--max-tokens", type=int, default=100, help="max_tokens of each real generation (default 100)")
@@ -108,6 +114,17 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"also measure the history's growth at max_tokens {LONG_REPLY:,} (default: "
         f"{', '.join(map(str, REPLY_LENGTHS))}; about 20 s more per repeat on 2 cores)",
+    )
+    root.add_argument(
+        "--subscribers",
+        type=subscriber_counts,
+        default=SUBSCRIBERS,
+        help=f"subscriber counts to measure, comma-separated (default {','.join(map(str, SUBSCRIBERS))})",
+    )
+    root.add_argument(
+        "--subscriber-repeats",
+        type=int,
+        help=f"jobs per subscriber count (default {FULL['subscriber_repeats']}; about 3 s each on 2 quiet cores)",
     )
     root.add_argument(
         "--long-chat-turns",
@@ -136,6 +153,16 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def subscriber_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not comma-separated counts: {text!r}") from None
+    if any(count < 0 for count in counts):
+        raise argparse.ArgumentTypeError(f"a subscriber count below 0: {text!r}")
+    return counts
+
+
 def config_from(args: argparse.Namespace, root: argparse.ArgumentParser) -> BenchConfig:
     defaults = QUICK if args.quick else FULL
     counts = {key: getattr(args, key) if getattr(args, key) is not None else value for key, value in defaults.items()}
@@ -160,6 +187,7 @@ def config_from(args: argparse.Namespace, root: argparse.ArgumentParser) -> Benc
         encrypted=args.encrypt,
         reply_lengths=[*REPLY_LENGTHS, LONG_REPLY] if args.long_replies else REPLY_LENGTHS,
         quality=args.quality,
+        subscribers=args.subscribers,
         **counts,
     )
 
@@ -177,6 +205,7 @@ class StackResults(BaseModel):
     overhead: OverheadResult
     first_token: FirstTokenResult
     growth: GrowthResult
+    subscribers: SubscribersResult
     capacity: CapacityResult
     quality: QualityResult | None = None
 
@@ -202,6 +231,14 @@ async def stack_benchmarks(
         growth = await measure_growth(
             arms, lengths=config.reply_lengths, repeats=config.growth_repeats, progress=progress
         )
+        subscribers = await measure_subscribers(
+            arms,
+            processes,
+            counts=config.subscribers,
+            repeats=config.subscriber_repeats,
+            max_tokens=config.max_tokens,
+            progress=progress,
+        )
 
     with StandInProcess(config.delay_ms / 1000) as standin:
         progress(f"inference stand-in (fixed {config.delay_ms:g} ms, no model) at {standin.base_url}")
@@ -224,7 +261,14 @@ async def stack_benchmarks(
                 progress=progress,
             )
     quality = await quality_benchmark(client, settings, config, run_id, progress)
-    return StackResults(overhead=overhead, first_token=first_token, growth=growth, capacity=capacity, quality=quality)
+    return StackResults(
+        overhead=overhead,
+        first_token=first_token,
+        growth=growth,
+        subscribers=subscribers,
+        capacity=capacity,
+        quality=quality,
+    )
 
 
 async def quality_benchmark(
@@ -288,6 +332,7 @@ def run(config: BenchConfig, results: Path) -> BenchRun:
             overhead=measured.overhead,
             first_token=measured.first_token,
             growth=measured.growth,
+            subscribers=measured.subscribers,
             capacity=measured.capacity,
             prefix_reuse=reuse,
             long_chat=long_chat,
@@ -299,6 +344,9 @@ def run(config: BenchConfig, results: Path) -> BenchRun:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # As deployed (pip compiles the bytecode at install): with PYTHONDONTWRITEBYTECODE set, as on the project's
+    # machines, Temporal's sandbox compiled workflows/chat.py from source for every job (~5 ms of worker CPU each).
+    sys.dont_write_bytecode = False
     root = parser()
     args = root.parse_args(argv)
     config = config_from(args, root)

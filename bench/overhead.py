@@ -8,10 +8,13 @@ through a ChatWorkflow (worker with one attempt: no validation retries), alterna
 - First-token pairs: `ChatClient.stream`'s first delta after submit against the engine's own time to first
   token for the same request sent directly.
 - History by reply length: per job, history events and bytes, workflow tasks, signals and updates, at each
-  max_tokens asked for (a prompt that asks for a long story, so the reply runs to it)."""
+  max_tokens asked for (a prompt that asks for a long story, so the reply runs to it).
+- Subscribers: the same figures and the job's CPU with 0, 1 and 3 clients following it through
+  `ChatClient.stream` (each poll is an update, and every batch of deltas wakes every poll)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 
@@ -157,6 +160,19 @@ class GrowthResult(BaseModel):
     per_100_tokens: dict[str, float]  # by HistoryFigures field
 
 
+class SubscriberFigures(BaseModel):
+    subscribers: int
+    repeats: int
+    history: dict[str, Spread]  # by HistoryFigures field
+    cpu_worker: Spread  # ms per job, submit → result and every subscriber's `done` (the subscribers run here)
+    cpu_temporal: Spread
+
+
+class SubscribersResult(BaseModel):
+    max_tokens: int
+    counts: dict[str, SubscriberFigures]  # by number of subscribers
+
+
 def overhead_job(job_id: str, max_tokens: int, prompt: str = OVERHEAD_PROMPT) -> ChatJob:
     # A short prompt: on 2 shared CPU cores SmolLM2 slows down and varies a lot with a long context (a
     # roleplay card's), which would bury the few tens of milliseconds measured here in noise.
@@ -234,6 +250,21 @@ class Arms:
         started, submitted = time.monotonic(), time.time()
         handle = await self.chat.submit(job)
         result = await handle.result()
+        took, received = (time.monotonic() - started) * 1000, time.time()
+        return await traced(handle, result, took, submitted, received)
+
+    async def followed(self, job: ChatJob, subscribers: int) -> Through:
+        """The job through ChatWorkflow with `subscribers` clients following its stream to the end; received: when
+        the result and every subscriber's last event are in."""
+        started, submitted = time.monotonic(), time.time()
+        handle = await self.chat.submit(job)
+
+        async def follow() -> int:
+            return sum([1 async for _ in self.chat.stream(job.job_id)])
+
+        following = [asyncio.create_task(follow()) for _ in range(subscribers)]
+        result = await handle.result()
+        await asyncio.gather(*following)
         took, received = (time.monotonic() - started) * 1000, time.time()
         return await traced(handle, result, took, submitted, received)
 
@@ -369,3 +400,34 @@ async def measure_growth(
             )
         )
     return GrowthResult(lengths={str(f.max_tokens): f for f in figures}, per_100_tokens=per_100_tokens(figures))
+
+
+async def measure_subscribers(
+    arms: Arms,
+    processes: Processes,
+    *,
+    counts: Sequence[int],
+    repeats: int,
+    max_tokens: int,
+    progress: Callable[[str], None],
+) -> SubscribersResult:
+    figures = {}
+    with Cpu(processes) as cpu:
+        for subscribers in counts:
+            runs = []
+            for repeat in range(repeats):
+                job = overhead_job(f"bench-subscribers-{subscribers}-{repeat}", max_tokens)
+                runs.append(await arms.followed(job, subscribers))
+                progress(
+                    f"subscribers: {subscribers}, {repeat + 1}/{repeats}: {len(runs[-1].events)} events, "
+                    f"{runs[-1].history().updates} updates"
+                )
+            used = [cpu.used_ms(t.submitted, t.received) for t in runs]
+            figures[str(subscribers)] = SubscriberFigures(
+                subscribers=subscribers,
+                repeats=repeats,
+                history=spreads_of([t.history() for t in runs]),
+                cpu_worker=spread([worker for worker, _ in used]),
+                cpu_temporal=spread([temporal for _, temporal in used]),
+            )
+    return SubscribersResult(max_tokens=max_tokens, counts=figures)

@@ -15,7 +15,7 @@ from bench.capacity import CapacityResult
 from bench.context_build import ContextResult
 from bench.long_chat import LongChatResult
 from bench.machine import Machine
-from bench.overhead import FirstTokenResult, GrowthResult, OverheadResult
+from bench.overhead import FirstTokenResult, GrowthResult, OverheadResult, SubscribersResult
 from bench.prefix_reuse import ReuseResult
 from bench.quality import QualityResult
 from workflows.validation import REASONS
@@ -34,6 +34,8 @@ class BenchConfig(BaseModel):
     first_token_pairs: int = 10
     growth_repeats: int = 3
     reply_lengths: list[int] = [100, 300]  # max_tokens of the history-growth jobs (--long-replies adds 1,000)
+    subscribers: list[int] = [0, 1, 3]  # subscriber counts measured (--subscribers)
+    subscriber_repeats: int = 3
     long_chat_turns: int = 0
     long_chat_budget: int = 4096
     quality: int = 0  # prompts of the quality section (--quality; 0: skipped)
@@ -58,6 +60,7 @@ class BenchRun(BaseModel):
     load_average_end: tuple[float, float, float]
     first_token: FirstTokenResult | None = None
     growth: GrowthResult | None = None
+    subscribers: SubscribersResult | None = None
     duration_seconds: float | None = None  # the whole run, stack start-up included
     targets: list[TargetCheck] = []
 
@@ -289,6 +292,29 @@ def growth_section(run: BenchRun, data: dict[str, Any], previous: dict[str, Any]
     return f"History per job by reply length, real model: {repeats} jobs per max_tokens, a long-story prompt", body
 
 
+def subscribers_section(run: BenchRun, data: dict[str, Any], previous: dict[str, Any] | None) -> Section:
+    assert run.subscribers is not None
+    body: list[Row] = []
+    for key, figures in run.subscribers.counts.items():
+        at = f"subscribers.counts.{key}"
+        history = [
+            Metric(f"  {label} per job", f"{at}.history.{name}.p50", **shown, spread=f"{at}.history.{name}")
+            for name, (label, shown) in HISTORY_LABELS.items()
+        ]
+        cpu = [
+            Metric("  CPU per job: worker process (+ bench client, subscribers)", f"{at}.cpu_worker.p50", **MS,
+                   spread=f"{at}.cpu_worker"),
+            Metric("  CPU per job: Temporal dev server", f"{at}.cpu_temporal.p50", **MS, spread=f"{at}.cpu_temporal"),
+        ]  # fmt: skip
+        body += [Row(f"{figures.subscribers} subscribers:", "")]
+        body += metric_rows([*history, *cpu], data, previous, run.config)
+    heading = (
+        f"Subscribers, real model: {run.config.subscriber_repeats} jobs per count, each subscriber following "
+        f"ChatClient.stream to the end, max_tokens {run.subscribers.max_tokens}, same request as above"
+    )
+    return heading, body
+
+
 def capacity_sections(run: BenchRun, data: dict[str, Any], previous: dict[str, Any] | None) -> list[Section]:
     c, k = run.config, run.capacity
 
@@ -448,6 +474,8 @@ def sections(run: BenchRun, previous: dict[str, Any] | None) -> list[Section]:
         found.append(first_token_section(run, data, previous))
     if run.growth is not None:
         found.append(growth_section(run, data, previous))
+    if run.subscribers is not None:
+        found.append(subscribers_section(run, data, previous))
     found += [*capacity_sections(run, data, previous), context_section(run, data, previous)]
     if run.prefix_reuse is not None:
         found.append(prefix_reuse_section(run, data, previous))

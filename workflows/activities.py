@@ -56,7 +56,8 @@ from workflows.validation import SHORT_CHARS, validate
 HEARTBEAT_EVERY_SECONDS = 1.0
 # Deltas reach subscribers in batches, one signal each, and each signal is a workflow task and history events (and
 # wakes every subscriber's poll, an update each): the first delta goes at once (the first token is what a chat user
-# waits for), then batches STREAM_BATCH_INTERVAL apart, the gap doubling up to STREAM_MAX_BATCH_INTERVAL.
+# waits for), then batches STREAM_BATCH_INTERVAL apart, the gap doubling up to STREAM_MAX_BATCH_INTERVAL. The deltas
+# still held when the reply ends are not signalled: the workflow publishes them from the result (streamed_chars).
 STREAM_BATCH_INTERVAL = timedelta(milliseconds=200)
 STREAM_MAX_BATCH_INTERVAL = timedelta(seconds=1)
 OVERLOADED_RETRY_DELAY = timedelta(seconds=5)
@@ -237,12 +238,13 @@ class DeltaBatches:
         return True
 
 
-async def _heartbeat_forever(tokens: Callable[[], int], failed_tries: int) -> None:
+async def _heartbeat_forever(tokens: Callable[[], int], failed_tries: int, on_beat: Callable[[], None]) -> None:
     # Heartbeats also while waiting for the first token (the engine may queue us), and they are what
     # delivers a cancellation to this activity. Their first detail, tokens so far, is what `status` reads; the
     # second, the generation's GenerationFailed tries so far, is what the next try counts on.
     while True:
         activity.heartbeat(tokens(), failed_tries)
+        on_beat()
         await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
 
 
@@ -347,18 +349,28 @@ class ChatActivities:
         streamed = 0
         batches = DeltaBatches()
         replying = request.purpose == "reply"  # a summary is neither streamed nor logged
+        held: list[DeltaEvent] = []  # deltas not yet handed to the stream
+        sent_chars = 0  # of the reply, handed to the stream
+
+        def release_when_due() -> None:
+            nonlocal sent_chars
+            if held and batches.due(time.monotonic()):
+                for event in held:
+                    events.publish(event, force_flush=True)
+                sent_chars += sum(len(event.text) for event in held)
+                held.clear()
 
         def publish_delta(text: str) -> None:
             nonlocal streamed
             streamed += 1
             if replying:
-                events.publish(
-                    DeltaEvent(attempt=request.attempt, text=text), force_flush=batches.due(time.monotonic())
-                )
+                held.append(DeltaEvent(attempt=request.attempt, text=text))
+                release_when_due()
 
-        # The stream's own timer flushes only what waited the longest gap (deltas stopped arriving for a while).
+        # Its own timer would flush only deltas already released (each is flushed at once anyway); the heartbeat
+        # releases held ones that waited a gap when deltas stop arriving for a while.
         stream = WorkflowStreamClient.from_within_activity(batch_interval=STREAM_MAX_BATCH_INTERVAL)
-        heartbeats = asyncio.create_task(_heartbeat_forever(lambda: streamed, failed_before))
+        heartbeats = asyncio.create_task(_heartbeat_forever(lambda: streamed, failed_before, release_when_due))
 
         def failed_tries(failed: bool) -> int:
             """The GenerationFailed tries with this one, recorded for the next try."""
@@ -378,9 +390,11 @@ class ChatActivities:
                         request.messages, request.sampling, request.stop, on_text=publish_delta
                     )
                 finally:
-                    # The batch in flight is awaited and the rest sent here: leaving the stream cancels a flush in
-                    # flight, and a signal cancelled so was seen to hang the exit until the try timed out (a fast
-                    # engine ends while its first delta's batch is on its way). A failure is the exit's to raise.
+                    # The batch in flight (and one released but not yet sent) is awaited here: leaving the stream
+                    # cancels a flush in flight, and a signal cancelled so was seen to hang the exit until the try
+                    # timed out (a fast engine ends while its first delta's batch is on its way). A failure is the
+                    # exit's to raise. The held deltas are not sent: the workflow publishes them.
+                    held.clear()
                     with suppress(Exception):
                         await stream.flush()
         except Exception as error:
@@ -414,6 +428,7 @@ class ChatActivities:
         finally:
             heartbeats.cancel()
         result.queue_ms = queue_ms(info)
+        result.streamed_chars = sent_chars if replying else None
         logger.info(
             "generated job={} {}={} try={} finish={} prompt_tokens={} completion_tokens={} engine_ms={:.0f}",
             request.job_id,

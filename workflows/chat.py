@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         ChatJob,
         ChatResult,
         CheckRequest,
+        DeltaEvent,
         DoneEvent,
         ErrorType,
         FailedEvent,
@@ -445,7 +446,7 @@ class ChatWorkflow:
                 else Priority.default
             )
         try:
-            return await workflow.execute_activity_method(
+            result = await workflow.execute_activity_method(
                 ChatActivities.generate,
                 request,
                 task_queue=generate_task_queue(workflow.info().task_queue),
@@ -468,6 +469,16 @@ class ChatWorkflow:
             raise failure(error) from error
         finally:
             self._generation_ms += (workflow.now() - before).total_seconds() * 1000
+        self._publish_unstreamed(request, result)
+        return result
+
+    def _publish_unstreamed(self, request: GenerateRequest, result: GenerateResult) -> None:
+        """The reply's deltas the activity did not signal (its last batch), as one delta, before anything after it.
+        No patch: publishing is no command, and a result from before streamed_chars (None) publishes nothing, as its
+        activity signalled every delta (a patch would cost every job a marker and a TemporalChangeVersion upsert)."""
+        streamed = result.streamed_chars
+        if request.purpose == "reply" and streamed is not None and streamed < len(result.content):
+            self._events.publish(DeltaEvent(attempt=request.attempt, text=result.content[streamed:]))
 
     async def _memory_after_reply(self, job: ChatJob, prepared: Prepared, deadline: datetime) -> Memory | None:
         """The memory to return with the reply: the job's, merged with what its window dropped beyond what the

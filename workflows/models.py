@@ -305,6 +305,9 @@ class GenerateResult(StrictModel):
     engine_ms: float
     first_token_ms: float | None = None
     queue_ms: float = 0.0
+    # The reply's first characters the activity sent to the job's stream; the workflow publishes the rest (the
+    # activity leaves its last batch to it). None: a result from before, whose activity sent every delta itself.
+    streamed_chars: int | None = None
 
 
 # When a chat's history outgrows its room, whole turns are dropped until it takes this share of the room.

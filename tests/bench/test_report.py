@@ -8,7 +8,14 @@ from bench.context_build import ContextResult, CounterTimings
 from bench.critical_path import AddedParts
 from bench.long_chat import LongChatResult
 from bench.machine import Machine, busy_and_total, cpu_model, cpu_seconds_in_stat
-from bench.overhead import FirstTokenResult, GrowthResult, LengthFigures, OverheadResult
+from bench.overhead import (
+    FirstTokenResult,
+    GrowthResult,
+    LengthFigures,
+    OverheadResult,
+    SubscriberFigures,
+    SubscribersResult,
+)
 from bench.prefix_reuse import ReuseResult
 from bench.report import BenchConfig, BenchRun, Row, checked, format_table, previous_run, table, write_run
 from bench.stats import Spread, spread
@@ -261,3 +268,39 @@ def test_long_chat_and_prefix_reuse_sections_show_when_measured() -> None:
     assert "89.9 %" in reused and "PASS" in reused
     ratio = next(line for line in lines if "ratio of p50s (long / short)" in line)
     assert "1.50" in ratio and "PASS" in ratio
+
+
+def subscribed(subscribers: int, updates: int, cpu_worker: float) -> SubscriberFigures:
+    history = {"events": 40 + 2 * updates, "bytes": 20000, "workflow_tasks": 6, "signals": 4, "updates": updates}
+    return SubscriberFigures(
+        subscribers=subscribers,
+        repeats=2,
+        history={name: flat(value) for name, value in history.items()},
+        cpu_worker=flat(cpu_worker),
+        cpu_temporal=flat(50),
+    )
+
+
+def test_the_subscribers_section_shows_each_count_beside_the_previous_run() -> None:
+    assert "Subscribers" not in table(checked(sample_run()), None, "")
+    measured = SubscribersResult(
+        max_tokens=100, counts={"0": subscribed(0, 0, 40), "1": subscribed(1, 5, 55), "3": subscribed(3, 13, 81)}
+    )
+    before = sample_run().model_copy(
+        update={"subscribers": measured.model_copy(update={"counts": {"3": subscribed(3, 19, 90)}})}
+    )
+    lines = table(checked(sample_run().model_copy(update={"subscribers": measured})), before.model_dump(), "b")
+    lines = lines.splitlines()
+    start = next(i for i, line in enumerate(lines) if "Subscribers, real model" in line)
+    section = lines[start : start + 1 + 3 * 8]
+    headings = [line.strip() for line in section if line.strip().endswith("subscribers:")]
+    assert headings == ["0 subscribers:", "1 subscribers:", "3 subscribers:"]
+    updates = [line for line in section if line.strip().startswith("updates per job")]
+    assert [FIRST_NUMBER.findall(line.split("updates per job", 1)[1])[0] for line in updates] == ["0", "5", "13"]
+    assert updates[2].endswith("19")  # the previous run's 3 subscribers
+    cpu = [line for line in section if "CPU per job: worker process" in line]
+    assert [FIRST_NUMBER.findall(line.split("(+ bench client, subscribers)", 1)[1])[0] for line in cpu] == [
+        "40",
+        "55",
+        "81",
+    ]

@@ -55,6 +55,14 @@ JOBS = {
         user_name="Tam",
         sampling={"max_tokens": 12, "seed": 3},
     ),
+    # After the reply's last batch of deltas went from the generate result into the stream (no signal for it).
+    "roleplay_unsignalled_tail": ChatJob(
+        job_id="history-roleplay-unsignalled-tail",
+        messages=[{"role": "user", "content": "Evening, Mira. Got a dry room for a tired sailor?"}],
+        character="Mira",
+        user_name="Tam",
+        sampling={"max_tokens": 48, "seed": 11},
+    ),
     # After story-memory: a job that carries memory and whose window has dropped turns its summary does not
     # cover, so the reply is followed by a summary step (prepare_summary, generate, check_summary).
     "roleplay_memory_summarized": ChatJob(

@@ -15,7 +15,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 
-from workflows.activities import GENERATION_FAILED_TRIES, ChatActivities, DeltaBatches, application_error
+from workflows.activities import (
+    GENERATION_FAILED_TRIES,
+    HEARTBEAT_EVERY_SECONDS,
+    ChatActivities,
+    DeltaBatches,
+    application_error,
+)
 from workflows.models import EngineError, ErrorType, GenerateRequest, GenerateResult, Message, ResolvedSampling
 
 SAMPLING = ResolvedSampling(temperature=0.7, top_p=0.9, max_tokens=16, seed=1)
@@ -105,9 +111,11 @@ def test_the_first_delta_goes_at_once_then_batches_grow_to_the_longest_gap() -> 
 class RecordedStream(QuietStream):
     def __init__(self) -> None:
         self.flushes: list[bool] = []
+        self.texts: list[str] = []
 
     def publish(self, event: object, force_flush: bool = False) -> None:
         self.flushes.append(force_flush)
+        self.texts.append(getattr(event, "text", ""))
 
 
 class ManyDeltas:
@@ -122,14 +130,45 @@ class ManyDeltas:
         )
 
 
-async def test_the_first_delta_is_sent_at_once_and_the_rest_wait_for_their_batch(
+async def test_the_first_delta_is_sent_at_once_and_the_last_batch_is_left_to_the_workflow(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stream = RecordedStream()
     monkeypatch.setattr(WorkflowStreamClient, "from_within_activity", lambda **kwargs: stream)
     request = GenerateRequest(job_id="j4", attempt=1, messages=[Message(role="user", content="hi")], sampling=SAMPLING)
-    await ActivityEnvironment().run(ChatActivities(ManyDeltas()).generate, request)
-    assert stream.flushes == [True] + [False] * 49
+    result = await ActivityEnvironment().run(ChatActivities(ManyDeltas()).generate, request)
+    # The other 49 deltas came within the first batch's gap: the result says the workflow is to publish them.
+    assert stream.flushes == [True] and stream.texts == [" word"]
+    assert result.streamed_chars == len(" word") and result.content[result.streamed_chars :] == " word" * 49
+
+
+class Stalls:
+    """Two deltas at once, then none for longer than the heartbeat's interval, then a last one."""
+
+    def __init__(self, stream: RecordedStream) -> None:
+        self.stream = stream
+        self.published_before_last: list[str] = []
+
+    async def complete(
+        self, *args: object, on_text: Callable[[str], None] | None = None, **kwargs: object
+    ) -> GenerateResult:
+        assert on_text is not None
+        on_text("a")
+        on_text("b")
+        await asyncio.sleep(HEARTBEAT_EVERY_SECONDS * 1.5)
+        self.published_before_last = list(self.stream.texts)
+        on_text("c")
+        return GenerateResult(content="abc", finish_reason="stop", prompt_tokens=5, completion_tokens=3, engine_ms=9.0)
+
+
+async def test_a_delta_held_for_its_batch_goes_out_while_the_engine_stalls(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = RecordedStream()
+    monkeypatch.setattr(WorkflowStreamClient, "from_within_activity", lambda **kwargs: stream)
+    engine = Stalls(stream)
+    request = GenerateRequest(job_id="j5", attempt=1, messages=[Message(role="user", content="hi")], sampling=SAMPLING)
+    result = await ActivityEnvironment().run(ChatActivities(engine).generate, request)
+    assert engine.published_before_last == ["a", "b"]  # "b" by a heartbeat, not behind the next delta
+    assert "".join(stream.texts) + result.content[result.streamed_chars :] == "abc"
 
 
 def test_an_engine_outage_is_retried_on_every_try_but_a_failing_generation_only_so_many_times() -> None:

@@ -62,7 +62,7 @@ from workflows.models import (
     generate_task_queue,
 )
 from workflows.sampling import IMPERSONATE_MAX_TOKENS
-from workflows.search_attributes import OUTCOME, SEARCH_ATTRIBUTES
+from workflows.search_attributes import JOB_TYPE, OUTCOME, SEARCH_ATTRIBUTES
 from workflows.validation import Verdict, validate
 
 STREAM_EVENT: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
@@ -164,6 +164,7 @@ class Fakes:
         quick_generations: int = 0,
         check_sleeps: float = 0.0,
         metrics_error: Exception | None = None,
+        prepare_error: Exception | None = None,
     ) -> None:
         self.max_attempts = max_attempts
         self.deadline_seconds = deadline_seconds
@@ -173,6 +174,7 @@ class Fakes:
         self.quick_generations = quick_generations  # the first ones do not sleep
         self.check_sleeps = check_sleeps
         self.metrics_error = metrics_error
+        self.prepare_error = prepare_error
         self.budget_shares: list[float] = []
         self.generated: list[GenerateRequest] = []
         self.checked: list[CheckRequest] = []
@@ -182,6 +184,8 @@ class Fakes:
     @activity.defn(name="prepare")
     async def prepare(self, request: PrepareRequest) -> Prepared:
         self.budget_shares.append(request.budget_share)
+        if self.prepare_error is not None:
+            raise self.prepare_error
         context = BuiltContext(
             messages=[Message(role="system", content="You are Mira."), *request.job.messages],
             prompt_tokens=40,
@@ -398,6 +402,24 @@ async def test_a_generation_past_the_deadline_fails_with_deadline(dev_env: Workf
     assert ended.failed().type == ErrorType.deadline.value
     assert len(fakes.generated) == 1 and fakes.checked == [] and fakes.metrics == []
     assert [e.type for e in ended.final_events] == ["failed"] and ended.outcome == "failed"
+
+
+async def test_a_job_failing_in_prepare_still_shows_its_job_type(env: WorkflowEnvironment) -> None:
+    invalid = ApplicationError("invalid job: job.character: no such character", type="InvalidJob", non_retryable=True)
+    ended = await run_job(env, Fakes(prepare_error=invalid))
+    assert ended.failed().type == "InvalidJob" and ended.outcome == "failed"
+    description = await env.client.get_workflow_handle(ended.workflow_id).describe()
+    assert description.typed_search_attributes.get(JOB_TYPE) == "chat_roleplay"
+
+
+async def test_the_reply_s_unstreamed_end_is_published_by_the_workflow_before_done(env: WorkflowEnvironment) -> None:
+    # The fake generate streams nothing itself: its result says the activity sent the first 9 characters.
+    streamed = reply().model_copy(update={"streamed_chars": 9})
+    ended = await run_job(env, Fakes(max_attempts=1, replies=[streamed]))
+    assert [(e.type, getattr(e, "text", None)) for e in ended.events] == [("delta", GOOD[9:]), ("done", None)]
+    # A result from before streamed_chars (its activity sent every delta): nothing more is published.
+    ended = await run_job(env, Fakes(max_attempts=1, replies=[reply()]))
+    assert [e.type for e in ended.events] == ["done"]
 
 
 async def test_an_engine_down_until_the_deadline_fails_with_deadline(dev_env: WorkflowEnvironment) -> None:
