@@ -6,7 +6,7 @@ instead of failing attempts here.
 in the background when a poll is due and the last check is older than CHECK_EVERY_SECONDS, every
 CHECK_EVERY_SECONDS while the engine is down, and told by the generate activity when a generation found it
 unavailable (the gate closes at once). `GenerationSlots` is the worker's activity slot supplier: at most `slots`
-generations in flight, and a slot (which the SDK takes before it polls) only while the engine is up.
+generation tasks held, and a slot (which the SDK takes before it polls) only while the engine is up.
 
 What the gate cannot stop: a poll already waiting at Temporal when the engine goes down may still be given a task,
 which then fails its try (EngineUnavailable) and closes the gate; the retry goes to whichever worker polls.
@@ -117,8 +117,9 @@ class EngineWatch:
 
 
 class GenerationSlots(CustomSlotSupplier):
-    """At most `slots` generations in flight (a slot is taken before each poll for a task, and held while the task
-    runs), and a slot only while the engine is up. The SDK may call the non-async methods from another thread."""
+    """At most `slots` generation tasks held (a slot is taken before each poll for a task, and held while the task
+    runs or waits for one of EngineSlots'), and a slot only while the engine is up. The SDK may call the non-async
+    methods from another thread."""
 
     def __init__(self, slots: int, watch: EngineWatch) -> None:
         self._slots = slots

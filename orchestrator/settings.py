@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     # has more than generation_slots of this worker's. Kept small: a task taken has left Temporal's priority
     # queue, so a later higher-priority one (a regeneration) cannot go ahead of it. 0: take only what the slots
     # can run.
-    generation_reserve: int = Field(default=2, ge=0, le=256)
+    generation_reserve: int = Field(default=1, ge=0)
     # Worker processes sharing one engine (compose: WORKER_REPLICAS); their slots add up at the engine.
     workers_per_engine: int = Field(default=1, ge=1, le=256)
     inference_timeout_seconds: Seconds = 60.0

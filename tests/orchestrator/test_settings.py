@@ -14,7 +14,7 @@ def test_defaults_are_the_embedded_stack(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert settings.inference_base_url == "http://127.0.0.1:8088"
     assert settings.temporal_ui_port == 8233
     assert settings.generation_slots == 8
-    assert settings.generation_reserve == 2
+    assert settings.generation_reserve == 1
     assert settings.state_dir == Path(".state")
 
 
