@@ -6,10 +6,17 @@ instead of failing attempts here.
 in the background when a poll is due and the last check is older than CHECK_EVERY_SECONDS, every
 CHECK_EVERY_SECONDS while the engine is down, and told by the generate activity when a generation found it
 unavailable (the gate closes at once). `GenerationSlots` is the worker's activity slot supplier: at most `slots`
-generations in flight, and a slot (which the SDK takes before it polls) only while the engine is up.
+generation tasks held, and a slot (which the SDK takes before it polls) only while the engine is up.
 
 What the gate cannot stop: a poll already waiting at Temporal when the engine goes down may still be given a task,
-which then fails its try (EngineUnavailable) and closes the gate; the retry goes to whichever worker polls."""
+which then fails its try (EngineUnavailable) and closes the gate; the retry goes to whichever worker polls.
+
+Slot refill: the worker takes `reserve` tasks beyond the engine's slots (GenerationSlots counts both), and
+`EngineSlots` lets at most `slots` of them call the engine at once; the others wait in the worker, heartbeating and
+cancellable, and the next one starts the moment a generation ends instead of after a poll to Temporal. One whose
+wait ends while the gate is closed hands its task back (EngineUnavailable, retried by Temporal on whichever worker
+polls) without calling the engine. Such a task has left Temporal's priority queue: a later, higher-priority task
+cannot go ahead of it, so the reserve stays small."""
 
 from __future__ import annotations
 
@@ -28,6 +35,9 @@ from temporalio.worker import (
     SlotReleaseContext,
     SlotReserveContext,
 )
+
+from workflows.activities import ChatEngine
+from workflows.models import EngineError, ErrorType, GenerateResult, Message, ResolvedSampling
 
 CHECK_EVERY_SECONDS = 1.0
 
@@ -107,8 +117,9 @@ class EngineWatch:
 
 
 class GenerationSlots(CustomSlotSupplier):
-    """At most `slots` generations in flight (a slot is taken before each poll for a task, and held while the task
-    runs), and a slot only while the engine is up. The SDK may call the non-async methods from another thread."""
+    """At most `slots` generation tasks held (a slot is taken before each poll for a task, and held while the task
+    runs or waits for one of EngineSlots'), and a slot only while the engine is up. The SDK may call the non-async
+    methods from another thread."""
 
     def __init__(self, slots: int, watch: EngineWatch) -> None:
         self._slots = slots
@@ -164,3 +175,29 @@ class GenerationSlots(CustomSlotSupplier):
         for loop, freed in waiting:
             with suppress(RuntimeError):  # that loop is closed: its waiter is gone with it
                 loop.call_soon_threadsafe(freed.set)
+
+
+class EngineSlots:
+    """`engine` as the worker's generations see it: at most `slots` of them call it at once, the rest wait here for
+    a slot (see the module's doc). The result's queue_ms is the wait; the activity adds Temporal's to it."""
+
+    def __init__(self, engine: ChatEngine, slots: int, watch: EngineWatch) -> None:
+        self._engine = engine
+        self._free = asyncio.Semaphore(slots)
+        self._watch = watch
+
+    async def complete(
+        self,
+        messages: list[Message],
+        sampling: ResolvedSampling,
+        stop: list[str],
+        on_text: Callable[[str], None] | None = None,
+    ) -> GenerateResult:
+        waiting_since = time.monotonic()
+        async with self._free:
+            waited_ms = (time.monotonic() - waiting_since) * 1000
+            if not self._watch.up:
+                raise EngineError(ErrorType.engine_unavailable, "the engine went down while this generation waited")
+            result = await self._engine.complete(messages, sampling, stop, on_text=on_text)
+        result.queue_ms = waited_ms
+        return result

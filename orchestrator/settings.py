@@ -71,6 +71,12 @@ class Settings(BaseSettings):
 
     # Worker
     generation_slots: int = Field(default=8, ge=1, le=256)
+    # Generation tasks the worker takes beyond its slots, each waiting in the worker (heartbeating) for a slot, so
+    # the next generation starts the moment one ends instead of after a poll to Temporal; the engine still never
+    # has more than generation_slots of this worker's. Kept small: a task taken has left Temporal's priority
+    # queue, so a later higher-priority one (a regeneration) cannot go ahead of it. 0: take only what the slots
+    # can run.
+    generation_reserve: int = Field(default=1, ge=0)
     # Worker processes sharing one engine (compose: WORKER_REPLICAS); their slots add up at the engine.
     workers_per_engine: int = Field(default=1, ge=1, le=256)
     inference_timeout_seconds: Seconds = 60.0
@@ -122,6 +128,16 @@ class Settings(BaseSettings):
             raise ValueError("max_input_tokens must be smaller than max_total_tokens")
         if self.job_deadline_seconds > self.max_deadline_seconds:
             raise ValueError("job_deadline_seconds must not exceed max_deadline_seconds")
+        return self
+
+    @model_validator(mode="after")
+    def _reserve_within_slots(self) -> Settings:
+        # More would hold tasks that wait for more than one round of generations, away from other workers.
+        if self.generation_reserve > self.generation_slots:
+            raise ValueError(
+                f"CHAT_WORKER_GENERATION_RESERVE ({self.generation_reserve}) must not exceed "
+                f"CHAT_WORKER_GENERATION_SLOTS ({self.generation_slots})"
+            )
         return self
 
     @model_validator(mode="after")

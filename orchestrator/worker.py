@@ -1,8 +1,9 @@
 """The worker process: ChatWorkflow on `chat`, generation on `chat-generate` with at most
-`generation_slots` generations in flight (per-worker slots × workers must not exceed the engine's
-max concurrent requests; extra demand waits in Temporal's queue, not at the engine), and none taken while
-this worker's engine is down (orchestrator/engine_watch.py): workers with engines of their own on the same task
-queues fail over to each other."""
+`generation_slots` generations in flight at the engine (per-worker slots × workers must not exceed the engine's
+max concurrent requests; extra demand waits in Temporal's queue, not at the engine) and `generation_reserve` tasks
+more waiting in the worker to start the moment a slot frees, and none taken while this worker's engine is down
+(orchestrator/engine_watch.py): workers with engines of their own on the same task queues fail over to each
+other."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from temporalio.worker import FixedSizeSlotSupplier, PollerBehaviorSimpleMaximum
 
 from characters import bundled_characters
 from orchestrator.codec import EncryptionCodec
-from orchestrator.engine_watch import EngineWatch, GenerationSlots
+from orchestrator.engine_watch import EngineSlots, EngineWatch, GenerationSlots
 from orchestrator.engines import Engine, detected_engine
 from orchestrator.health import engine_is_down
 from orchestrator.inference import InferenceClient
@@ -84,10 +85,11 @@ def worker_client(client: Client) -> Client:
 
 
 def generation_tuner(settings: Settings, watch: EngineWatch) -> WorkerTuner:
-    """The generation worker's slots: `generation_slots` of them, taken only while the engine is up."""
+    """The generation worker's task slots: the engine's `generation_slots` and the `generation_reserve` waiting for
+    them (EngineSlots), taken only while the engine is up."""
     return WorkerTuner.create_composite(
         workflow_supplier=UNUSED_SLOTS,
-        activity_supplier=GenerationSlots(settings.generation_slots, watch),
+        activity_supplier=GenerationSlots(settings.generation_slots + settings.generation_reserve, watch),
         local_activity_supplier=UNUSED_SLOTS,
         nexus_supplier=UNUSED_SLOTS,
     )
@@ -103,10 +105,11 @@ async def build_workers(client: Client, settings: Settings, engine: Engine, watc
         # Local activities: they run in this worker and hold no generation slot.
         activities=[jobs.prepare, jobs.check_reply, jobs.prepare_summary, jobs.check_summary, jobs.record_metrics],
     )
+    engine_slots = EngineSlots(engine_client(settings, engine), settings.generation_slots, watch)
     generation = Worker(
         client,
         task_queue=settings.generate_task_queue,
-        activities=[ChatActivities(engine_client(settings, engine), settings.log_chat_text, watch.mark_down).generate],
+        activities=[ChatActivities(engine_slots, settings.log_chat_text, watch.mark_down).generate],
         tuner=generation_tuner(settings, watch),
         activity_task_poller_behavior=GENERATION_POLLS,
         max_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,
@@ -134,10 +137,11 @@ async def run_workers(
         if ready is not None:
             ready.set()
         logger.info(
-            "worker polling task queues {} and {} ({} generation slots, engine {} at {}{})",
+            "worker polling task queues {} and {} ({} generation slots, {} reserved, engine {} at {}{})",
             settings.task_queue,
             settings.generate_task_queue,
             settings.generation_slots,
+            settings.generation_reserve,
             engine.label,
             settings.inference_base_url,
             ", detected" if settings.engine == "auto" and engine.kind is not None else "",

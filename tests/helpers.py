@@ -161,6 +161,23 @@ async def generation_started(chat: ChatClient, job_id: str, attempt: int = 1) ->
         await asyncio.sleep(0.1)
 
 
+async def generations_held(chat: ChatClient, job_ids: list[str]) -> int:
+    """The jobs' generation tasks that workers hold (started there: at the engine or waiting for one of its slots)."""
+    held = 0
+    for job_id in job_ids:
+        pending = (await chat.handle(job_id).describe()).raw_description.pending_activities
+        held += sum(a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for a in pending)
+    return held
+
+
+async def held_at_least(chat: ChatClient, job_ids: list[str], count: int) -> int:
+    """Returns how many of the jobs' generation tasks workers hold once they hold `count` or more (wrap it in a
+    guard timeout)."""
+    while (held := await generations_held(chat, job_ids)) < count:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    return held
+
+
 async def cancelled(handles: list[WorkflowHandle[ChatWorkflow, ChatResult]]) -> None:
     """Each job cancelled and ended (e.g. a backlog that would keep a test's worker busy for minutes), before
     the worker stops."""

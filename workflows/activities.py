@@ -77,6 +77,8 @@ KEPT_REPLIES = 1024
 
 
 class ChatEngine(Protocol):
+    """The result's queue_ms: how long the generation waited in the worker for one of the engine's slots."""
+
     async def complete(
         self,
         messages: list[Message],
@@ -427,7 +429,7 @@ class ChatActivities:
             )
         finally:
             heartbeats.cancel()
-        result.queue_ms = queue_ms(info)
+        result.queue_ms += queue_ms(info)  # and in Temporal's queue
         result.streamed_chars = sent_chars if replying else None
         logger.info(
             "generated job={} {}={} try={} finish={} prompt_tokens={} completion_tokens={} engine_ms={:.0f}",

@@ -14,15 +14,17 @@ def test_defaults_are_the_embedded_stack(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert settings.inference_base_url == "http://127.0.0.1:8088"
     assert settings.temporal_ui_port == 8233
     assert settings.generation_slots == 8
+    assert settings.generation_reserve == 1
     assert settings.state_dir == Path(".state")
 
 
 def test_env_vars_with_the_prefix_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CHAT_WORKER_GENERATION_SLOTS", "4")
+    monkeypatch.setenv("CHAT_WORKER_GENERATION_RESERVE", "0")
     monkeypatch.setenv("CHAT_WORKER_INFERENCE_BASE_URL", "http://tgi:80/")
     settings = load_settings()
-    assert settings.generation_slots == 4
+    assert (settings.generation_slots, settings.generation_reserve) == (4, 0)
     assert settings.inference_base_url == "http://tgi:80"
     assert (settings.inference_host, settings.inference_port) == ("tgi", 80)
 
@@ -41,6 +43,12 @@ def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     [
         ("CHAT_WORKER_GENERATION_SLOTS", "0", "CHAT_WORKER_GENERATION_SLOTS"),
         ("CHAT_WORKER_GENERATION_SLOTS", "many", "CHAT_WORKER_GENERATION_SLOTS"),
+        ("CHAT_WORKER_GENERATION_RESERVE", "-1", "CHAT_WORKER_GENERATION_RESERVE"),
+        (
+            "CHAT_WORKER_GENERATION_RESERVE",
+            "9",
+            r"CHAT_WORKER_GENERATION_RESERVE \(9\) must not exceed CHAT_WORKER_GENERATION_SLOTS \(8\)",
+        ),
         ("CHAT_WORKER_TEMPORAL_ADDRESS", "localhost", "CHAT_WORKER_TEMPORAL_ADDRESS"),
         ("CHAT_WORKER_INFERENCE_BASE_URL", "tgi:80", "CHAT_WORKER_INFERENCE_BASE_URL"),
         ("CHAT_WORKER_LOG_LEVEL", "LOUD", "CHAT_WORKER_LOG_LEVEL"),
