@@ -22,7 +22,7 @@ from characters import UnknownCharacter, describe_validation_error, listed, reso
 from orchestrator.codec import KeysFileError, data_converter, read_keys
 from orchestrator.errors import StartupError
 from orchestrator.settings import Settings
-from workflows.chat import JOB_PRIORITY, ChatWorkflow
+from workflows.chat import ChatWorkflow
 from workflows.models import (
     STREAM_TOPIC,
     ChatJob,
@@ -154,7 +154,7 @@ class ChatClient:
         job = self.prepared(job)
         assert job.deadline_seconds is not None
         if refuse_when_overloaded:
-            wait = estimated_wait(await self.generation_backlog(JOB_PRIORITY))
+            wait = estimated_wait(await self.generation_backlog(job.priority))
             if wait is not None and wait.total_seconds() > job.deadline_seconds:
                 raise Overloaded(job.job_id, wait, job.deadline_seconds)
         try:
