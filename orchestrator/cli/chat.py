@@ -25,7 +25,7 @@ from characters import (
 from orchestrator.cli.command import Argument, CardFile, Command, OneOf, connected
 from orchestrator.errors import AsCliError, CliError
 from orchestrator.settings import Settings
-from workflows.models import ChatJob, ChatResult, JobType, Message
+from workflows.models import DEFAULT_PRIORITY, ChatJob, ChatResult, JobType, Message
 
 if TYPE_CHECKING:
     from orchestrator.client import ChatClient
@@ -66,6 +66,8 @@ def job_from_args(args: argparse.Namespace, messages: list[Message], mode: str =
             sampling=sampling,
             character=character,
             scenario=args.scenario,
+            user_id=args.user_id,
+            priority=args.priority,
         )
     except ValidationError as error:
         raise CliError(f"invalid job: {describe_validation_error(error, 'job')}", code=2) from None
@@ -254,6 +256,12 @@ CHAT = Command(
         Argument("--top-p", type=float, help="0.1-1.0 (default: 0.9)"),
         Argument("--seed", type=int, help="sampling seed, for a reproducible first attempt"),
         Argument("--job-id", help="job id (default: random); the same id never runs twice"),
+        Argument(
+            "--user-id",
+            help="whose job it is (letters, digits, . _ : -; at most 64): users take turns in the generation queue "
+            "(default: none, the turn all jobs without one share)",
+        ),
+        Argument("--priority", type=int, default=DEFAULT_PRIORITY, help="1 (highest) to 5 (lowest) (default: 3)"),
     ),
     run=cmd_chat,
 )
