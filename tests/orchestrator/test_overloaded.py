@@ -83,6 +83,8 @@ async def test_a_job_that_the_backlog_cannot_serve_before_its_deadline_is_refuse
             with pytest.raises(RPCError) as missing:
                 await chat.handle(refused.job_id).describe()
             assert missing.value.status == RPCStatusCode.NOT_FOUND  # nothing was started
+            # The same deadline at priority 1: nothing is queued ahead of it at its level.
+            started.append(await chat.submit(job(deadline_seconds=1, priority=1), refuse_when_overloaded=True))
 
             accepted = await chat.submit(refused)  # the same job without the flag is started
             started.append(accepted)
