@@ -26,6 +26,7 @@ from orchestrator.errors import StartupError
 from orchestrator.settings import Settings
 from workflows.chat import ChatWorkflow
 from workflows.models import (
+    DEFAULT_PRIORITY,
     STREAM_TOPIC,
     ChatJob,
     ChatResult,
@@ -41,8 +42,6 @@ STREAM_EVENT = TypeAdapter(StreamEvent)
 
 # The workflow enforces the job's deadline itself; this is Temporal's backstop past it.
 EXECUTION_TIMEOUT_MARGIN = timedelta(seconds=60)
-# The level Temporal gives tasks without a priority (its stats may list them under key 0).
-SERVER_DEFAULT_PRIORITY = 3
 # A start that fails with one of these may or may not have started the workflow: the server gave up on the call
 # (the dev server under heavy load answers CANCELLED, "operation was canceled"). Temporal's client retries
 # UNAVAILABLE and RESOURCE_EXHAUSTED itself, not these. The workflow id makes a start safe to repeat: a retry that
@@ -81,7 +80,9 @@ class Overloaded(RuntimeError):
 class GenerationBacklog(BaseModel):
     """The generation queue as a new job of a given priority meets it."""
 
-    ahead: int  # generations queued at the job's priority or higher, which its first one waits behind
+    # Generations queued at the job's priority or higher, which its first one waits behind at most (fairness serves
+    # a user with fewer queued sooner: for such a user the estimate errs long).
+    ahead: int
     dispatch_rate: float  # generations handed to workers per second over the server's last ~30 s, all priorities
 
 
@@ -91,7 +92,7 @@ def backlog_ahead(stats_by_priority_key: Mapping[int, TaskQueueStats], priority:
         ahead=sum(
             s.approximate_backlog_count
             for key, s in stats_by_priority_key.items()
-            if (key or SERVER_DEFAULT_PRIORITY) <= priority
+            if (key or DEFAULT_PRIORITY) <= priority  # tasks without a priority are listed under key 0
         ),
         dispatch_rate=sum(s.tasks_dispatch_rate for s in stats_by_priority_key.values()),
     )
@@ -167,15 +168,15 @@ class ChatClient:
             wait = estimated_wait(await self.generation_backlog(job.priority))
             if wait is not None and wait.total_seconds() > job.deadline_seconds:
                 raise Overloaded(job.job_id, wait, job.deadline_seconds)
-        wait = START_FIRST_WAIT
+        pause = START_FIRST_WAIT
         for _ in range(START_TRIES - 1):
             try:
                 return await self._started(job)
             except RPCError as error:
                 if error.status not in START_RETRY_STATUSES:
                     raise
-            await asyncio.sleep(wait.total_seconds())
-            wait *= 2
+            await asyncio.sleep(pause.total_seconds())
+            pause *= 2
         return await self._started(job)
 
     async def _started(self, job: ChatJob) -> WorkflowHandle[ChatWorkflow, ChatResult]:
