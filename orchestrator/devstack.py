@@ -28,11 +28,13 @@ STOP_TIMEOUT_SECONDS = 15.0
 TEMPORAL_DEV_SERVER = "Temporal dev server"
 LLAMA_SERVER = "llama.cpp server (SmolLM2-135M-Instruct)"
 # The dev server's dynamic config (deploy/temporal/dynamicconfig.yaml has the same for compose). Task priority
-# (a job's later attempts go ahead of new jobs) needs the priority-aware matcher, the default since server 1.31,
-# set so that it holds whatever the default; with one partition per task queue, priority orders the whole queue
-# (not each of 4 partitions apart), so the order of tasks is deterministic.
+# (ChatJob.priority; a job's later attempts go ahead of new jobs) and fairness (ChatJob.user_id: users take turns
+# within a priority level) need the fair matcher, off by default in server 1.32 (it implies the priority-aware
+# one, matching.useNewMatcher); a queue's backlog from before it is drained, matching.enableMigration being on by
+# default. With one partition per task queue, priority and fairness order the whole queue (not each of 4
+# partitions apart), so the order of tasks is deterministic.
 DEV_SERVER_DYNAMIC_CONFIG: dict[str, bool | int] = {
-    "matching.useNewMatcher": True,
+    "matching.enableFairness": True,
     "matching.numTaskqueueReadPartitions": 1,
     "matching.numTaskqueueWritePartitions": 1,
 }

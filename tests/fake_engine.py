@@ -3,7 +3,9 @@
 is tested against the real llama.cpp server.
 
 It answers POST /v1/chat/completions with scripted responses, one per request, in order (then `then`, if
-given, to every later request), and 404 to anything else."""
+given, to every later request), and 404 to anything else. Made with `held=True`, it also stands in for an
+engine that is busy until the test says otherwise: requests are recorded as they arrive and answered only once
+`release()` was called, so that a backlog can build behind them."""
 
 from __future__ import annotations
 
@@ -54,11 +56,18 @@ EXHAUSTED = Scripted(status=500, body={"error": "script exhausted"})
 
 
 class FakeEngine:
-    def __init__(self, script: list[Scripted], then: Scripted | None = None) -> None:
+    def __init__(self, script: list[Scripted], then: Scripted | None = None, *, held: bool = False) -> None:
         self.script = list(script)
         self.then = then
-        self.requests: list[dict[str, object]] = []
+        self.requests: list[dict[str, object]] = []  # chat requests, in the order they arrived
         self._server: asyncio.Server | None = None
+        self._released = asyncio.Event()
+        if not held:
+            self._released.set()
+
+    def release(self) -> None:
+        """Every chat request held so far, and every later one, is answered."""
+        self._released.set()
 
     @property
     def base_url(self) -> str:
@@ -86,6 +95,7 @@ class FakeEngine:
             response = Scripted(status=404, body={"error": "not found"})  # e.g. the worker probing /tokenize
         else:
             self.requests.append(body)
+            await self._released.wait()
             response = self.script.pop(0) if self.script else self.then or EXHAUSTED
         if response.events:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")

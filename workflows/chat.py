@@ -44,8 +44,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows.context import char_name
     from workflows.memory import merged_memory
     from workflows.models import (
+        DEFAULT_PRIORITY,
         ENCRYPTED_ENCODING,
+        HIGHEST_PRIORITY,
         KEY_ID_METADATA,
+        LOWEST_PRIORITY,
         NON_RETRYABLE,
         STREAM_TOPIC,
         SUMMARY_MAX_TOKENS,
@@ -113,12 +116,10 @@ MAX_SUMMARY_STEPS = 4
 # A reply job's summaries end by then after the reply (or at the job's deadline, if sooner): a slow or stuck
 # summary never holds the reply back longer.
 SUMMARY_WINDOW = timedelta(seconds=180)
-# Temporal task priority of a job's generations (1 highest … 5 lowest; the server's default is 3). Every job has
-# this one for now (the ops issue makes it ChatJob.priority).
-JOB_PRIORITY = 3
-HIGHEST_PRIORITY = 1
-# A reply job's summary comes after its reply was written: it queues behind other jobs' replies.
-SUMMARY_PRIORITY = Priority(priority_key=JOB_PRIORITY + 1)
+# A job's generations queue at ChatJob.priority with ChatJob.user_id as their fairness key (Temporal's task
+# queue fairness: keys take turns within a priority level). Runs begun before it: every job at DEFAULT_PRIORITY,
+# no key.
+JOB_PRIORITY_AND_FAIRNESS = "job-priority-and-fairness"
 # Runs begun before GENERATE_RETRIES_UNTIL_DEADLINE: an engine outage failed the job after 4 tries (~7 s).
 GENERATE_RETRY_BEFORE_OUTAGES = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -223,11 +224,17 @@ def ended_by_deadline(error: BaseException, deadline: datetime) -> bool:
     return is_cancelled_exception(error) and workflow.now() >= deadline and workflow.patched(DEADLINE_IS_NOT_A_CANCEL)
 
 
-def generation_priority(job_priority: int, later: bool) -> Priority:
+def generation_priority(job_priority: int, later: bool, fairness_key: str | None = None) -> Priority:
     """A job's first generation queues at the job's priority; its later ones (a regeneration after a rejected
     reply, the retry on a shrunk context) one level higher, so they do not wait behind new jobs' first ones."""
     key = max(HIGHEST_PRIORITY, job_priority - 1) if later else job_priority
-    return Priority(priority_key=key)
+    return Priority(priority_key=key, fairness_key=fairness_key)
+
+
+def summary_priority(job_priority: int, fairness_key: str | None = None) -> Priority:
+    """A reply job's summary comes after its reply was written: one level below the job's (never below the
+    lowest), so it queues behind the replies of other jobs of the job's level."""
+    return Priority(priority_key=min(LOWEST_PRIORITY, job_priority + 1), fairness_key=fairness_key)
 
 
 def deadline_passed() -> ApplicationError:
@@ -364,7 +371,7 @@ class ChatWorkflow:
             self._attempt += 1
             self._stage = "generating"
             try:
-                result = await self._generate(job.job_id, prepared, sampling, deadline)
+                result = await self._generate(job, prepared, sampling, deadline)
             except ApplicationError as error:
                 if error.type != ErrorType.input_too_long.value or shrunk:
                     raise
@@ -417,19 +424,24 @@ class ChatWorkflow:
         return best
 
     async def _generate(
-        self, job_id: str, prepared: Prepared, sampling: ResolvedSampling, deadline: datetime
+        self, job: ChatJob, prepared: Prepared, sampling: ResolvedSampling, deadline: datetime
     ) -> GenerateResult:
         request = GenerateRequest(
-            job_id=job_id,
+            job_id=job.job_id,
             attempt=self._attempt,
             messages=prepared.context.messages,
             sampling=sampling,
             stop=prepared.context.stop,
         )
-        return await self._generation(request, deadline, f"{self._summary} · attempt {self._attempt}")
+        return await self._generation(job, request, deadline, f"{self._summary} · attempt {self._attempt}")
 
     async def _generation(
-        self, request: GenerateRequest, deadline: datetime, summary: str, priority: Priority | None = None
+        self,
+        job: ChatJob,
+        request: GenerateRequest,
+        deadline: datetime,
+        summary: str,
+        priority: Priority | None = None,
     ) -> GenerateResult:
         """The generate activity on the generation queue; `priority` None: the job's, one level up for its later
         generations."""
@@ -439,12 +451,9 @@ class ChatWorkflow:
             raise deadline_passed()
         until_deadline = workflow.patched(GENERATE_RETRIES_UNTIL_DEADLINE)
         self._generations += 1
-        if priority is None:
-            priority = (
-                generation_priority(JOB_PRIORITY, later=self._generations > 1)
-                if workflow.patched(LATER_ATTEMPTS_GO_FIRST)
-                else Priority.default
-            )
+        if priority is None and workflow.patched(LATER_ATTEMPTS_GO_FIRST):
+            level, fairness_key = self._queue_place(job)
+            priority = generation_priority(level, later=self._generations > 1, fairness_key=fairness_key)
         try:
             result = await workflow.execute_activity_method(
                 ChatActivities.generate,
@@ -457,7 +466,7 @@ class ChatWorkflow:
                 # The activity flushes its last deltas to the stream before the workflow may close.
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=summary,
-                priority=priority,
+                priority=priority or Priority.default,
             )
         except ActivityError as error:
             if is_cancelled_exception(error):
@@ -492,7 +501,13 @@ class ChatWorkflow:
         until = min(deadline, workflow.now() + SUMMARY_WINDOW)
         try:
             return await self._summarized(
-                job, prepared, job.memory, block.summarize_until, until, self._summary_attempts, SUMMARY_PRIORITY
+                job,
+                prepared,
+                job.memory,
+                block.summarize_until,
+                until,
+                self._summary_attempts,
+                summary_priority(*self._queue_place(job)),
             )
         except FailureError as error:
             if is_cancelled_exception(error):
@@ -578,7 +593,7 @@ class ChatWorkflow:
                 stop=prompt.stop,
                 purpose="summary",
             )
-            result = await self._generation(request, deadline, f"{self._summary} · summary {number}", priority)
+            result = await self._generation(job, request, deadline, f"{self._summary} · summary {number}", priority)
             verdict = await workflow.execute_local_activity_method(
                 JobActivities.check_summary,
                 check.model_copy(update={"summary": result.content, "finish_reason": result.finish_reason}),
@@ -625,6 +640,12 @@ class ChatWorkflow:
                 raise
             workflow.logger.warning("metrics not recorded for job %s: %s", job.job_id, type(error).__name__)
         return result
+
+    def _queue_place(self, job: ChatJob) -> tuple[int, str | None]:
+        """The job's priority level and fairness key."""
+        if workflow.patched(JOB_PRIORITY_AND_FAIRNESS):
+            return job.priority, job.user_id
+        return DEFAULT_PRIORITY, None
 
     def _new_seed(self) -> int:
         return workflow.random().randint(0, 2**31 - 1)

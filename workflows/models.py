@@ -29,6 +29,13 @@ def generate_task_queue(workflow_task_queue: str) -> str:
 
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+# Whoever the backend serves, as an opaque id: the fairness key of the job's generations (Temporal keeps it in
+# plain text with each task; its limit is 64 bytes).
+USER_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+# Temporal task priority levels: 1 highest … 5 lowest (the server's default range); 3 is the server's default.
+HIGHEST_PRIORITY = 1
+LOWEST_PRIORITY = 5
+DEFAULT_PRIORITY = 3
 
 
 class JobType(StrEnum):
@@ -145,6 +152,12 @@ class ChatJob(StrictModel):
     deadline_seconds: float | None = Field(default=None, gt=0, le=3600)
     # The chat's story memory (None: the job gets no summaries, as before memory existed; {}: an empty one).
     memory: Memory | None = None
+    # Fairness: jobs of different users take turns in the generation queue, so that one user's backlog does not
+    # hold the others' jobs back. Jobs without a user_id share one turn, as if they were one user.
+    user_id: str | None = Field(default=None, pattern=USER_ID_PATTERN)
+    # Within a level, fairness; a higher level goes first (1 highest … 5 lowest).
+    # Strict: `true` or "1" in JSON is a mistake, not the highest priority.
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=HIGHEST_PRIORITY, le=LOWEST_PRIORITY, strict=True)
     author_note: AuthorNote | None = None
 
     @field_validator("mode")

@@ -25,7 +25,7 @@ from characters import (
 from orchestrator.cli.command import Argument, CardFile, Command, OneOf, connected
 from orchestrator.errors import AsCliError, CliError
 from orchestrator.settings import Settings
-from workflows.models import ChatJob, ChatResult, JobType, Message
+from workflows.models import DEFAULT_PRIORITY, ChatJob, ChatResult, JobType, Message
 
 if TYPE_CHECKING:
     from orchestrator.client import ChatClient
@@ -70,6 +70,8 @@ def job_from_args(args: argparse.Namespace, messages: list[Message], mode: str =
             character=character,
             scenario=args.scenario,
             author_note={"text": args.author_note} if args.author_note else None,
+            user_id=args.user_id,
+            priority=args.priority,
         )
     except ValidationError as error:
         raise CliError(f"invalid job: {describe_validation_error(error, 'job')}", code=2) from None
@@ -275,6 +277,12 @@ CHAT = Command(
             metavar="TEXT",
             help="an author's note for every job (depth 4, every user turn; see README's Author's note)",
         ),
+        Argument(
+            "--user-id",
+            help="whose job it is (letters, digits, . _ : -; at most 64): users take turns in the generation queue "
+            "(default: none, the turn all jobs without one share)",
+        ),
+        Argument("--priority", type=int, default=DEFAULT_PRIORITY, help="1 (highest) to 5 (lowest) (default: 3)"),
     ),
     run=cmd_chat,
 )

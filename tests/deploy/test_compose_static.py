@@ -185,7 +185,9 @@ def test_the_server_gets_a_dynamic_config_file() -> None:
     assert bind_mounts(server)[environment(server)["DYNAMIC_CONFIG_FILE_PATH"]].is_file()
 
 
-def test_the_servers_dynamic_config_honours_priority_on_the_generation_queue_as_the_dev_stacks_does() -> None:
+def test_the_servers_dynamic_config_honours_priority_and_fairness_on_the_generation_queue_as_the_dev_stacks_does() -> (
+    None
+):
     server = services()["temporal"]
     config = yaml.safe_load(bind_mounts(server)[environment(server)["DYNAMIC_CONFIG_FILE_PATH"]].read_text())
     worker = environment(services()["worker"])
@@ -194,8 +196,8 @@ def test_the_servers_dynamic_config_honours_priority_on_the_generation_queue_as_
         "taskQueueName": generate_task_queue(worker["CHAT_WORKER_TASK_QUEUE"]),
         "taskType": "Activity",
     }
-    assert config["matching.useNewMatcher"] == [{"value": True}]
-    assert DEV_SERVER_DYNAMIC_CONFIG["matching.useNewMatcher"] is True
+    assert config["matching.enableFairness"] == [{"value": True}]
+    assert DEV_SERVER_DYNAMIC_CONFIG["matching.enableFairness"] is True
     for key in ("matching.numTaskqueueReadPartitions", "matching.numTaskqueueWritePartitions"):
         assert config[key] == [{"value": 1, "constraints": generation_queue}]
         assert DEV_SERVER_DYNAMIC_CONFIG[key] == 1

@@ -99,6 +99,16 @@ JOBS = {
         sampling={"max_tokens": 24, "seed": 4},
         deadline_seconds=600,
     ),
+    # After job-priority-and-fairness: the job's generation queues at its priority, its user_id the fairness key.
+    "roleplay_user_priority": ChatJob(
+        job_id="history-roleplay-user-priority",
+        messages=[{"role": "user", "content": "Evening, Mira. Is the stew still warm?"}],
+        character="Mira",
+        user_name="Tam",
+        sampling={"max_tokens": 48, "seed": 11},
+        user_id="history-user-1",
+        priority=2,
+    ),
 }
 # Recorded with small engine limits, so a short chat's window drops turns.
 SMALL_LIMITS = {"roleplay_memory_summarized": {"max_input_tokens": 640, "max_total_tokens": 1024}}

@@ -8,9 +8,11 @@ import shlex
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
 
 from orchestrator.client import ChatClient, connect
@@ -22,7 +24,19 @@ from tests.helpers import ROOT, arun, run, stack_env, started
 @pytest.mark.parametrize(
     ("command", "says"),
     [
-        ("chat", ["--character", "--scenario", "--message", "--user-name", "Mira", "chat_roleplay"]),
+        (
+            "chat",
+            [
+                "--character",
+                "--scenario",
+                "--message",
+                "--user-name",
+                "Mira",
+                "chat_roleplay",
+                "--user-id",
+                "--priority",
+            ],
+        ),
         ("dev", ["Temporal dev server", "llama.cpp", "8233", ".state", "Ctrl-C"]),
         ("worker", ["chat-generate", "SIGTERM"]),
         ("demo", ["roleplay", ".state"]),
@@ -54,6 +68,21 @@ def test_out_of_range_sampling_is_refused_naming_the_field(settings: Settings) -
     assert done.returncode == 2 and "job.sampling.temperature" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        (["--priority", "0"], "job.priority"),
+        (["--priority", "6"], "job.priority"),
+        (["--user-id", "a b"], "job.user_id"),
+    ],
+)
+def test_a_bad_priority_or_user_id_is_refused_naming_the_field(
+    settings: Settings, flags: list[str], field: str
+) -> None:
+    done = run("chat", "--message", "hi", *flags, env=stack_env(settings))
+    assert done.returncode == 2 and done.stderr.startswith(f"error: invalid job: {field}:")
+
+
 def test_no_temporal_is_one_clear_line(tmp_path: Path) -> None:
     env = stack_env(settings_on_free_ports(tmp_path))  # free ports: nothing listens there
     done = run("chat", "--message", "hi", env=env)
@@ -81,6 +110,22 @@ async def test_chat_prints_a_real_reply(chat: object, settings: Settings) -> Non
     assert "attempt(s)" in done.stderr
     reply = done.stdout.removeprefix("Mira: ").strip()
     assert reply not in done.stderr and "One ale" not in done.stderr  # no chat text in the logs
+
+
+async def test_chat_queues_the_jobs_generation_with_its_priority_and_user_id(
+    chat: ChatClient, settings: Settings
+) -> None:
+    job_id = f"cli-{uuid.uuid4().hex[:10]}"
+    flags = ["--job-id", job_id, "--user-id", "tenant-7:u.42", "--priority", "2", "--max-tokens", "16"]
+    done = await arun("chat", "--message", "Evening! One ale, please.", *flags, env=stack_env(settings))
+    assert done.returncode == 0, done.stderr
+    history = await chat.handle(job_id).fetch_history()
+    [first, *_] = [
+        e.activity_task_scheduled_event_attributes.priority
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert (first.priority_key, first.fairness_key) == (2, "tenant-7:u.42")
 
 
 async def test_chat_with_an_unknown_character_is_refused(chat: object, settings: Settings) -> None:

@@ -16,10 +16,10 @@ def test_pids_name_the_running_servers(stack: DevStack) -> None:
     assert "orchestrator.llama_server" in command_line(pids[LLAMA_SERVER])
 
 
-def test_the_dev_server_runs_with_the_priority_matcher_and_one_partition_per_queue(stack: DevStack) -> None:
+def test_the_dev_server_runs_with_the_fair_matcher_and_one_partition_per_queue(stack: DevStack) -> None:
     line = command_line(stack.pids()[TEMPORAL_DEV_SERVER])
     for flag in (
-        "--dynamic-config-value matching.useNewMatcher=true",
+        "--dynamic-config-value matching.enableFairness=true",
         "--dynamic-config-value matching.numTaskqueueReadPartitions=1",
         "--dynamic-config-value matching.numTaskqueueWritePartitions=1",
     ):

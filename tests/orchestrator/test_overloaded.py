@@ -20,7 +20,7 @@ from orchestrator.client import (
 )
 from orchestrator.settings import Settings
 from tests.helpers import USER_TEXT, cancelled, generation_started, job, worker_against
-from workflows.chat import JOB_PRIORITY
+from workflows.models import DEFAULT_PRIORITY
 
 LONG_REPLY = [{"role": "user", "content": "Tell me the whole history of Saltmere, slowly."}]
 
@@ -55,7 +55,7 @@ def test_the_refusal_names_the_job_the_wait_and_the_deadline_and_no_chat_text() 
 
 
 async def backlog_of_at_least(chat: ChatClient, count: int) -> None:
-    while (await chat.generation_backlog(JOB_PRIORITY)).ahead < count:  # noqa: ASYNC110
+    while (await chat.generation_backlog(DEFAULT_PRIORITY)).ahead < count:  # noqa: ASYNC110
         await asyncio.sleep(0.2)
 
 
@@ -72,7 +72,7 @@ async def test_a_job_that_the_backlog_cannot_serve_before_its_deadline_is_refuse
                 started.append(await chat.submit(job(messages=LONG_REPLY, sampling={"max_tokens": 400})))
             # Temporal's stats are approximate and cached up to 5 s: wait until they show the backlog.
             await asyncio.wait_for(backlog_of_at_least(chat, 4), timeout=60)
-            backlog = await chat.generation_backlog(JOB_PRIORITY)
+            backlog = await chat.generation_backlog(DEFAULT_PRIORITY)
             assert backlog.dispatch_rate > 0  # the long job was dispatched lately: the rate is known
 
             refused = job(deadline_seconds=1)
@@ -83,6 +83,8 @@ async def test_a_job_that_the_backlog_cannot_serve_before_its_deadline_is_refuse
             with pytest.raises(RPCError) as missing:
                 await chat.handle(refused.job_id).describe()
             assert missing.value.status == RPCStatusCode.NOT_FOUND  # nothing was started
+            # The same deadline at priority 1: nothing is queued ahead of it at its level.
+            started.append(await chat.submit(job(deadline_seconds=1, priority=1), refuse_when_overloaded=True))
 
             accepted = await chat.submit(refused)  # the same job without the flag is started
             started.append(accepted)

@@ -130,6 +130,14 @@ def malformed_jobs() -> st.SearchStrategy[Case]:
         mutation(("sampling", "seed"), st.integers(max_value=-1) | st.integers(min_value=2**31), "job.sampling.seed"),
         mutation(("deadline_seconds",), st.floats(max_value=0) | st.floats(600.5, 1e9), "job.deadline_seconds"),
         mutation(("user_name",), st.just("") | st.integers(101, 300).map(lambda n: MARK * n), "job.user_name"),
+        mutation(
+            ("user_id",),
+            st.one_of(marked().map(lambda t: f"has space {t}"), st.integers(65, 300).map(lambda n: "u" * n)),
+            "job.user_id",
+        ),
+        mutation(
+            ("priority",), st.one_of(st.integers(max_value=0), st.integers(min_value=6), marked()), "job.priority"
+        ),
         # A character's name is no chat text: the error quotes it, as it does a bundled one's.
         mutation(("character",), st.integers(0, 10**6).map(lambda n: f"Nobody {n}"), "job.character: unknown"),
         mutation(("character",), st.integers() | st.lists(st.integers(), max_size=2), "job.character"),

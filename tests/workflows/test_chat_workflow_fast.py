@@ -43,9 +43,10 @@ from temporalio.worker import Worker
 from orchestrator.devstack import temporal_binary
 from orchestrator.worker import MAX_HEARTBEAT_THROTTLE
 from workflows.activities import CheckRequest, Prepared, PrepareRequest, resolved_character
-from workflows.chat import JOB_PRIORITY, ChatWorkflow, ended_by, generation_priority
+from workflows.chat import ChatWorkflow, ended_by, generation_priority, summary_priority
 from workflows.context import BuiltContext, Dropped, build_context, estimate_tokens, stop_sequences
 from workflows.models import (
+    DEFAULT_PRIORITY,
     STREAM_TOPIC,
     CancelledEvent,
     ChatJob,
@@ -461,7 +462,17 @@ async def test_a_context_shrink_is_not_an_attempt(env: WorkflowEnvironment) -> N
     assert await generation_summaries(env.client, ended.workflow_id) == ["roleplay · 1 turn · attempt 1"] * 2
 
 
-async def test_later_generations_queue_one_priority_level_above_the_first(dev_env: WorkflowEnvironment) -> None:
+@pytest.mark.parametrize(
+    ("fields", "keys", "fairness_key"),
+    [
+        ({}, [DEFAULT_PRIORITY, 2, 2, 2], ""),  # no user_id: the one key every such job shares
+        ({"priority": 5, "user_id": "tenant-7:u.42"}, [5, 4, 4, 4], "tenant-7:u.42"),
+        ({"priority": 1, "user_id": "u1"}, [1, 1, 1, 1], "u1"),
+    ],
+)
+async def test_later_generations_queue_one_priority_level_above_the_first_with_the_users_fairness_key(
+    dev_env: WorkflowEnvironment, fields: dict[str, object], keys: list[int], fairness_key: str
+) -> None:
     # The dev server (the test server keeps no priority in its history): a shrink's retry, a regeneration
     # after a rejected reply, and its regeneration; each a generate activity scheduled with its priority.
     too_long = ApplicationError(
@@ -472,7 +483,7 @@ async def test_later_generations_queue_one_priority_level_above_the_first(dev_en
         replies=[too_long, reply("first"), reply("second"), reply()],
         verdicts=[verdict(["out_of_character"], cleaned="first"), verdict(["too_short"], cleaned="second"), verdict()],
     )
-    ended = await run_job(dev_env, fakes)
+    ended = await run_job(dev_env, fakes, chat_job=job(**fields))
     assert ended.ok().outcome == "ok" and [r.attempt for r in fakes.generated] == [1, 1, 2, 3]
     history = await dev_env.client.get_workflow_handle(ended.workflow_id).fetch_history()
     scheduled = [
@@ -481,13 +492,19 @@ async def test_later_generations_queue_one_priority_level_above_the_first(dev_en
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
     assert [s.activity_type.name for s in scheduled] == ["generate"] * 4
-    assert [s.priority.priority_key for s in scheduled] == [JOB_PRIORITY, 2, 2, 2]
-    assert JOB_PRIORITY == 3
+    assert [s.priority.priority_key for s in scheduled] == keys
+    assert [s.priority.fairness_key for s in scheduled] == [fairness_key] * 4
+    assert DEFAULT_PRIORITY == 3
 
 
 def test_a_later_generation_is_one_level_higher_never_above_the_highest() -> None:
     assert [generation_priority(p, later=False).priority_key for p in range(1, 6)] == [1, 2, 3, 4, 5]
     assert [generation_priority(p, later=True).priority_key for p in range(1, 6)] == [1, 1, 2, 3, 4]
+
+
+def test_a_reply_jobs_summary_is_one_level_below_the_job_never_below_the_lowest() -> None:
+    assert [summary_priority(p).priority_key for p in range(1, 6)] == [2, 3, 4, 5, 5]
+    assert summary_priority(2, "u1").fairness_key == "u1"
 
 
 async def test_metrics_that_cannot_be_recorded_do_not_cost_the_reply(env: WorkflowEnvironment) -> None:

@@ -16,7 +16,7 @@ from temporalio.api.enums.v1 import EventType
 from orchestrator.client import ChatClient
 from orchestrator.settings import Settings
 from tests.helpers import cancelled, generation_started, job, worker_against
-from workflows.chat import JOB_PRIORITY
+from workflows.models import DEFAULT_PRIORITY
 
 PROMPT = "Tell me the whole history of Saltmere, slowly."
 RESERVE = 1
@@ -73,8 +73,8 @@ async def test_a_rejected_replys_regeneration_starts_before_the_new_jobs_queued_
 
     # A third generation may have been scheduled before the cancel reached the job: one level up as well.
     keys = [key for key, _, _ in regenerated]
-    assert keys[:2] == [JOB_PRIORITY, JOB_PRIORITY - 1] and set(keys[1:]) == {JOB_PRIORITY - 1}
-    assert {key for key, _, _ in new_first} == {JOB_PRIORITY}
+    assert keys[:2] == [DEFAULT_PRIORITY, DEFAULT_PRIORITY - 1] and set(keys[1:]) == {DEFAULT_PRIORITY - 1}
+    assert {key for key, _, _ in new_first} == {DEFAULT_PRIORITY}
     _, regeneration_scheduled, regeneration_started = regenerated[1]
     assert regeneration_started is not None
     # The premise: every new job's first generation was queued before the regeneration was.

@@ -27,7 +27,7 @@ from tests.workflows.test_chat_workflow_fast import (  # noqa: F401 (fixtures)
     run_job,
 )
 from workflows.activities import resolved_character
-from workflows.chat import JOB_PRIORITY, SUMMARY_PRIORITY, ChatWorkflow
+from workflows.chat import ChatWorkflow
 from workflows.context import build_context, estimate_tokens
 from workflows.memory import summary_prompt
 from workflows.models import (
@@ -150,7 +150,7 @@ def window_start(chat_job: Any) -> int:
 async def test_a_dropped_window_is_summarised_after_the_reply_and_covers_advances(
     dev_env: WorkflowEnvironment,  # noqa: F811 (fixture)
 ) -> None:
-    chat_job = long_job(Memory(facts=[FACT]))
+    chat_job = long_job(Memory(facts=[FACT]), priority=2, user_id="reader-9")
     start = window_start(chat_job)
     assert start > 0
     fakes = MemoryFakes(summaries=[summary(SUMMARY)])
@@ -169,7 +169,8 @@ async def test_a_dropped_window_is_summarised_after_the_reply_and_covers_advance
     assert chat_job.messages[start].content not in summarised
     assert [p.covers for p in fakes.summary_prompts][-1] == start
     assert all(r.stop == fakes.summary_prompts[0].stop and r.stop for r in steps)
-    # A generation like any: the generate activity on the generation queue, after the reply, one level lower.
+    # A generation like any: the generate activity on the generation queue, after the reply, one level below the
+    # job's, with the job's fairness key.
     history = await dev_env.client.get_workflow_handle(ended.workflow_id).fetch_history()
     scheduled = [
         e.activity_task_scheduled_event_attributes
@@ -178,8 +179,8 @@ async def test_a_dropped_window_is_summarised_after_the_reply_and_covers_advance
     ]
     assert [s.activity_type.name for s in scheduled] == ["generate"] * (1 + len(steps))
     assert {s.task_queue.name for s in scheduled} == {generate_task_queue(f"memory-{id(fakes)}")}
-    summary_key = SUMMARY_PRIORITY.priority_key
-    assert [s.priority.priority_key for s in scheduled] == [JOB_PRIORITY] + [summary_key] * len(steps)
+    assert [s.priority.priority_key for s in scheduled] == [2] + [3] * len(steps)
+    assert {s.priority.fairness_key for s in scheduled} == {"reader-9"}
     # The next job carries the new memory: its context holds the summary and asks for no summary.
     follow_up = chat_job.model_copy(update={"memory": result.memory})
     context = build_context(follow_up, resolved_character(follow_up), budget=BUDGET, count=estimate_tokens)

@@ -28,6 +28,15 @@ def test_job_round_trips_as_plain_json() -> None:
         ({"sampling": {"top_p": 0}}, "job.sampling.top_p"),
         ({"sampling": {"max_tokens": 0}}, "job.sampling.max_tokens"),
         ({"temperature": 0.5}, "job.temperature"),
+        ({"user_id": "has space"}, "job.user_id"),
+        ({"user_id": ""}, "job.user_id"),
+        ({"user_id": "u" * 65}, "job.user_id"),
+        ({"user_id": 42}, "job.user_id"),
+        ({"priority": 0}, "job.priority"),
+        ({"priority": 6}, "job.priority"),
+        ({"priority": 2.5}, "job.priority"),
+        ({"priority": "1"}, "job.priority"),  # strict: a string or a boolean is a mistake, not a level
+        ({"priority": True}, "job.priority"),
     ],
 )
 def test_bad_jobs_name_the_field(change: dict[str, object], field: str) -> None:
@@ -35,6 +44,14 @@ def test_bad_jobs_name_the_field(change: dict[str, object], field: str) -> None:
     with pytest.raises(ValidationError) as error:
         ChatJob.model_validate(values)
     assert field in describe_validation_error(error.value, "job")
+
+
+def test_user_id_and_priority_are_optional_and_round_trip() -> None:
+    plain = ChatJob.model_validate({"job_id": "j", "messages": [{"role": "user", "content": "hi"}]})
+    assert plain.user_id is None and plain.priority == 3
+    keyed = ChatJob.model_validate({**plain.model_dump(), "user_id": "tenant-7:u.42_" + "x" * 50, "priority": 1})
+    assert len(keyed.user_id or "") == 64
+    assert ChatJob.model_validate_json(keyed.model_dump_json()) == keyed
 
 
 def test_result_schema_is_plain_json() -> None:
