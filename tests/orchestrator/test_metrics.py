@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +26,12 @@ import yaml
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from orchestrator.client import ChatClient
+from orchestrator.client import ChatClient, workflow_id
 from orchestrator.devstack import free_port
 from orchestrator.metrics import DEV_METRICS_ADDRESS, dev_settings
 from orchestrator.settings import Settings
 from orchestrator.worker import workers_running
-from tests.helpers import USER_TEXT, job
+from tests.helpers import USER_TEXT, generate_tries, job
 from tests.workflows.test_bad_inputs import raw_payload
 from workflows.models import ChatResult
 
@@ -65,6 +65,7 @@ class Scraped:
     results: list[ChatResult]
     failed: list[str]
     job_ids: list[str]
+    generation_tries: int  # Temporal's tries of every generation (a try that timed out on a busy machine is retried)
 
     def query(self, promql: str) -> list[dict[str, object]]:
         url = f"{self.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
@@ -124,18 +125,19 @@ async def http(url: str, method: str = "GET") -> str:
     return await asyncio.to_thread(fetched)
 
 
-async def until(check: object, what: str, within: float = 90) -> None:
-    """Guard against a hang: `check()` (sync, run in a thread) must come true within `within` seconds."""
+async def until(seen: Callable[[], object], wanted: Callable[[object], bool], what: str, within: float = 90) -> None:
+    """Guard against a hang: what `seen()` returns (run in a thread) must be `wanted` within `within` seconds."""
     deadline = asyncio.get_running_loop().time() + within
     last: object = None
     while asyncio.get_running_loop().time() < deadline:
         try:
-            if await asyncio.to_thread(check):  # type: ignore[arg-type]
+            last = await asyncio.to_thread(seen)
+            if wanted(last):
                 return
         except Exception as error:  # not up yet
             last = error
         await asyncio.sleep(0.5)
-    raise AssertionError(f"{what} did not happen within {within} s (last error: {last})")
+    raise AssertionError(f"{what} did not happen within {within} s (last seen: {last!r})")
 
 
 async def ran(chat: ChatClient, client: Client, settings: Settings) -> tuple[list[ChatResult], list[str], list[str]]:
@@ -170,13 +172,18 @@ async def scraped(
     async with workers_running(client, wired):
         chat = ChatClient(client, wired)
         results, failed, job_ids = await ran(chat, client, wired)
+        tries = sum([sum(await generate_tries(client, workflow_id(job_id))) for job_id in job_ids])
         prometheus_config(config, wired.metrics_address or "", f"127.0.0.1:{settings.temporal_metrics_port}")
-        await until(lambda: urllib.request.urlopen(f"{prometheus}/-/ready", timeout=5).status == 200, "prometheus up")
+        ready = f"{prometheus}/-/ready"
+        await until(lambda: urllib.request.urlopen(ready, timeout=5).status, lambda s: s == 200, "prometheus up")
         await http(f"{prometheus}/-/reload", method="POST")
-        found = Scraped(prometheus, f"http://{wired.metrics_address}/metrics", wired, results, failed, job_ids)
+        found = Scraped(prometheus, f"http://{wired.metrics_address}/metrics", wired, results, failed, job_ids, tries)
         ended = f'sum(chat_worker_jobs_total{{task_queue="{wired.task_queue}"}})'
-        await until(lambda: found.query(ended) and found.value(ended) == JOBS + 1, "every job scraped")
-        await until(lambda: found.query('up{job="temporal"} == 1'), "the dev server scraped")
+        await until(lambda: found.query(ended), lambda r: bool(r) and found.value(ended) == JOBS + 1, "jobs scraped")
+        temporal_up = 'up{job="temporal"}'
+        await until(
+            lambda: found.query(temporal_up), lambda r: bool(r) and found.value(temporal_up) == 1, "temporal up"
+        )
         yield found
 
 
@@ -224,7 +231,8 @@ def test_promql_sums_the_jobs_tokens_attempts_and_reasons(scraped: Scraped) -> N
 def test_promql_sees_the_generations_and_the_slots_they_are_measured_against(scraped: Scraped) -> None:
     where = f'{{task_queue="{scraped.settings.generate_task_queue}"}}'
     tries = by_labels(scraped, f"sum by (purpose, result) (chat_worker_generations_total{where})", "purpose", "result")
-    assert tries == {("reply", "ok"): float(sum(r.attempts for r in scraped.results))}
+    assert tries[("reply", "ok")] == sum(r.attempts for r in scraped.results)
+    assert sum(tries.values()) == scraped.generation_tries
     assert scraped.value(f"sum(chat_worker_generations_in_flight{where})") == 0
     assert scraped.value(f"sum(chat_worker_generation_slots{where})") == scraped.settings.generation_slots
     assert scraped.value(f"max(chat_worker_engine_max_concurrent_requests{where})") == scraped.settings.generation_slots
@@ -277,6 +285,9 @@ async def test_the_dashboard_reads_only_metrics_that_exist(scraped: Scraped) -> 
         scraped.query(expression.replace("$__rate_interval", "1m"))
     # Every panel's metric is one this stack serves: the worker's, the Temporal server's or TGI's.
     assert {n for n in wanted if n.startswith("chat_worker_")} and wanted & TGI_METRICS
+    # The backlog panel groups the server's gauge by these labels.
+    backlog = scraped.query('approximate_backlog_count{namespace="default"}')
+    assert backlog and all({"taskqueue", "task_type"} <= row["metric"].keys() for row in backlog)  # type: ignore[union-attr]
 
 
 def test_dev_serves_metrics_on_its_default_address_unless_told() -> None:
