@@ -20,7 +20,7 @@ from orchestrator.settings import Settings
 from workflows.metrics import ENGINE_MAX_CONCURRENT_REQUESTS, GENERATION_SLOTS, HISTOGRAM_BUCKETS
 
 # Where `python -m orchestrator dev` serves metrics unless CHAT_WORKER_METRICS_ADDRESS says otherwise
-# (Prometheus' registry of default ports lists 9464 for OpenTelemetry-style exporters).
+# (9464: the default port of OpenTelemetry's Prometheus exporter).
 DEV_METRICS_ADDRESS = "127.0.0.1:9464"
 
 _runtimes: dict[str, Runtime] = {}

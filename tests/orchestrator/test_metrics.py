@@ -29,7 +29,7 @@ from temporalio.exceptions import ApplicationError
 from orchestrator.client import ChatClient, workflow_id
 from orchestrator.devstack import free_port
 from orchestrator.metrics import DEV_METRICS_ADDRESS, dev_settings
-from orchestrator.settings import Settings
+from orchestrator.settings import Settings, SettingsError, load_settings
 from orchestrator.worker import workers_running
 from tests.helpers import USER_TEXT, generate_tries, job
 from tests.workflows.test_bad_inputs import raw_payload
@@ -297,3 +297,11 @@ def test_dev_serves_metrics_on_its_default_address_unless_told() -> None:
     assert dev_settings(told).metrics_address == "127.0.0.1:9999"
     off = Settings(_env_file=None, metrics_address="")  # type: ignore[call-arg]
     assert dev_settings(off).metrics_address is None
+
+
+def test_a_metrics_address_that_is_not_host_and_port_stops_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAT_WORKER_METRICS_ADDRESS", "9464")
+    with pytest.raises(SettingsError, match="CHAT_WORKER_METRICS_ADDRESS"):
+        load_settings()
+    monkeypatch.setenv("CHAT_WORKER_METRICS_ADDRESS", "")
+    assert load_settings().metrics_address is None
