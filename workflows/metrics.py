@@ -20,7 +20,7 @@ from temporalio.common import MetricMeter
 from temporalio.exceptions import ApplicationError, is_cancelled_exception
 
 from workflows.models import ChatResult
-from workflows.results import Attempt
+from workflows.results import Attempt, tokens_per_second
 
 JOBS = "chat_worker_jobs_total"
 ATTEMPTS = "chat_worker_job_attempts"
@@ -98,7 +98,7 @@ def record_returned(meter: MetricMeter, job: dict[str, str], result: ChatResult)
         ).record(timings.first_token_ms / 1000, job)
     if timings.engine_ms > 0:
         meter.create_histogram_float(TOKENS_PER_SECOND, "Completion tokens per second of engine time", "1/s").record(
-            result.completion_tokens / (timings.engine_ms / 1000), job
+            tokens_per_second(result), job
         )
 
 
