@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     workers_per_engine: int = Field(default=1, ge=1, le=256)
     inference_timeout_seconds: Seconds = 60.0
     job_deadline_seconds: Seconds = 120.0
+    # Where the worker serves Prometheus metrics (host:port, /metrics): Temporal's SDK metrics and the jobs'
+    # (orchestrator/metrics.py). None or empty: not served (`dev` serves them on DEV_METRICS_ADDRESS unless set).
+    metrics_address: str | None = None
 
     # Embedded dev stack
     state_dir: Path = Path(".state")
@@ -98,9 +101,16 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_chat_text: bool = False
 
-    @field_validator("temporal_address")
+    @field_validator("metrics_address", mode="before")
     @classmethod
-    def _host_and_port(cls, value: str) -> str:
+    def _empty_is_off(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("temporal_address", "metrics_address")
+    @classmethod
+    def _host_and_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("must be host:port, e.g. 127.0.0.1:7233")

@@ -25,6 +25,7 @@ from orchestrator.engine_watch import EngineSlots, EngineWatch, GenerationSlots
 from orchestrator.engines import Engine, detected_engine
 from orchestrator.health import engine_is_down
 from orchestrator.inference import InferenceClient
+from orchestrator.metrics import worker_client_serving_metrics
 from orchestrator.settings import Settings
 from orchestrator.tokens import token_counter
 from orchestrator.visibility import check_search_attributes
@@ -126,9 +127,11 @@ async def run_workers(
     engine: Engine | None = None,
 ) -> None:
     """Run until `stop` is set, then shut the workers down gracefully. `ready` is set once they poll. `engine`:
-    the engine's description when the caller already has it, else found now (`settings_engine`)."""
+    the engine's description when the caller already has it, else found now (`settings_engine`). With
+    CHAT_WORKER_METRICS_ADDRESS set, the workers serve Prometheus metrics there (orchestrator/metrics.py)."""
     await check_search_attributes(client, settings.temporal_namespace)
     engine = engine or await settings_engine(settings)
+    client = await worker_client_serving_metrics(client, settings)
     async with AsyncExitStack() as stack:
         watch = EngineWatch(settings.inference_base_url, is_down=partial(engine_is_down, engine=engine))
         stack.push_async_callback(watch.aclose)  # after the workers: their shutdown may still wait on it
@@ -146,6 +149,8 @@ async def run_workers(
             settings.inference_base_url,
             ", detected" if settings.engine == "auto" and engine.kind is not None else "",
         )
+        if settings.metrics_address is not None:
+            logger.info("metrics on http://{}/metrics", settings.metrics_address)
         await stop.wait()
         logger.info("shutting down workers")
 

@@ -88,6 +88,8 @@ def stack_env(settings: Settings) -> dict[str, str]:
         CHAT_WORKER_TEMPORAL_METRICS_PORT=str(settings.temporal_metrics_port),
         CHAT_WORKER_INFERENCE_BASE_URL=settings.inference_base_url,
         CHAT_WORKER_STATE_DIR=str(settings.state_dir),
+        # Off unless the settings name an address: `dev` would take 127.0.0.1:9464, which a `make dev` may hold.
+        CHAT_WORKER_METRICS_ADDRESS=settings.metrics_address or "",
     )
     return env
 

@@ -26,6 +26,7 @@ from temporalio.exceptions import ApplicationError
 from characters import Character, UnknownCharacter, listed, resolve
 from workflows.context import ContextTooLarge, TextsCounter, budgeted_context
 from workflows.memory import summary_budget, summary_prompt, summary_texts
+from workflows.metrics import generation_metrics
 from workflows.models import (
     STREAM_TOPIC,
     ChatJob,
@@ -337,6 +338,10 @@ class ChatActivities:
     @activity.defn(name="generate")
     async def generate(self, request: GenerateRequest) -> GenerateResult:
         """Streams the reply to the engine's caller and, as it grows, to the job's stream."""
+        with generation_metrics(activity.metric_meter(), activity.info().task_queue, request.purpose):
+            return await self._generated(request)
+
+    async def _generated(self, request: GenerateRequest) -> GenerateResult:
         info = activity.info()
         kept = self._finished.get(info)
         if kept is not None:

@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.activities import ChatActivities, JobActivities, invalid_job
     from workflows.context import char_name
     from workflows.memory import merged_memory
+    from workflows.metrics import NO_ERROR, UNKNOWN_JOB_TYPE, record_job_end
     from workflows.models import (
         DEFAULT_PRIORITY,
         ENCRYPTED_ENCODING,
@@ -256,6 +257,7 @@ class ChatWorkflow:
         self._context_ms = 0.0
         self._generation_ms = 0.0
         self._summary = "chat"
+        self._job_type = UNKNOWN_JOB_TYPE
 
     @workflow.query
     def status(self) -> JobStatus:
@@ -288,9 +290,19 @@ class ChatWorkflow:
         self._stage = "done" if isinstance(event, DoneEvent) else event.type
         workflow.upsert_search_attributes([ATTEMPTS.value_set(len(self._attempts)), OUTCOME.value_set(outcome)])
         self._events.publish(event)
+        record_job_end(
+            workflow.metric_meter(),  # records nothing while replaying: each job is counted once, when it ends
+            job_type=self._job_type,
+            outcome=outcome,
+            error_type=event.error_type if isinstance(event, FailedEvent) else NO_ERROR,
+            seconds=(workflow.now() - workflow.info().start_time).total_seconds(),
+            attempts=self._attempts,
+            result=event.result if isinstance(event, DoneEvent) else None,
+        )
 
     async def _run(self, job: RawValue) -> ChatResult:
         chat_job = parsed_job(job)
+        self._job_type = chat_job.job_type.value
         started = workflow.now()
         workflow.upsert_search_attributes([JOB_TYPE.value_set(chat_job.job_type.value)])
         self._stage = "building_context"

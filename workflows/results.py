@@ -83,7 +83,6 @@ def chat_result(
 def job_metrics(job: ChatJob, character: Character | None, first: ResolvedSampling, result: ChatResult) -> JobMetrics:
     """The one structured record per job: numbers and codes, never chat text. Sampling is the first
     attempt's, as the job asked for it (later attempts escalate it)."""
-    engine_seconds = result.timings.engine_ms / 1000
     return JobMetrics(
         job_id=job.job_id,
         job_type=job.job_type,
@@ -98,6 +97,12 @@ def job_metrics(job: ChatJob, character: Character | None, first: ResolvedSampli
         outcome=result.outcome,
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,
-        tokens_per_second=result.completion_tokens / engine_seconds if engine_seconds else 0.0,
+        tokens_per_second=tokens_per_second(result),
         timings=result.timings,
     )
+
+
+def tokens_per_second(result: ChatResult) -> float:
+    """Completion tokens per second of engine time over the job's attempts (0 when the engine took no time)."""
+    engine_seconds = result.timings.engine_ms / 1000
+    return result.completion_tokens / engine_seconds if engine_seconds else 0.0

@@ -34,12 +34,18 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.devstack import DevStack
+    from orchestrator.metrics import dev_settings, metrics_runtime
     from orchestrator.worker import run_workers, stop_on_signals
 
+    settings = dev_settings(settings)
+    if settings.metrics_address is not None:
+        metrics_runtime(settings.metrics_address)  # a taken port stops the start before the stack is up
     with DevStack(settings):
         stop = stop_on_signals()
         client = await connected(settings)
         print(f"dev stack up. Temporal Web UI: {settings.ui_url}  (Ctrl-C stops everything)", file=sys.stderr)
+        if settings.metrics_address is not None:
+            print(f"worker metrics (Prometheus): http://{settings.metrics_address}/metrics", file=sys.stderr)
         print("try: python -m orchestrator chat --character Mira --message 'Hello there'", file=sys.stderr)
         async with asyncio.TaskGroup() as running:
             running.create_task(run_workers(client, settings, stop))
@@ -94,7 +100,8 @@ DEV = Command(
     "CHAT_WORKER_INFERENCE_BASE_URL (default http://127.0.0.1:8088) and a worker, and keep them "
     "running until Ctrl-C or SIGTERM, which stops all three. Logs of the servers go to .state/logs/. "
     "With CHAT_WORKER_PAYLOAD_KEYS_FILE, payloads are encrypted and a codec server on 127.0.0.1:"
-    "CHAT_WORKER_CODEC_PORT (default 8081) lets the Web UI show them. "
+    "CHAT_WORKER_CODEC_PORT (default 8081) lets the Web UI show them. The worker serves Prometheus metrics on "
+    "CHAT_WORKER_METRICS_ADDRESS (default 127.0.0.1:9464; empty: off). "
     "Submit jobs from another terminal with `python -m orchestrator chat`.",
     run=cmd_dev,
 )
@@ -105,7 +112,8 @@ WORKER = Command(
     description="Poll task queues 'chat' (workflows) and 'chat-generate' (generation, at most "
     "CHAT_WORKER_GENERATION_SLOTS at once, default 8) until SIGTERM or Ctrl-C, which lets in-flight "
     "generations finish first. At start, a TGI engine's GET /info must match the worker's token limits "
-    "and cover its slots, or the worker refuses to run (engines without /info are not checked).",
+    "and cover its slots, or the worker refuses to run (engines without /info are not checked). With "
+    "CHAT_WORKER_METRICS_ADDRESS (host:port) it serves Prometheus metrics there on /metrics.",
     run=cmd_worker,
 )
 

@@ -4,6 +4,7 @@ test_compose_stack.py (`make test-compose`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -89,6 +90,8 @@ def test_the_compose_file_parses_and_needs_no_env_file() -> None:
         "worker",
         "codec-server",
         "models-pull",
+        "prometheus",
+        "grafana",
     }
 
 
@@ -300,6 +303,70 @@ def test_both_engines_answer_where_the_worker_looks() -> None:
     for engine in ENGINES:
         assert host in everything[engine]["networks"]["default"]["aliases"], engine
     assert port == "80"  # TGI's image sets PORT=80; vLLM is started with --port 80 (checked above)
+
+
+# --- metrics: prometheus and grafana ---------------------------------------------------------------
+
+
+def prometheus_scrapes() -> dict[str, dict[str, object]]:
+    mounts = bind_mounts(services()["prometheus"])
+    config = yaml.safe_load(mounts["/etc/prometheus/prometheus.yml"].read_text())
+    return {job["job_name"]: job for job in config["scrape_configs"]}
+
+
+def test_prometheus_scrapes_every_worker_replica_on_the_port_it_serves_metrics() -> None:
+    worker = services()["worker"]
+    host, _, port = environment(worker)["CHAT_WORKER_METRICS_ADDRESS"].rpartition(":")
+    assert host == "0.0.0.0"  # reachable from the prometheus container; compose publishes nothing for it
+    assert not worker.get("ports")
+    (discovery,) = prometheus_scrapes()["chat-worker"]["dns_sd_configs"]  # type: ignore[misc]
+    assert discovery == {"names": ["worker"], "type": "A", "port": int(port), "refresh_interval": "30s"}
+
+
+def test_prometheus_scrapes_whichever_engine_runs_and_the_temporal_server() -> None:
+    everything = services()
+    jobs = prometheus_scrapes()
+    (engine,) = jobs["engine"]["static_configs"]  # type: ignore[misc]
+    assert engine["targets"] == ["engine:80"]
+    for name in ENGINES:
+        assert "engine" in everything[name]["networks"]["default"]["aliases"]
+    metrics_port = environment(everything["temporal"])["PROMETHEUS_ENDPOINT"].rpartition(":")[2]
+    (temporal,) = jobs["temporal"]["static_configs"]  # type: ignore[misc]
+    assert temporal["targets"] == [f"temporal:{metrics_port}"]
+
+
+def test_grafana_provisions_the_prometheus_source_and_the_dashboard_it_reads() -> None:
+    everything = services()
+    mounts = bind_mounts(everything["grafana"])
+    provisioning = mounts["/etc/grafana/provisioning"]
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    prometheus_port = everything["prometheus"]["ports"][0].rpartition(":")[2]
+    assert source["url"] == f"http://prometheus:{prometheus_port}" and source["isDefault"]
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "chat-worker.yml").read_text())["providers"]
+    dashboards = mounts[provider["options"]["path"]]
+    dashboard = json.loads((dashboards / "chat-worker.json").read_text())
+    home = environment(everything["grafana"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{provider['options']['path']}/chat-worker.json"
+    sources = {t["datasource"]["uid"] for p in dashboard["panels"] for t in [p, *p["targets"]]}
+    assert sources == {source["uid"]}
+    assert everything["grafana"]["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
+
+
+def test_the_dashboard_has_the_panels_ops_asked_for() -> None:
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "chat-worker.json").read_text())
+    queries = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for wanted in (
+        "chat_worker_jobs_total",  # jobs/s by outcome
+        "histogram_quantile(0.95, sum by (le) (rate(chat_worker_response_seconds_bucket",
+        "histogram_quantile(0.95, sum by (le) (rate(chat_worker_first_token_seconds_bucket",
+        "chat_worker_generations_in_flight",  # slots in use
+        "chat_worker_engine_max_concurrent_requests",  # vs the engine's cap
+        "approximate_backlog_count",  # Temporal backlog
+        "tgi_queue_size",
+        "tgi_batch_current_size",
+    ):
+        assert wanted in queries, wanted
+    # (tests/orchestrator/test_metrics.py checks each query against a real scrape.)
 
 
 # --- the worker ----------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -185,11 +186,17 @@ async def test_worker_stops_gracefully_on_sigterm(stack: DevStack, settings: Set
 
 
 async def test_dev_stops_the_whole_stack_on_ctrl_c(tmp_path: Path) -> None:
-    settings = settings_on_free_ports(tmp_path)
+    settings = settings_on_free_ports(tmp_path, metrics_address=f"127.0.0.1:{free_port()}")
     dev = await started("dev", env=stack_env(settings))
     assert dev.stderr is not None
     seen: list[str] = []
     await wait_for_line(dev.stderr, "dev stack up", seen)
+    # It prints where the worker serves its metrics, and serves them there.
+    metrics_url = f"http://{settings.metrics_address}/metrics"
+    await wait_for_line(dev.stderr, f"worker metrics (Prometheus): {metrics_url}", seen)
+    await wait_for_line(dev.stderr, "worker polling", seen)
+    scrape = await asyncio.to_thread(lambda: urllib.request.urlopen(metrics_url, timeout=10).read().decode())
+    assert "temporal_" in scrape and "chat_worker_generation_slots" in scrape
     assert not port_is_free(settings.inference_host, settings.inference_port)
     dev.send_signal(signal.SIGINT)
     assert await asyncio.wait_for(dev.wait(), timeout=60) == 0
