@@ -184,6 +184,10 @@ async def scraped(
         await until(
             lambda: found.query(temporal_up), lambda r: bool(r) and found.value(temporal_up) == 1, "temporal up"
         )
+        # The server emits its backlog gauges about a minute after it loads a task queue (a fresh dev server has
+        # none before): the dashboard's backlog panel reads one.
+        backlog = 'approximate_backlog_count{namespace="default"}'
+        await until(lambda: found.query(backlog), bool, "the server's backlog gauge", within=180)
         yield found
 
 
