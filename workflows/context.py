@@ -52,6 +52,7 @@ from pydantic import BaseModel
 
 from characters import ASSISTANT_NAME, Character, fill_macros, scenario_text
 from characters.profile import CharacterBook
+from workflows.group import GROUP_NUDGE, GroupScene
 from workflows.lorebook import (
     DEFAULT_DEPTH,
     KeyIndex,
@@ -124,7 +125,7 @@ class LorePiece(BaseModel):
 class Note(BaseModel):
     """A text the card puts into the history at a depth (0: after the history)."""
 
-    kind: Literal["character_note", "post_history_instructions", "continue_instruction", "reminder"]
+    kind: Literal["character_note", "post_history_instructions", "continue_instruction", "group_nudge", "reminder"]
     text: str
     depth: int = 0
 
@@ -150,6 +151,7 @@ class ContextPieces(BaseModel):
     memory: Memory | None = None  # the job's story memory: its block is `memory_text`
     memory_text: str = ""
     memory_floor: str = ""  # the block without a summary: the facts, whose room is reserved with the summary's
+    other_speakers: list[str] = []  # a group job: the other members, whose line labels are stop strings
 
     def texts(self) -> list[str]:
         """Every text `assemble` may count."""
@@ -221,11 +223,16 @@ def memory_text(memory: Memory) -> str:
     return "\n\n".join(parts)
 
 
-def context_pieces(job: ChatJob, character: Character | None, reminders: Iterable[Reminder] = ()) -> ContextPieces:
+def context_pieces(
+    job: ChatJob, character: Character | None, reminders: Iterable[Reminder] = (), scene: GroupScene | None = None
+) -> ContextPieces:
+    """`scene`: a group job's, for its speaker (`character`): the cards of `scene.carded`, the history's lines
+    labelled with their speakers, the group nudge after the history."""
     name, user = char_name(character), job.user_name
+    group = scene.names if scene is not None else ()
 
-    def filled(text: str) -> str:
-        return fill_macros(text, char=name, user=user).strip()
+    def filled(text: str, speaker: Character | str = name) -> str:
+        return fill_macros(text, char=speaker, user=user, group=group).strip()
 
     default_prompt = system_prompt(job.job_type)
     roleplay = job.job_type is JobType.roleplay and character is not None
@@ -238,6 +245,9 @@ def context_pieces(job: ChatJob, character: Character | None, reminders: Iterabl
     scenario = scenario_text(character, job.scenario) if roleplay else job.scenario or ""
     chat_indices = [index for index, m in enumerate(job.messages) if m.role != "system"]
     chat = [job.messages[index] for index in chat_indices]
+    if scene is not None:
+        chat = [scene.labelled(message, user) for message in chat]
+    carded = scene.carded if scene is not None else [character] if character is not None else []
     book = character.character_book if roleplay else None
     # A scan of the whole conversation fires every entry that a scan of its last messages at any point can.
     candidates = fired_in(book, "\n".join(m.content for m in chat)) if book else []
@@ -264,17 +274,19 @@ def context_pieces(job: ChatJob, character: Character | None, reminders: Iterabl
         after_history.append(Note(kind="post_history_instructions", text=text))
     if job.mode == "continue":
         after_history.append(Note(kind="continue_instruction", text=CONTINUE_INSTRUCTION))
+    if scene is not None:
+        after_history.append(Note(kind="group_nudge", text=filled(GROUP_NUDGE)))
     constant = {piece.index for piece in lore if book is not None and book.entries[piece.index].constant}
     return ContextPieces(
         prompt=filled(prompt),
-        character=filled(character_sheet(character)) if roleplay else "",
+        character="\n\n".join(filled(character_sheet(member), member) for member in carded) if roleplay else "",
         persona=filled(f"{user} (the user): {job.user_description}") if job.user_description else "",
         scenario=filled(f"Scenario: {scenario}") if scenario else "",
         constant_lore=[piece for piece in lore if piece.index in constant],
         lore=[piece for piece in lore if piece.index not in constant],
         book=book,
         lore_budget=book.token_budget if book else None,
-        examples=[filled(block) for block in split_examples(character.mes_example)] if roleplay else [],
+        examples=[filled(block, m) for m in carded for block in split_examples(m.mes_example)] if roleplay else [],
         chat=chat,
         chat_indices=chat_indices,
         notes=[n for n in notes if n.text],
@@ -283,6 +295,7 @@ def context_pieces(job: ChatJob, character: Character | None, reminders: Iterabl
         memory=job.memory,
         memory_text=filled(memory_text(job.memory)) if job.memory else "",
         memory_floor=filled(memory_text(Memory(facts=job.memory.facts))) if job.memory else "",
+        other_speakers=scene.others if scene is not None else [],
     )
 
 
@@ -654,7 +667,7 @@ def assemble(
             examples=len(pieces.examples) - len(examples),
             lorebook_entries=len(wanted - {p.index for p in inserted}),
         ),
-        stop=stop_sequences(user_name),
+        stop=[*stop_sequences(user_name), *(f"\n{name}:" for name in pieces.other_speakers)],
         insertions=insertions,
         window=window,
         memory=memory,
@@ -704,12 +717,13 @@ async def budgeted_context(
     counter: TextsCounter,
     budget_share: float = 1.0,
     reminders: Iterable[Reminder] = (),
+    scene: GroupScene | None = None,
 ) -> BuiltContext:
     """The job's context within the engine's budget (times `budget_share`), every piece counted once.
 
     The lorebook scans and the assembly run in a thread: with a thousand entries and a long history they would
     stall the event loop that the worker's other jobs share."""
-    pieces = await asyncio.to_thread(context_pieces, job, character, reminders)
+    pieces = await asyncio.to_thread(context_pieces, job, character, reminders, scene)
     counts = await counter.count_many(pieces.texts())
     budget = token_budget(
         limits.max_input_tokens,
@@ -735,9 +749,10 @@ def build_context(
     count: TokenCounter,
     low_water: float = DEFAULT_LOW_WATER,
     reminders: Iterable[Reminder] = (),
+    scene: GroupScene | None = None,
 ) -> BuiltContext:
     return assemble(
-        context_pieces(job, character, reminders),
+        context_pieces(job, character, reminders, scene),
         user_name=job.user_name,
         budget=budget,
         count=count,
