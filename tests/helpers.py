@@ -280,3 +280,34 @@ async def generate_requests(client: Client, workflow_id: str) -> list[GenerateRe
         )
         found.append(GenerateRequest.model_validate(value))
     return found
+
+
+async def temporal_cli(settings: Settings, *args: str) -> tuple[int, str, str]:
+    from orchestrator.devstack import temporal_binary
+
+    address = ["--address", settings.temporal_address, "--namespace", settings.temporal_namespace]
+    process = await asyncio.create_subprocess_exec(
+        str(temporal_binary()), *args, *address, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def start_and_wait_with_the_temporal_cli(settings: Settings, workflow_id: str, raw_job: str) -> dict:
+    code, _, err = await temporal_cli(
+        settings,
+        "workflow",
+        "start",
+        "--type",
+        "ChatWorkflow",
+        "--task-queue",
+        settings.task_queue,
+        "--workflow-id",
+        workflow_id,
+        "--input",
+        raw_job,
+    )
+    assert code == 0, err
+    _, out, _ = await temporal_cli(settings, "workflow", "result", "--workflow-id", workflow_id, "--output", "json")
+    return json.loads(out)

@@ -169,21 +169,25 @@ def other_names(scene: GroupScene) -> list[str]:
 
 @dataclass(frozen=True)
 class SpeakerTurn:
-    """One member's part of a round: its attempts and the reply kept (`late`: the deadline came first)."""
+    """One member's part of a round: its attempts and the reply kept (`late`: the deadline came first; None: no
+    attempt could be returned, and the round went on without this member's reply)."""
 
     speaker: str
     attempts: list[Attempt]
-    chosen: Attempt
+    chosen: Attempt | None
     counted_prompt: int  # the context's own token count (for an engine that reports no usage)
     late: bool = False
 
 
 def round_result(job: ChatJob, turns: Sequence[SpeakerTurn], timings: Timings, late: bool) -> ChatResult:
     """A group job's result: `replies` in order, `content` the first's, attempts and tokens summed over the round;
-    flagged when any reply is, or the deadline left speakers out or cut one short (reason `deadline`)."""
+    flagged when any reply is, a speaker had none to return, or the deadline left speakers out or cut one short
+    (reason `deadline`). At least one turn has a reply."""
     attempts = [a for turn in turns for a in turn.attempts]
-    first = turns[0]
-    result = chat_result(job, attempts, first.chosen, timings, 0, late)
+    answered = [turn for turn in turns if turn.chosen is not None]
+    first = answered[0].chosen
+    assert first is not None
+    result = chat_result(job, attempts, first, timings, 0, late)
     counted = sum(turn.counted_prompt * len(turn.attempts) for turn in turns)
     replies = [
         GroupReply(
@@ -194,14 +198,16 @@ def round_result(job: ChatJob, turns: Sequence[SpeakerTurn], timings: Timings, l
             ),
             attempts=len(turn.attempts),
         )
-        for turn in turns
+        for turn in answered
+        if turn.chosen is not None
     ]
     details = [a.summary().model_copy(update={"speaker": turn.speaker}) for turn in turns for a in turn.attempts]
-    valid = all(turn.chosen.verdict.valid for turn in turns)
+    valid = all(turn.chosen is not None and turn.chosen.verdict.valid for turn in turns)
     return result.model_copy(
         update={
             "prompt_tokens": sum(a.result.prompt_tokens for a in attempts) or counted,
             "replies": replies,
+            "attempts": len(attempts),
             "attempt_details": details,
             "outcome": "ok" if valid and not late else "flagged",
         }

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +20,7 @@ from characters import Character
 from orchestrator.client import ChatClient, InvalidJob, JobConflict
 from orchestrator.settings import Settings
 from tests.fake_engine import FakeEngine, Scripted, reply_stream
-from tests.helpers import USER_TEXT, job, worker_against
+from tests.helpers import USER_TEXT, job, start_and_wait_with_the_temporal_cli, worker_against
 from workflows.models import ChatResult, JobType
 from workflows.sampling import reminders_after
 
@@ -219,37 +217,6 @@ async def test_a_renamed_task_queue_keeps_generation_beside_it(settings: Setting
     assert {s.task_queue.name for s in scheduled} == {"rp-generate"}
 
 
-async def temporal_cli(settings: Settings, *args: str) -> tuple[int, str, str]:
-    from orchestrator.devstack import temporal_binary
-
-    address = ["--address", settings.temporal_address, "--namespace", settings.temporal_namespace]
-    process = await asyncio.create_subprocess_exec(
-        str(temporal_binary()), *args, *address, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-async def start_and_wait_with_the_temporal_cli(settings: Settings, workflow_id: str, raw_job: str) -> dict:
-    code, _, err = await temporal_cli(
-        settings,
-        "workflow",
-        "start",
-        "--type",
-        "ChatWorkflow",
-        "--task-queue",
-        settings.task_queue,
-        "--workflow-id",
-        workflow_id,
-        "--input",
-        raw_job,
-    )
-    assert code == 0, err
-    _, out, _ = await temporal_cli(settings, "workflow", "result", "--workflow-id", workflow_id, "--output", "json")
-    return json.loads(out)
-
-
 async def test_plain_json_start_and_result_with_the_temporal_cli(
     chat: ChatClient, client: Client, settings: Settings, schemas: dict
 ) -> None:
@@ -272,18 +239,6 @@ async def test_plain_json_start_and_result_with_the_temporal_cli(
     payload = json.loads(completed.result.payloads[0].data)
     jsonschema.validate(payload, schemas["ChatResult"])
     jsonschema.validate(json.loads(raw_job), schemas["ChatJob"])
-
-
-@pytest.fixture(scope="module")
-def schemas() -> dict:
-    printed = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "schema"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    return json.loads(printed.stdout)
 
 
 @pytest.mark.parametrize(

@@ -265,3 +265,12 @@ def test_the_rounds_result_sums_the_speakers_and_keeps_the_first_as_content() ->
     assert late.outcome == "flagged" and late.reasons[-1] == "deadline" and late.replies[1].reasons[-1] == "deadline"
     alone = round_result(group_job(), cut[:1], Timings(), late=True)
     assert alone.outcome == "flagged" and len(alone.replies) == 1 and alone.reasons == ["short", "deadline"]
+
+
+def test_a_speaker_with_no_reply_is_left_out_and_the_round_flagged() -> None:
+    empty = [attempt(1, "", False, ["empty"]), attempt(2, "", False, ["empty"])]
+    theo = [attempt(1, "Papers everywhere, sorry.", True, [])]
+    turns = [SpeakerTurn("Mira", empty, None, 100), SpeakerTurn("Theo Marlowe", theo, theo[0], 120)]
+    result = round_result(group_job(), turns, Timings(), late=False)
+    assert [r.speaker for r in result.replies] == ["Theo Marlowe"] and result.content == "Papers everywhere, sorry."
+    assert result.outcome == "flagged" and result.attempts == 3 and "empty" in result.reasons
