@@ -142,16 +142,17 @@ class GroupScene:
         return list(self.members) if self.card_mode == "join" else [self.speaker]
 
     def labelled(self, message: Message, user_name: str) -> Message:
-        """The history message as a group's prompt shows it: "Name: text" (the user's name for the user's, the
-        member's for a member's; an assistant message naming no member stays as it is)."""
+        """The history message as the speaker's prompt shows it: "Name: text" (the user's name for the user's, the
+        member's for a member's), the speaker's own as the assistant's and everyone else's as the user's turns (a
+        small model shown other members' lines as its own goes on writing them); an assistant message naming no
+        member stays as it is."""
         if message.role == "user":
-            label = user_name
-        else:
-            member = member_named(self.members, message.name) if message.name is not None else None
-            if member is None:
-                return Message(role=message.role, content=message.content)
-            label = member.char_name
-        return Message(role=message.role, content=f"{label}: {message.content}")
+            return Message(role="user", content=f"{user_name}: {message.content}")
+        member = member_named(self.members, message.name) if message.name is not None else None
+        if member is None:
+            return Message(role=message.role, content=message.content)
+        role = "assistant" if member is self.speaker else "user"
+        return Message(role=role, content=f"{member.char_name}: {message.content}")
 
 
 def scene_of(members: Sequence[Character], speaker: str, group: GroupSettings | None) -> GroupScene:

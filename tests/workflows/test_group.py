@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from characters import Character, bundled_character, describe_validation_error, fill_macros
+from characters import Character, bundled_character, describe_validation_error, fill_macros, greeting, group_greeting
 from workflows.context import build_context, estimate_tokens
 from workflows.group import GROUP_NUDGE, SpeakerTurn, chosen_speakers, mentioned, round_result, scene_of
 from workflows.models import (
@@ -191,6 +191,9 @@ def test_the_history_names_its_speakers_and_the_nudge_comes_last() -> None:
     )
     messages = prompt(job, "Vivienne Laurent")
     assert [m.content for m in messages[1:3]] == ["Tam: Evening, everyone.", "Mira: Evening, Tam."]
+    # Another member's lines are the user's turns from the speaker's seat; its own are the assistant's.
+    assert [m.role for m in messages[1:3]] == ["user", "user"]
+    assert [m.role for m in prompt(job, "Mira")[1:3]] == ["user", "assistant"]
     assert messages[-1] == Message(role="system", content="[Write the next reply only as Vivi.]")
     assert GROUP_NUDGE == "[Write the next reply only as {{char}}.]"
 
@@ -274,3 +277,9 @@ def test_a_speaker_with_no_reply_is_left_out_and_the_round_flagged() -> None:
     result = round_result(group_job(), turns, Timings(), late=False)
     assert [r.speaker for r in result.replies] == ["Theo Marlowe"] and result.content == "Papers everywhere, sorry."
     assert result.outcome == "flagged" and result.attempts == 3 and "empty" in result.reasons
+
+
+def test_a_group_greeting_is_the_first_group_only_one_else_the_first_message() -> None:
+    card = Character(name="Odo", first_mes="Evening.", group_only_greetings=["Evening, {{group}}."])
+    assert group_greeting(card, "Tam", ["Mira", "Odo"]) == "Evening, Mira, Odo."
+    assert group_greeting(MIRA, "Tam", ["Mira", "Odo"]) == greeting(MIRA, "Tam")

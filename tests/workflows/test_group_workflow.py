@@ -49,17 +49,24 @@ def job_members(job: ChatJob) -> set[str]:
     return {(m if isinstance(m, str) else m.name).lower() for m in job.characters or []}
 
 
+def tried(result: ChatResult) -> list[str]:
+    """The round's speakers in order, whether or not SmolLM2 gave each a reply that can be returned (one that
+    only writes another member's line is left out, and the round flagged)."""
+    return list(dict.fromkeys(d.speaker for d in result.attempt_details if d.speaker is not None))
+
+
 def check_round(result: ChatResult, requests: list[GenerateRequest], job: ChatJob) -> None:
     """What every round holds: replies by profile name, the first as `content`, sums over the round, each
     speaker's generations on a prompt that shows the replies before it, with the nudge after the history."""
     assert result.replies and result.content == result.replies[0].content
+    assert [r.speaker for r in result.replies] == [s for s in tried(result) if s in {r.speaker for r in result.replies}]
     assert all(r.speaker in NICKNAMES and len(r.content) >= 10 for r in result.replies)
-    assert result.attempts == sum(r.attempts for r in result.replies) == len(requests)
+    assert result.attempts == len(result.attempt_details) == len(requests)
+    assert all(r.attempts == sum(d.speaker == r.speaker for d in result.attempt_details) for r in result.replies)
     assert result.completion_tokens == sum(d.completion_tokens for d in result.attempt_details)
-    assert [d.speaker for d in result.attempt_details] == [r.speaker for r in result.replies for _ in range(r.attempts)]
     assert [q.speaker for q in requests] == [d.speaker for d in result.attempt_details]
     # ok when every speaker had a valid attempt (the kept one), else flagged.
-    valid = all(any(d.valid for d in result.attempt_details if d.speaker == r.speaker) for r in result.replies)
+    valid = all(any(d.valid for d in result.attempt_details if d.speaker == s) for s in tried(result))
     assert result.outcome == ("ok" if valid else "flagged")
     before: list[str] = []
     for reply in result.replies:
@@ -84,7 +91,7 @@ async def first_speaker_attribute(client: Client, job: ChatJob) -> str | None:
 async def test_list_with_joined_cards_has_every_member_reply_in_order(chat: ChatClient, client: Client) -> None:
     job = group_job(group={"strategy": "list", "card_mode": "join"})
     result, requests = await round_of(chat, client, job)
-    assert [r.speaker for r in result.replies] == ["Bram Holt", "Lena"]
+    assert tried(result) == ["Bram Holt", "Lena"]
     check_round(result, requests, job)
     # join: every member's card in each speaker's system message.
     assert all("Character: Bram Holt" in q.messages[0].content for q in requests)
@@ -98,8 +105,8 @@ async def test_natural_swap_starts_with_the_member_mentioned(chat: ChatClient, c
         messages=[{"role": "user", "content": "BRAM, is the new anchor chain ready?"}],
     )
     result, requests = await round_of(chat, client, job)
-    speakers = [r.speaker for r in result.replies]
-    assert speakers[0] == "Bram Holt" and "Odo" not in speakers and len(speakers) == len(set(speakers))
+    speakers = tried(result)
+    assert speakers[0] == "Bram Holt" and "Odo" not in speakers
     check_round(result, requests, job)
     # swap: only the speaker's card.
     for request in requests:
@@ -119,7 +126,7 @@ async def test_pooled_picks_the_member_who_has_not_spoken(chat: ChatClient, clie
         ],
     )
     result, requests = await round_of(chat, client, job)
-    assert [r.speaker for r in result.replies] == ["Mira"]  # the bundled profile's name, not the job's "mira"
+    assert tried(result) == ["Mira"]  # the bundled profile's name, not the job's "mira"
     check_round(result, requests, job)
     assert "Lena: *Lena waves a floury hand.* Evening, Tam!" in [m.content for m in requests[0].messages]
 
@@ -141,11 +148,11 @@ async def test_manual_with_joined_cards_follows_the_given_speakers_and_streams_t
     await asyncio.wait_for(follow(), timeout=600)
     result = await handle.result()
     requests = await generate_requests(client, handle.id)
-    assert [r.speaker for r in result.replies] == ["Odo", "Bram Holt"]
+    assert tried(result) == ["Odo", "Bram Holt"]
     check_round(result, requests, job)
     # The stream's events carry the speaker, in the round's order; `done` holds the replies.
     spoken = [e.speaker for e in events if e.type in ("delta", "reset")]
-    assert spoken and list(dict.fromkeys(spoken)) == ["Odo", "Bram Holt"]
+    assert list(dict.fromkeys(spoken)) == [s for s in ["Odo", "Bram Holt"] if s in spoken] and spoken
     assert events[-1].type == "done" and events[-1].result.replies == result.replies
 
 
@@ -177,7 +184,9 @@ async def test_a_raw_json_group_job_from_the_temporal_cli(
     jsonschema.validate(raw, schemas["ChatJob"])
     outcome = await start_and_wait_with_the_temporal_cli(settings, workflow_id, json.dumps(raw))
     assert outcome["status"] == "COMPLETED", json.dumps(outcome)[:1500]
-    assert [r["speaker"] for r in outcome["result"]["replies"]] == ["Mira", "Odo"]
+    details = outcome["result"]["attempt_details"]
+    assert list(dict.fromkeys(d["speaker"] for d in details)) == ["Mira", "Odo"]
+    assert {r["speaker"] for r in outcome["result"]["replies"]} <= {"Mira", "Odo"}
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     payload = json.loads(history.events[-1].workflow_execution_completed_event_attributes.result.payloads[0].data)
     jsonschema.validate(payload, schemas["ChatResult"])
