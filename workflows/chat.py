@@ -9,6 +9,10 @@ summarize (story memory, workflows/memory.py): prepare_summary (local) → gener
 any generation → check_summary (local) → (rejected: again, new seed, adjusted sampling); a summary that never
 passes keeps the job's memory. A chat_summarize job is that step alone, on the whole conversation.
 
+A group job (`characters`, workflows/group.py): group_members (local) → speakers drawn with workflow.random() →
+for each speaker in turn: prepare (its own prompt, with the replies before it) → the attempts above → one
+ChatResult with `replies`.
+
 The input is taken as its raw payload and decoded here, so a job that does not decode (a key this worker
 lacks, bytes that are not JSON) or is malformed fails the workflow at once with a non-retryable `InvalidJob`
 naming the key id or the field (a typed parameter that does not decode would leave the workflow retrying its
