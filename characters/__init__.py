@@ -2,7 +2,7 @@
 
 from characters.base import StrictModel, describe_validation_error, listed
 from characters.cards import CardError, ImportedCard, export_card, parse_card, read_card
-from characters.greetings import NoSuchGreeting, greeting
+from characters.greetings import NoSuchGreeting, greeting, group_greeting
 from characters.macros import fill_macros
 from characters.profile import BookEntry, Character, CharacterBook
 from characters.registry import (
@@ -33,6 +33,7 @@ __all__ = [
     "export_card",
     "fill_macros",
     "greeting",
+    "group_greeting",
     "listed",
     "parse_card",
     "read_card",

@@ -46,6 +46,8 @@ V2_FIELDS = (
     "character_version",
     "extensions",
 )
+# Where SillyTavern's cards keep the profile's `talkativeness`.
+TALKATIVENESS = "talkativeness"
 V3_FIELDS = (
     *V2_FIELDS,
     "nickname",
@@ -156,12 +158,24 @@ def character_from_card_fields(fields: dict[str, Any]) -> Character:
     if isinstance(values.get("extensions"), dict):
         own, values["extensions"] = split_own_fields(values["extensions"])
         values.update(own)
+        talkativeness = talkativeness_of(values["extensions"].pop(TALKATIVENESS, None))
+        if talkativeness is not None:
+            values["talkativeness"] = talkativeness
     if not str(values.get("name", "")).strip():
         raise CardError("not a character card: it has no name")
     try:
         return Character.model_validate(values)
     except ValidationError as error:
         raise CardError(f"bad card field: {describe_validation_error(error)}") from None
+
+
+def talkativeness_of(value: Any) -> float | None:
+    """SillyTavern's `extensions.talkativeness` (written as a string, "0.5"), when it is a number from 0 to 1."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0 <= number <= 1 else None
 
 
 def lenient(fields: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
@@ -256,6 +270,8 @@ def card_data(character: Character, fields: tuple[str, ...]) -> dict[str, Any]:
     data = character.model_dump(mode="json", include=set(fields), exclude_none=True)
     if data.get("nickname") == "":  # V3: a nickname is a string or absent
         del data["nickname"]
+    if character.talkativeness != Character.model_fields["talkativeness"].default:
+        data["extensions"][TALKATIVENESS] = character.talkativeness
     own = {field: getattr(character, field) for field in OWN_FIELDS if getattr(character, field)}
     if own:
         ours = data["extensions"].get(OWN_EXTENSION)

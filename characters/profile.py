@@ -62,7 +62,10 @@ class Character(StrictModel):
     scenarios: list[str] = []  # worker: the scenario types this character is written for
     first_mes: str = ""
     alternate_greetings: list[str] = []
-    group_only_greetings: list[str] = []  # V3
+    group_only_greetings: list[str] = []  # V3: greetings for group chats only
+    # Group chats (SillyTavern's): how likely the character speaks unmentioned, 0 only when mentioned. Cards
+    # carry it in `extensions.talkativeness`.
+    talkativeness: float = Field(default=0.5, ge=0, le=1)
     mes_example: str = ""
     system_prompt: str = ""
     post_history_instructions: str = ""

@@ -201,7 +201,7 @@ class InferenceClient:
         async with AsyncInferenceClient(base_url=self.base_url, api_key=self._api_key, timeout=self._timeout) as hf:
             try:
                 stream = await hf.chat_completion(
-                    [m.model_dump() for m in messages],
+                    [{"role": m.role, "content": m.content} for m in messages],
                     model=self.model,
                     stream=True,
                     stream_options={"include_usage": True},

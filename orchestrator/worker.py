@@ -104,7 +104,14 @@ async def build_workers(client: Client, settings: Settings, engine: Engine, watc
         task_queue=settings.task_queue,
         workflows=[ChatWorkflow],
         # Local activities: they run in this worker and hold no generation slot.
-        activities=[jobs.prepare, jobs.check_reply, jobs.prepare_summary, jobs.check_summary, jobs.record_metrics],
+        activities=[
+            jobs.prepare,
+            jobs.group_members,
+            jobs.check_reply,
+            jobs.prepare_summary,
+            jobs.check_summary,
+            jobs.record_metrics,
+        ],
     )
     engine_slots = EngineSlots(engine_client(settings, engine), settings.generation_slots, watch)
     generation = Worker(

@@ -5,11 +5,14 @@ worker. Tests that need no server do not touch these fixtures."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from loguru import logger
@@ -124,3 +127,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(_exit_status)
+
+
+@pytest.fixture(scope="session")
+def schemas() -> dict:
+    """What `python -m orchestrator schema` prints."""
+    printed = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "schema"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    return json.loads(printed.stdout)

@@ -19,6 +19,7 @@ class Scripted:
     status: int = 200
     body: object | None = None  # JSON body for a plain response
     events: list[object] = field(default_factory=list)  # SSE `data:` payloads for a 200 stream
+    delay_seconds: float = 0.0  # before answering: a slow stand-in for an engine busy past the job's deadline
 
 
 def delta(text: str, finish_reason: str | None = None) -> dict[str, object]:
@@ -97,6 +98,7 @@ class FakeEngine:
             self.requests.append(body)
             await self._released.wait()
             response = self.script.pop(0) if self.script else self.then or EXHAUSTED
+        await asyncio.sleep(response.delay_seconds)
         if response.events:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
             for event in response.events:

@@ -332,3 +332,19 @@ async def start_and_wait_with_the_temporal_cli(settings: Settings, workflow_id: 
     assert code == 0, err
     _, out, _ = await temporal_cli(settings, "workflow", "result", "--workflow-id", workflow_id, "--output", "json")
     return json.loads(out)
+
+
+def one_json_object(done: subprocess.CompletedProcess[str]) -> dict:
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n") == 1
+    payload = json.loads(done.stdout)
+    assert isinstance(payload, dict)
+    return payload
+
+
+def one_error_line(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]

@@ -25,6 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from characters import Character, UnknownCharacter, listed, resolve
 from workflows.context import ContextTooLarge, TextsCounter, budgeted_context
+from workflows.group import GroupScene, other_names, scene_of
 from workflows.memory import summary_budget, summary_prompt, summary_texts
 from workflows.metrics import generation_metrics
 from workflows.models import (
@@ -109,6 +110,19 @@ def resolved_character(job: ChatJob) -> Character | None:
         raise invalid_job(f"job.character: {error}") from None
 
 
+def resolved_members(job: ChatJob) -> list[Character]:
+    """A group job's members' profiles, in the job's order; an unknown bundled name is an invalid job naming it."""
+    members = []
+    for index, ref in enumerate(job.characters or []):
+        try:
+            member = resolve(ref)
+        except UnknownCharacter as error:
+            raise invalid_job(f"job.characters.{index}: {error}") from None
+        assert member is not None
+        members.append(member)
+    return members
+
+
 def quality_warnings(metrics: JobMetrics) -> list[str]:
     """The original worker's quality monitoring: slow, short, out of character."""
     warnings = []
@@ -163,13 +177,14 @@ class JobActivities:
         job = request.job
         if self._log_chat_text:
             logger.debug("prepare job={} last message: {}", job.job_id, job.messages[-1].content)
-        problems = limit_problems(job, self._limits) + forbidden_input(job, self._policy)
-        if problems:
-            raise invalid_job(listed(problems))
-        character = resolved_character(job)
+        self._check_limits(job)
+        scene: GroupScene | None = None
+        if request.speaker is not None:
+            scene = scene_of(resolved_members(job), request.speaker, job.group)
+        character = scene.speaker if scene is not None else resolved_character(job)
         try:
             context = await budgeted_context(
-                job, character, self._engine_limits, self._counter, request.budget_share, request.reminders
+                job, character, self._engine_limits, self._counter, request.budget_share, request.reminders, scene
             )
         except ContextTooLarge as error:
             raise ApplicationError(str(error), type=ErrorType.context_too_large.value, non_retryable=True) from None
@@ -179,7 +194,19 @@ class JobActivities:
             max_attempts=self._limits.max_attempts,
             deadline_seconds=job.deadline_seconds or self._limits.default_deadline_seconds,
             max_tokens_cap=self._limits.max_tokens_cap,
+            others=other_names(scene) if scene is not None else [],
         )
+
+    def _check_limits(self, job: ChatJob) -> None:
+        problems = limit_problems(job, self._limits) + forbidden_input(job, self._policy)
+        if problems:
+            raise invalid_job(listed(problems))
+
+    @activity.defn(name="group_members")
+    async def group_members(self, job: ChatJob) -> list[Character]:
+        """A group job's members' profiles (the workflow chooses its speakers from them), after the job's limits."""
+        self._check_limits(job)
+        return resolved_members(job)
 
     @activity.defn(name="check_reply")
     async def check_reply(self, request: CheckRequest) -> Verdict:
@@ -371,7 +398,7 @@ class ChatActivities:
             nonlocal streamed
             streamed += 1
             if replying:
-                held.append(DeltaEvent(attempt=request.attempt, text=text))
+                held.append(DeltaEvent(attempt=request.attempt, speaker=request.speaker, text=text))
                 release_when_due()
 
         # Its own timer would flush only deltas already released (each is flushed at once anyway); the heartbeat
@@ -391,7 +418,11 @@ class ChatActivities:
                 events = stream.topic(STREAM_TOPIC)
                 if replying and (request.attempt > 1 or info.attempt > 1):
                     reason = "retry" if info.attempt > 1 else "regenerate"
-                    events.publish(ResetEvent(attempt=request.attempt, try_number=info.attempt, reason=reason))
+                    events.publish(
+                        ResetEvent(
+                            attempt=request.attempt, speaker=request.speaker, try_number=info.attempt, reason=reason
+                        )
+                    )
                 try:
                     result = await self._engine.complete(
                         request.messages, request.sampling, request.stop, on_text=publish_delta

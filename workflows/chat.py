@@ -9,6 +9,10 @@ summarize (story memory, workflows/memory.py): prepare_summary (local) → gener
 any generation → check_summary (local) → (rejected: again, new seed, adjusted sampling); a summary that never
 passes keeps the job's memory. A chat_summarize job is that step alone, on the whole conversation.
 
+A group job (`characters`, workflows/group.py): group_members (local) → speakers drawn with workflow.random() →
+for each speaker in turn: prepare (its own prompt, with the replies before it) → the attempts above → one
+ChatResult with `replies`.
+
 The input is taken as its raw payload and decoded here, so a job that does not decode (a key this worker
 lacks, bytes that are not JSON) or is malformed fails the workflow at once with a non-retryable `InvalidJob`
 naming the key id or the field (a typed parameter that does not decode would leave the workflow retrying its
@@ -38,10 +42,11 @@ with workflow.unsafe.imports_passed_through():
     from pydantic_core import from_json
     from temporalio.api.common.v1 import Payload
 
-    from characters import describe_validation_error, listed
+    from characters import Character, describe_validation_error, listed
     from characters.base import not_unicode_fields
     from workflows.activities import ChatActivities, JobActivities, invalid_job
     from workflows.context import char_name
+    from workflows.group import SpeakerTurn, chosen_speakers, round_result
     from workflows.memory import merged_memory
     from workflows.metrics import NO_ERROR, UNKNOWN_JOB_TYPE, record_job_end
     from workflows.models import (
@@ -64,10 +69,12 @@ with workflow.unsafe.imports_passed_through():
         FailedEvent,
         GenerateRequest,
         GenerateResult,
+        GroupSettings,
         JobLimits,
         JobStatus,
         JobType,
         Memory,
+        Message,
         Prepared,
         PrepareRequest,
         Reminder,
@@ -112,6 +119,8 @@ ESCALATION_PER_REASON = "escalation-per-reason"
 # Story memory: a job that carries memory summarises what its window dropped (prepare_summary, generate,
 # check_summary), and chat_summarize jobs exist.
 STORY_MEMORY = "story-memory"
+# Group scenes (workflows/group.py): a job with `characters` is a round, each chosen member replying in turn.
+GROUP_SCENES = "group-scenes"
 # Summary steps per job at most (each covers what fits one prompt).
 MAX_SUMMARY_STEPS = 4
 # A reply job's summaries end by then after the reply (or at the job's deadline, if sooner): a slow or stuck
@@ -258,6 +267,7 @@ class ChatWorkflow:
         self._generation_ms = 0.0
         self._summary = "chat"
         self._job_type = UNKNOWN_JOB_TYPE
+        self._speaker: str | None = None  # a group job: the member whose reply the attempts are for
 
     @workflow.query
     def status(self) -> JobStatus:
@@ -305,6 +315,8 @@ class ChatWorkflow:
         self._job_type = chat_job.job_type.value
         started = workflow.now()
         workflow.upsert_search_attributes([JOB_TYPE.value_set(chat_job.job_type.value)])
+        if chat_job.characters is not None:
+            return await self._group_round(chat_job, started)
         self._stage = "building_context"
         prepared = await self._prepare(chat_job)
         self._summary = row_summary(chat_job, prepared.character)
@@ -334,6 +346,94 @@ class ChatWorkflow:
             raise deadline_passed()
         return await self._finish(job, prepared, best, started=started, late=True, memory=job.memory)
 
+    async def _group_round(self, job: ChatJob, started: datetime) -> ChatResult:
+        """A group job: the chosen members reply in order, each seeing the replies before it, each validated and
+        retried on its own (the attempt loop, per speaker); a member with no reply that can be returned is left out
+        (flagged). The job's deadline covers the round: a speaker cut short returns its best rejected reply, those
+        not reached are left out, and the result is flagged."""
+        workflow.patched(GROUP_SCENES)
+        self._stage = "building_context"
+        try:
+            members = await workflow.execute_local_activity_method(
+                JobActivities.group_members,
+                job,
+                start_to_close_timeout=LOCAL_TIMEOUT,
+                retry_policy=LOCAL_RETRY,
+                summary="group members",
+            )
+        except ActivityError as error:
+            raise failure(error) from error
+        speakers = chosen_speakers(members, job.group or GroupSettings(), job.messages, workflow.random())
+        turns: list[SpeakerTurn] = []
+        no_reply: ApplicationError | None = None
+        late = False
+        deadline: datetime | None = None
+        for speaker in speakers:
+            if deadline is not None and workflow.now() >= deadline:
+                late = True
+                break
+            turn_job = job.model_copy(
+                update={
+                    "messages": [
+                        *job.messages,
+                        *(
+                            Message(role="assistant", content=t.chosen.verdict.cleaned, name=t.speaker)
+                            for t in turns
+                            if t.chosen is not None
+                        ),
+                    ]
+                }
+            )
+            self._speaker, self._attempt, self._attempts = speaker.name, 0, []
+            self._stage = "building_context"
+            try:
+                prepared = await self._prepare(turn_job)
+            except ApplicationError as error:
+                if not turns or error.type != ErrorType.deadline.value:
+                    raise
+                late = True
+                break
+            if deadline is None:
+                deadline = workflow.info().start_time + timedelta(seconds=prepared.deadline_seconds)
+                self._summary = row_summary(job, prepared.character)
+                workflow.set_current_details(self._summary)
+                workflow.upsert_search_attributes([CHARACTER_NAME.value_set(speaker.name)])
+            try:
+                chosen = await asyncio.wait_for(
+                    self._attempts_until_valid(turn_job, prepared, deadline),
+                    timeout=max(0.0, (deadline - workflow.now()).total_seconds()),
+                )
+            except (TimeoutError, FailureError) as error:
+                if isinstance(error, ApplicationError) and error.type == ErrorType.no_valid_reply.value:
+                    no_reply = error
+                    turns.append(SpeakerTurn(speaker.name, self._attempts, None, prepared.context.prompt_tokens))
+                    continue
+                if not ended_by_deadline(error, deadline):
+                    raise
+                late = True
+                best = best_returnable(self._attempts)
+                turns.append(SpeakerTurn(speaker.name, self._attempts, best, prepared.context.prompt_tokens, True))
+                break
+            turns.append(SpeakerTurn(speaker.name, self._attempts, chosen, prepared.context.prompt_tokens))
+        self._attempts = [a for turn in turns for a in turn.attempts]
+        answered = [turn for turn in turns if turn.chosen is not None]
+        if not answered:
+            raise no_reply if no_reply is not None and not late else deadline_passed()
+        first = answered[0]
+        results = [a.result for a in self._attempts]
+        timings = Timings(
+            context_ms=self._context_ms,
+            queue_ms=sum(r.queue_ms for r in results),
+            first_token_ms=first.chosen.result.first_token_ms if first.chosen is not None else None,
+            generation_ms=self._generation_ms,
+            engine_ms=sum(r.engine_ms for r in results),
+            total_ms=(workflow.now() - started).total_seconds() * 1000,
+        )
+        result = round_result(job, turns, timings, late)
+        speaker = next(m for m in members if m.name == first.speaker)
+        await self._record_metrics(job, speaker, first.attempts[0].sampling, result)
+        return result
+
     async def _prepare(
         self, job: ChatJob, budget_share: float = 1.0, reminders: list[Reminder] | None = None
     ) -> Prepared:
@@ -350,6 +450,7 @@ class ChatWorkflow:
                     budget_share=budget_share,
                     wait_until=deadline if waits else None,
                     reminders=reminders or [],
+                    speaker=self._speaker,
                 ),
                 start_to_close_timeout=LOCAL_TIMEOUT,
                 schedule_to_close_timeout=deadline - before if waits else None,
@@ -376,6 +477,7 @@ class ChatWorkflow:
             user_name=job.user_name,
             code_in_scene=writes_code(prepared.character) and not impersonate,
             writes_as="user" if impersonate else "character",
+            others=prepared.others,
         )
         shrunk = False
         reminders: list[Reminder] = []
@@ -444,6 +546,7 @@ class ChatWorkflow:
             messages=prepared.context.messages,
             sampling=sampling,
             stop=prepared.context.stop,
+            speaker=self._speaker,
         )
         return await self._generation(job, request, deadline, f"{self._summary} · attempt {self._attempt}")
 
@@ -499,7 +602,9 @@ class ChatWorkflow:
         activity signalled every delta (a patch would cost every job a marker and a TemporalChangeVersion upsert)."""
         streamed = result.streamed_chars
         if request.purpose == "reply" and streamed is not None and streamed < len(result.content):
-            self._events.publish(DeltaEvent(attempt=request.attempt, text=result.content[streamed:]))
+            self._events.publish(
+                DeltaEvent(attempt=request.attempt, speaker=request.speaker, text=result.content[streamed:])
+            )
 
     async def _memory_after_reply(self, job: ChatJob, prepared: Prepared, deadline: datetime) -> Memory | None:
         """The memory to return with the reply: the job's, merged with what its window dropped beyond what the
@@ -639,10 +744,16 @@ class ChatWorkflow:
             total_ms=(workflow.now() - started).total_seconds() * 1000,
         )
         result = chat_result(job, self._attempts, chosen, timings, prepared.context.prompt_tokens, late, memory)
+        await self._record_metrics(job, prepared.character, self._attempts[0].sampling, result)
+        return result
+
+    async def _record_metrics(
+        self, job: ChatJob, character: Character | None, first: ResolvedSampling, result: ChatResult
+    ) -> None:
         try:
             await workflow.execute_local_activity_method(
                 JobActivities.record_metrics,
-                job_metrics(job, prepared.character, self._attempts[0].sampling, result),
+                job_metrics(job, character, first, result),
                 start_to_close_timeout=LOCAL_TIMEOUT,
                 retry_policy=LOCAL_RETRY,
                 summary="record metrics",
@@ -651,7 +762,6 @@ class ChatWorkflow:
             if is_cancelled_exception(error) or not workflow.patched(METRICS_NEVER_COST_THE_REPLY):
                 raise
             workflow.logger.warning("metrics not recorded for job %s: %s", job.job_id, type(error).__name__)
-        return result
 
     def _queue_place(self, job: ChatJob) -> tuple[int, str | None]:
         """The job's priority level and fairness key."""

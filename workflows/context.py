@@ -61,6 +61,7 @@ from pydantic import BaseModel
 
 from characters import ASSISTANT_NAME, Character, fill_macros, scenario_text
 from characters.profile import CharacterBook
+from workflows.group import GROUP_NUDGE, GroupScene
 from workflows.lorebook import (
     DEFAULT_DEPTH,
     KeyIndex,
@@ -263,11 +264,16 @@ def author_note_places(chat: list[Message], note: AuthorNote) -> list[tuple[int,
     return places
 
 
-def context_pieces(job: ChatJob, character: Character | None, reminders: Iterable[Reminder] = ()) -> ContextPieces:
+def context_pieces(
+    job: ChatJob, character: Character | None, reminders: Iterable[Reminder] = (), scene: GroupScene | None = None
+) -> ContextPieces:
+    """`scene`: a group job's, for its speaker (`character`): the cards of `scene.carded`, the history's lines
+    labelled with their speakers, the group nudge after the history."""
     name, user = char_name(character), job.user_name
+    group = scene.names if scene is not None else ()
 
-    def filled(text: str) -> str:
-        return fill_macros(text, char=name, user=user).strip()
+    def filled(text: str, speaker: Character | str = name) -> str:
+        return fill_macros(text, char=speaker, user=user, group=group).strip()
 
     default_prompt = system_prompt(job.job_type)
     roleplay = job.job_type is JobType.roleplay and character is not None
@@ -279,7 +285,9 @@ def context_pieces(job: ChatJob, character: Character | None, reminders: Iterabl
 
     scenario = scenario_text(character, job.scenario) if roleplay else job.scenario or ""
     chat_indices = [index for index, m in enumerate(job.messages) if m.role != "system"]
-    chat = [job.messages[index] for index in chat_indices]
+    spoken = [job.messages[index] for index in chat_indices]
+    chat = [scene.labelled(message, user) for message in spoken] if scene is not None else spoken
+    carded = scene.carded if scene is not None else [character] if character is not None else []
     book = character.character_book if roleplay else None
     # A scan of the whole conversation fires every entry that a scan of its last messages at any point can.
     candidates = fired_in(book, "\n".join(m.content for m in chat)) if book else []
@@ -312,17 +320,21 @@ def context_pieces(job: ChatJob, character: Character | None, reminders: Iterabl
         text = filled(IMPERSONATE_INSTRUCTION.replace("{persona}", persona))
         after_history.append(Note(kind="impersonate_instruction", text=text))
     note_text = filled(job.author_note.text) if job.author_note else ""
+    others_labels = []  # a group's other members: their line labels are stop strings too
+    if scene is not None:
+        after_history.append(Note(kind="group_nudge", text=filled(GROUP_NUDGE)))
+        others_labels = [f"\n{other}:" for other in scene.others]
     constant = {piece.index for piece in lore if book is not None and book.entries[piece.index].constant}
     return ContextPieces(
         prompt=filled(prompt),
-        character=filled(character_sheet(character)) if roleplay else "",
+        character="\n\n".join(filled(character_sheet(member), member) for member in carded) if roleplay else "",
         persona=filled(f"{user} (the user): {job.user_description}") if job.user_description else "",
         scenario=filled(f"Scenario: {scenario}") if scenario else "",
         constant_lore=[piece for piece in lore if piece.index in constant],
         lore=[piece for piece in lore if piece.index not in constant],
         book=book,
         lore_budget=book.token_budget if book else None,
-        examples=[filled(block) for block in split_examples(character.mes_example)] if roleplay else [],
+        examples=[filled(block, m) for m in carded for block in split_examples(m.mes_example)] if roleplay else [],
         chat=chat,
         chat_indices=chat_indices,
         notes=[n for n in notes if n.text],
@@ -332,9 +344,9 @@ def context_pieces(job: ChatJob, character: Character | None, reminders: Iterabl
         memory_text=filled(memory_text(job.memory)) if job.memory else "",
         memory_floor=filled(memory_text(Memory(facts=job.memory.facts))) if job.memory else "",
         # Impersonating, the model must not write the character's lines: it stops at the character's labels.
-        stop=stop_sequences(name, generic=()) if impersonate else stop_sequences(user),
+        stop=stop_sequences(name, generic=()) if impersonate else [*stop_sequences(user), *others_labels],
         author_note=note_text,
-        author_note_places=author_note_places(chat, job.author_note) if job.author_note and note_text else [],
+        author_note_places=author_note_places(spoken, job.author_note) if job.author_note and note_text else [],
     )
 
 
@@ -763,12 +775,13 @@ async def budgeted_context(
     counter: TextsCounter,
     budget_share: float = 1.0,
     reminders: Iterable[Reminder] = (),
+    scene: GroupScene | None = None,
 ) -> BuiltContext:
     """The job's context within the engine's budget (times `budget_share`), every piece counted once.
 
     The lorebook scans and the assembly run in a thread: with a thousand entries and a long history they would
     stall the event loop that the worker's other jobs share."""
-    pieces = await asyncio.to_thread(context_pieces, job, character, reminders)
+    pieces = await asyncio.to_thread(context_pieces, job, character, reminders, scene)
     counts = await counter.count_many(pieces.texts())
     budget = token_budget(
         limits.max_input_tokens,
@@ -793,9 +806,10 @@ def build_context(
     count: TokenCounter,
     low_water: float = DEFAULT_LOW_WATER,
     reminders: Iterable[Reminder] = (),
+    scene: GroupScene | None = None,
 ) -> BuiltContext:
     return assemble(
-        context_pieces(job, character, reminders),
+        context_pieces(job, character, reminders, scene),
         budget=budget,
         count=count,
         low_water=low_water,

@@ -50,6 +50,8 @@ class JobType(StrEnum):
 class Message(StrictModel):
     role: Literal["system", "user", "assistant"]
     content: str = Field(min_length=1)
+    # In a group job: which member wrote an assistant message (its profile's `name`, as in ChatResult.replies).
+    name: str | None = Field(default=None, min_length=1, max_length=100)
 
 
 class Sampling(StrictModel):
@@ -115,6 +117,72 @@ class AuthorNote(StrictModel):
 IMPERSONATING_JOBS = frozenset({JobType.conversation, JobType.roleplay, JobType.unrestricted})
 
 
+GROUP_MIN = 2
+GROUP_MAX = 8
+
+
+class GroupSettings(StrictModel):
+    """How a group job's round is cast (workflows/group.py): who speaks, and whose cards the prompt holds."""
+
+    # natural: the members mentioned, then each by its talkativeness; list: all, in order; pooled: one who has not
+    # spoken since the user's last message; manual: `speakers`, in order.
+    strategy: Literal["natural", "list", "pooled", "manual"] = "natural"
+    speakers: list[str] = Field(default=[], max_length=GROUP_MAX)
+    # swap: only the speaker's card in the prompt; join: every member's.
+    card_mode: Literal["swap", "join"] = "swap"
+    # Whether the last message's speaker may speak first again (natural and pooled).
+    allow_self_responses: bool = False
+
+
+def member_name(ref: str | Character) -> str:
+    """A member's name as the job names it: a bundled profile's name as sent, an inline profile's `name`."""
+    return ref if isinstance(ref, str) else ref.name
+
+
+def field_error(loc: tuple[str | int, ...], kind: str, message: str, value: object = None) -> ValidationError:
+    return ValidationError.from_exception_data(
+        "ChatJob", [InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)]
+    )
+
+
+def group_problem(job: ChatJob) -> ValidationError | None:
+    """What makes the job's group fields inconsistent, naming the field (the members' own profiles are resolved
+    in prepare, which names an unknown bundled one)."""
+    if job.characters is None:
+        if job.group is not None:
+            return field_error(("group",), "group_without_characters", "needs `characters` (2-8 members)")
+        last = [m for m in job.messages if m.role != "system"][-1]
+        if job.mode == "reply" and last.role == "assistant" and job.job_type is not JobType.summarize:
+            return field_error(
+                ("messages",), "last_message", "in mode 'reply' the last non-system message must be the user's"
+            )
+        return None
+    if job.character is not None:
+        return field_error(("characters",), "character_and_characters", "give `character` or `characters`, not both")
+    if job.job_type is not JobType.roleplay:
+        return field_error(("job_type",), "group_job_type", "a group job (`characters`) is a chat_roleplay job")
+    if job.mode != "reply":
+        return field_error(("mode",), "group_mode", "a group job takes mode 'reply'")
+    if job.memory is not None:
+        return field_error(("memory",), "group_memory", "story memory is not supported in group jobs")
+    names = [member_name(ref).strip().lower() for ref in job.characters]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            return field_error(("characters", index), "group_member_twice", "names a member already in the group")
+    group = job.group or GroupSettings()
+    if group.strategy == "manual" and not group.speakers:
+        return field_error(("group", "speakers"), "manual_without_speakers", "the manual strategy needs speakers")
+    if group.strategy != "manual" and group.speakers:
+        return field_error(("group", "speakers"), "speakers_not_manual", "only the manual strategy takes speakers")
+    for index, speaker in enumerate(group.speakers):
+        if speaker.strip().lower() not in names:
+            return field_error(("group", "speakers", index), "not_a_member", "is not one of `characters`")
+    for index, message in enumerate(job.messages):
+        if message.name is not None and message.role == "assistant" and message.name.strip().lower() not in names:
+            return field_error(("messages", index, "name"), "not_a_member", "is not one of `characters`")
+    return None
+
+
 def unencodable_field(value: object, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
     """The path of the first field whose text does not encode as UTF-8 (a lone surrogate, which Python's JSON
     decoder lets through into free-form dicts), or None. A dict is named as a whole: its keys are the job's text."""
@@ -152,6 +220,9 @@ class ChatJob(StrictModel):
     deadline_seconds: float | None = Field(default=None, gt=0, le=3600)
     # The chat's story memory (None: the job gets no summaries, as before memory existed; {}: an empty one).
     memory: Memory | None = None
+    # A group scene instead of `character`: 2-8 members (bundled names or inline profiles), one round per job.
+    characters: list[str | Character] | None = Field(default=None, min_length=GROUP_MIN, max_length=GROUP_MAX)
+    group: GroupSettings | None = None
     # Fairness: jobs of different users take turns in the generation queue, so that one user's backlog does not
     # hold the others' jobs back. Jobs without a user_id share one turn, as if they were one user.
     user_id: str | None = Field(default=None, pattern=USER_ID_PATTERN)
@@ -176,6 +247,8 @@ class ChatJob(StrictModel):
         mode = info.data.get("mode")
         if mode is None:
             return messages  # the mode itself is invalid, and named
+        if turns and mode == "reply" and turns[-1].role == "assistant" and turns[-1].name is not None:
+            return messages  # a group's round may follow a member's reply (checked with the group's fields)
         if info.data.get("job_type") is JobType.summarize:
             if mode != "reply" or not turns:
                 raise ValueError("a chat_summarize job takes mode 'reply' and at least one non-system message")
@@ -198,6 +271,13 @@ class ChatJob(StrictModel):
         raise ValidationError.from_exception_data(
             type(self).__name__, [InitErrorDetails(type=error, loc=("memory", "covers"), input=self.memory.covers)]
         )
+
+    @model_validator(mode="after")
+    def _group_is_consistent(self) -> ChatJob:
+        problem = group_problem(self)
+        if problem is not None:
+            raise problem
+        return self
 
     @model_validator(mode="after")
     def _text_is_unicode(self) -> ChatJob:
@@ -272,11 +352,21 @@ class Timings(StrictModel):
 
 
 class AttemptSummary(StrictModel):
-    attempt: int
+    attempt: int  # in a group job, counted per speaker
     valid: bool
     reasons: list[str]
     finish_reason: str
     completion_tokens: int
+    speaker: str | None = None  # a group job: whose reply
+
+
+class GroupReply(StrictModel):
+    """One member's reply in a group job's round."""
+
+    speaker: str  # the member profile's `name`, as bundled or sent
+    content: str
+    reasons: list[str] = []
+    attempts: int
 
 
 class ChatResult(StrictModel):
@@ -298,6 +388,8 @@ class ChatResult(StrictModel):
     # Jobs that carry memory: the memory to send with the next job (covers advanced after a summary; the job's
     # own when no summary was due or none passed validation). chat_summarize: the summary written.
     memory: Memory | None = None
+    # A group job: the round's replies in order (`content` is the first's; `attempts` and token counts are sums).
+    replies: list[GroupReply] = []
 
 
 class GenerateRequest(StrictModel):
@@ -308,6 +400,7 @@ class GenerateRequest(StrictModel):
     stop: list[str] = []
     # A summary is not streamed to the job's subscribers, and its text is never logged.
     purpose: Literal["reply", "summary"] = "reply"
+    speaker: str | None = None  # a group job's member whose reply this is (carried by the stream's events)
 
 
 class GenerateResult(StrictModel):
@@ -357,6 +450,7 @@ NoteKind = Literal[
     "post_history_instructions",
     "continue_instruction",
     "impersonate_instruction",
+    "group_nudge",
     "reminder",
 ]
 
@@ -418,6 +512,7 @@ class PrepareRequest(StrictModel):
     wait_until: datetime | None = None
     # After rejected replies: what goes after the history, last (runs begun before escalation-per-reason: none).
     reminders: list[Reminder] = []
+    speaker: str | None = None  # a group job: the member whose reply the context is for
 
 
 class Prepared(StrictModel):
@@ -427,6 +522,8 @@ class Prepared(StrictModel):
     deadline_seconds: float
     # The worker's cap on max_tokens, which a later attempt's may grow to (None: recorded before it was sent).
     max_tokens_cap: int | None = None
+    # A group job: every name the other members go by, whose lines the reply must not write.
+    others: list[str] = []
 
 
 class SummaryRequest(StrictModel):
@@ -464,6 +561,8 @@ class ReplySpec(StrictModel):
     # Who writes the reply: the character (modes reply, continue) or the user (impersonate: the character's
     # part is cut, the user's is its own).
     writes_as: Literal["character", "user"] = "character"
+    # A group job: the other members' names, whose lines the reply must not write.
+    others: list[str] = []
 
 
 class Verdict(StrictModel):
@@ -543,6 +642,7 @@ STREAM_TOPIC = "events"
 
 class AttemptEvent(StrictModel):
     attempt: int  # the job's generation this event belongs to (1 = first; later ones after a rejected reply)
+    speaker: str | None = None  # a group job: whose reply (attempts count per speaker)
 
 
 class DeltaEvent(AttemptEvent):

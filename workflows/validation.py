@@ -36,7 +36,7 @@ REASONS: dict[str, str] = {
     "a character, a chatbot or words on a page; the story or scene as a text; the prompt's instructions)",
     "refusal": "an assistant-style refusal or apology-and-decline in a roleplay or unrestricted job",
     "speaks_for_user": "writes the user's part: their lines under any label, or narration of what they do, feel "
-    "or say (cut off in `cleaned`)",
+    "or say; in a group, also another member's lines under its label (cut off in `cleaned`)",
     "speaks_for_character": "impersonate only: the user's message writes the character's part: their lines under "
     "the character's label, or narration of what the character does (cut off in `cleaned`)",
     "cut_off": "ends mid-sentence at the token limit (trimmed in `cleaned` to a sentence end with quotes and "
@@ -234,15 +234,16 @@ def without_own_label(text: str, char_name: str) -> str:
 
 def user_turn_start(text: str, user_name: str) -> int | None:
     """Where the reply starts writing the user's lines under a label, if it does."""
-    return labelled_turn_start(text, (user_name, _first_name(user_name), "{{user}}", "User", "You", "Human"))
+    return labelled_turn_start(text, (user_name, _first_name(user_name)), ("{{user}}", "User", "You", "Human"))
 
 
-def labelled_turn_start(text: str, names: Sequence[str]) -> int | None:
-    """Where the text starts a line under one of `names`' labels (the first two also after a sentence end on
-    the same line), if it does."""
-    at_line_start = re.search(_speaker_label(*names), text, flags=re.IGNORECASE | re.MULTILINE)
+def labelled_turn_start(text: str, names: Sequence[str], generic: Sequence[str] = ()) -> int | None:
+    """Where the reply starts a line under one of `names`' labels (or a `generic` one at a line's start)."""
+    if not names:
+        return None
+    at_line_start = re.search(_speaker_label(*names, *generic), text, flags=re.IGNORECASE | re.MULTILINE)
     # or after a sentence end on the same line: 'She smiles. Tam: Thanks.'
-    alternatives = "|".join(re.escape(n) for n in names[:2])
+    alternatives = "|".join(re.escape(n) for n in names)
     inline = re.search(rf"(?<=[.!?*\"”] )(?:{alternatives}):", text, flags=re.IGNORECASE)
     found = [m.start() for m in (at_line_start, inline) if m]
     return min(found) if found else None
@@ -481,6 +482,8 @@ def user_part_start(text: str, spec: ReplySpec) -> int | None:
     """Where the reply starts writing the user's part: a labelled line, or (where a character speaks)
     narration of what the user does."""
     starts = [user_turn_start(text, spec.user_name)]
+    # A group's other members: their lines are theirs to write.
+    starts.append(labelled_turn_start(text, list(dict.fromkeys(n for o in spec.others for n in (o, _first_name(o))))))
     if spec.job_type in CHARACTER_JOBS:
         starts.append(user_narration_start(text, spec.char_name))
     found = [s for s in starts if s is not None]
@@ -490,8 +493,7 @@ def user_part_start(text: str, spec: ReplySpec) -> int | None:
 def character_part_start(text: str, spec: ReplySpec) -> int | None:
     """Where an impersonated user message starts writing the character's part: a line under the character's
     label, or (where a character speaks) narration of what the character does."""
-    names = (spec.char_name, _first_name(spec.char_name), "{{char}}")
-    starts = [labelled_turn_start(text, names)]
+    starts = [labelled_turn_start(text, (spec.char_name, _first_name(spec.char_name)), ("{{char}}",))]
     if spec.job_type in CHARACTER_JOBS:
         starts.append(character_narration_start(text, spec.char_name))
     found = [s for s in starts if s is not None]

@@ -20,6 +20,7 @@ from characters import (
     bundled_characters,
     describe_validation_error,
     greeting,
+    group_greeting,
     resolve,
 )
 from orchestrator.cli.command import Argument, CardFile, Command, OneOf, connected
@@ -34,11 +35,22 @@ HELP = (
     "commands: /regenerate (a new reply to your last message), /continue (extend the last reply), /impersonate "
     "(the model writes your next message: Enter sends it), /quit"
 )
+GROUP_HELP = (
+    "commands: /as NAME [message] (NAME replies next, after your message if you give one), /regenerate (a new "
+    "round after your last message), /quit"
+)
 
 
 def character_from_args(args: argparse.Namespace) -> str | Character | None:
-    """A bundled character's name, or the profile of a card file (carried in the job inline)."""
-    return args.character if args.card is None else args.card.character
+    """A bundled character's name, or the profile of a card file (carried in the job inline); None for a group."""
+    if args.card is not None:
+        return args.card.character
+    return args.character[0] if args.character and len(args.character) == 1 else None
+
+
+def members_from_args(args: argparse.Namespace) -> list[str] | None:
+    """A group's bundled members (`--character` given more than once), else None."""
+    return args.character if args.character and len(args.character) > 1 else None
 
 
 def profile(character: str | Character | None) -> Character | None:
@@ -46,9 +58,18 @@ def profile(character: str | Character | None) -> Character | None:
         return resolve(character)
 
 
-def job_from_args(args: argparse.Namespace, messages: list[Message], mode: str = "reply") -> ChatJob:
+def job_from_args(
+    args: argparse.Namespace, messages: list[Message], mode: str = "reply", speaker: str | None = None
+) -> ChatJob:
+    """`speaker`: in a group, the member who replies next (the manual strategy)."""
     character = character_from_args(args)
-    job_type = JobType(args.job_type) if args.job_type else JobType.roleplay if character else JobType.conversation
+    members = members_from_args(args)
+    group: dict[str, object] | None = None
+    if members is not None:
+        group = {"strategy": "manual", "speakers": [speaker]} if speaker else {"strategy": args.group_strategy}
+        group["card_mode"] = args.card_mode
+    roleplay = character is not None or members is not None
+    job_type = JobType(args.job_type) if args.job_type else JobType.roleplay if roleplay else JobType.conversation
     sampling = {
         key: value
         for key, value in (
@@ -68,6 +89,8 @@ def job_from_args(args: argparse.Namespace, messages: list[Message], mode: str =
             user_name=args.user_name,
             sampling=sampling,
             character=character,
+            characters=members,
+            group=group,
             scenario=args.scenario,
             author_note={"text": args.author_note} if args.author_note else None,
             user_id=args.user_id,
@@ -103,22 +126,32 @@ async def reply_of(chat: ChatClient, job: ChatJob) -> ChatResult:
 
 
 async def streamed_reply_of(chat: ChatClient, job: ChatJob, speaker: str) -> ChatResult:
-    """Prints the reply as it arrives; a regeneration starts a fresh line; the kept reply is shown when
-    validation's cleaning changed it."""
+    """Prints the reply as it arrives (a group's, each speaker's on its own line, as the events name them); a
+    regeneration starts a fresh line; the kept reply is shown when validation's cleaning changed it, and a group
+    member whose reply was not kept is said to be left out."""
     await submitted(chat, job)
-    print(f"{speaker}: ", end="", flush=True)
-    shown = ""
+    shown: dict[str, str] = {}
+    current: str | None = None
     async for event in chat.stream(job.job_id):
-        if event.type == "delta":
-            shown += event.text
-            print(event.text, end="", flush=True)
-        elif event.type == "reset":
-            shown = ""
-            print(f"\n[regenerating: attempt {event.attempt}]\n{speaker}: ", end="", flush=True)
+        if event.type in ("delta", "reset"):
+            name = event.speaker or speaker
+            if name != current:
+                print(("\n" if current is not None else "") + f"{name}: ", end="", flush=True)
+                current = name
+            if event.type == "reset":
+                shown[name] = ""
+                print(f"\n[regenerating: attempt {event.attempt}]\n{name}: ", end="", flush=True)
+            else:
+                shown[name] = shown.get(name, "") + event.text
+                print(event.text, end="", flush=True)
         elif event.type == "done":
             print()
-            if event.result.content != shown.strip():
-                print(f"[kept] {speaker}: {event.result.content}")
+            replies = [(r.speaker, r.content) for r in event.result.replies] or [(speaker, event.result.content)]
+            for name, content in replies:
+                if content != shown.get(name, "").strip():
+                    print(f"[kept] {name}: {content}")
+            for name in shown.keys() - {name for name, _ in replies}:
+                print(f"[left out] {name}: no reply that could be kept")
             return event.result
         elif event.type == "failed":
             print()
@@ -143,8 +176,67 @@ async def one_message(chat: ChatClient, args: argparse.Namespace, speaker: str) 
         result = await streamed_reply_of(chat, job, speaker)
     else:
         result = await reply_of(chat, job)
-        print(f"{speaker}: {result.content}")
+        for name, content in [(r.speaker, r.content) for r in result.replies] or [(speaker, result.content)]:
+            print(f"{name}: {content}")
     print(summary_line(result), file=sys.stderr)
+
+
+def round_messages(result: ChatResult) -> list[Message]:
+    """A group round's replies as the next job's messages."""
+    return [Message(role="assistant", content=r.content, name=r.speaker) for r in result.replies]
+
+
+async def group_conversation(chat: ChatClient, args: argparse.Namespace, members: list[Character]) -> None:
+    """A group's conversation: each member's greeting, then a round per line; `/as NAME` picks who replies."""
+    names = [m.name for m in members]
+    messages: list[Message] = []
+    for member in members:
+        opening = group_greeting(member, args.user_name, [m.char_name for m in members])
+        if opening:
+            print(f"{member.name}: {opening}")
+            messages.append(Message(role="assistant", content=opening, name=member.name))
+    print(GROUP_HELP, file=sys.stderr)
+    while True:
+        try:
+            line = (await asyncio.to_thread(input, f"{args.user_name}: ")).strip()
+        except EOFError:
+            print()
+            return
+        if not line:
+            continue
+        if line == "/quit":
+            return
+        speaker = None
+        said = line
+        if line == "/regenerate":
+            while messages and messages[-1].role == "assistant" and messages[-1].name is not None:
+                messages.pop()
+            if not messages or messages[-1].role != "user":
+                print("nothing to regenerate yet", file=sys.stderr)
+                continue
+            said = ""
+        elif line.startswith("/as "):
+            name, _, said = line.removeprefix("/as ").strip().partition(" ")
+            speaker = next(
+                (n for n in names if n.lower() == name.lower() or n.split()[0].lower() == name.lower()), None
+            )
+            if speaker is None:
+                print(f"no member named {name!r}; members: {', '.join(names)}", file=sys.stderr)
+                continue
+        elif line.startswith("/"):
+            print(f"unknown command {line!r}; {GROUP_HELP}", file=sys.stderr)
+            continue
+        turn = [*messages, Message(role="user", content=said)] if said else list(messages)
+        if not turn or turn[-1].role == "system":
+            print("say something first", file=sys.stderr)
+            continue
+        job = job_from_args(args, turn, speaker=speaker)
+        try:
+            result = await streamed_reply_of(chat, job, names[0])
+        except CliError as error:
+            print(error.line, file=sys.stderr)
+            continue
+        messages = [*turn, *round_messages(result)]
 
 
 async def conversation(chat: ChatClient, args: argparse.Namespace, character: Character | None, speaker: str) -> None:
@@ -214,12 +306,15 @@ async def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.client import ChatClient
 
     character = profile(character_from_args(args))
-    speaker = character.name if character else ASSISTANT_NAME
+    members = [profile(name) for name in members_from_args(args) or []]
+    speaker = character.name if character else members[0].name if members else ASSISTANT_NAME
     if args.message is not None:
         job_from_args(args, [Message(role="user", content=args.message)])  # bad input fails before connecting
     chat = ChatClient(await connected(settings), settings)
     if args.message is not None:
         await one_message(chat, args, speaker)
+    elif members:
+        await group_conversation(chat, args, [m for m in members if m is not None])
     else:
         await conversation(chat, args, character, speaker)
     return 0
@@ -232,9 +327,11 @@ CHAT = Command(
     "reply on stdout (as it is written, with --stream); progress and a summary line go to stderr. Without "
     "--message: an interactive conversation that shows the character's greeting, streams each reply and "
     "keeps the history between turns; type /regenerate, /continue, /impersonate (the model writes your next "
-    "message in your persona; an empty line sends it, anything else is sent instead) or /quit.",
+    "message in your persona; an empty line sends it, anything else is sent instead) or /quit. With --character "
+    "given 2-8 times: a group scene, a round of replies per line (/as NAME picks who replies next).",
     epilog="examples: python -m orchestrator chat --character Mira --message 'Evening, Mira.' --stream\n"
-    "          python -m orchestrator chat --character Mira",
+    "          python -m orchestrator chat --character Mira\n"
+    "          python -m orchestrator chat --character Mira --character 'Theo Marlowe' --group-strategy list",
     formatter_class=argparse.RawDescriptionHelpFormatter,
     arguments=(
         Argument("-m", "--message", help="the user's message (omit it for an interactive conversation)"),
@@ -243,8 +340,10 @@ CHAT = Command(
             Argument(
                 "-c",
                 "--character",
+                action="append",
                 help="a bundled character to roleplay with "
-                f"({', '.join(c.name for c in bundled_characters().values())}); implies --job-type chat_roleplay",
+                f"({', '.join(c.name for c in bundled_characters().values())}); implies --job-type chat_roleplay; "
+                "give it 2-8 times for a group scene",
             ),
             Argument(
                 "--card",
@@ -283,6 +382,18 @@ CHAT = Command(
             "(default: none, the turn all jobs without one share)",
         ),
         Argument("--priority", type=int, default=DEFAULT_PRIORITY, help="1 (highest) to 5 (lowest) (default: 3)"),
+        Argument(
+            "--group-strategy",
+            choices=["natural", "list", "pooled"],
+            default="natural",
+            help="a group's speaker choice each round (default: natural; /as NAME picks one)",
+        ),
+        Argument(
+            "--card-mode",
+            choices=["swap", "join"],
+            default="swap",
+            help="a group's cards in the prompt: the speaker's (swap, default) or every member's (join)",
+        ),
     ),
     run=cmd_chat,
 )

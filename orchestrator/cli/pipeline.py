@@ -17,6 +17,7 @@ from orchestrator.errors import AsCliError, CliError
 from orchestrator.settings import ENGINE_LIMITS, Settings
 from orchestrator.tokens import offline_counter
 from workflows.context import ContextTooLarge, budgeted_context
+from workflows.group import GroupScene, scene_of
 from workflows.models import (
     ChatJob,
     ChatResult,
@@ -76,13 +77,30 @@ async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
         char_name=args.char_name,
         user_name=args.user_name,
         writes_as="user" if args.mode == "impersonate" else "character",
+        others=args.other or [],
     )
     verdict = validate(reply, spec, history, args.finish_reason, policy)
     return emit(verdict.model_dump())
 
 
+def group_scene(job: ChatJob, speaker: str | None) -> GroupScene | None:
+    """A group job's scene for `speaker` (default: the first member), whose prompt `context` prints."""
+    if job.characters is None:
+        if speaker is not None:
+            raise CliError("--speaker: only for a group job (one with `characters`)", code=2)
+        return None
+    members = []
+    for index, ref in enumerate(job.characters):
+        with AsCliError(UnknownCharacter, code=2, prefix=f"job.characters.{index}: "):
+            members.append(resolve(ref))
+    with AsCliError(ValueError, code=2, prefix="--speaker: "):
+        return scene_of([m for m in members if m is not None], speaker or members[0].name, job.group)
+
+
 async def cmd_context(args: argparse.Namespace, settings: Settings) -> int:
     job = from_json_file(args.job_file, "job file", TypeAdapter(ChatJob), "job")
+    if args.card is not None and job.characters is not None:
+        raise CliError("--card: a group job's members are its `characters`", code=2)
     if args.card is not None:
         job = job.model_copy(update={"character": args.card.character})
     max_input = args.max_input_tokens or settings.max_input_tokens
@@ -94,12 +112,13 @@ async def cmd_context(args: argparse.Namespace, settings: Settings) -> int:
     problems = job_problems(job)
     if problems:
         raise CliError(f"invalid job: {listed(problems)}", code=2)
+    scene = group_scene(job, args.speaker)
     with AsCliError(UnknownCharacter, code=2, prefix="job.character: "):
-        character = resolve(job.character)
+        character = scene.speaker if scene is not None else resolve(job.character)
     counter = offline_counter(settings)
     limits = settings.engine_limits.model_copy(update={"max_input_tokens": max_input, "max_total_tokens": max_total})
     with AsCliError(ContextTooLarge, code=2):
-        built = await budgeted_context(job, character, limits, counter)
+        built = await budgeted_context(job, character, limits, counter, scene=scene)
     return emit({**built.model_dump(), "tokenizer": counter.name})
 
 
@@ -120,7 +139,8 @@ VALIDATE = Command(
     description="Run reply validation on a file, no server needed. Prints ONE JSON object "
     '{"valid": bool, "reasons": [codes], "cleaned": str} and exits 0 whatever the verdict; exits 2 with '
     "one error line for bad arguments or unreadable files. Reason codes: empty, too_short, short (warning), "
-    "repetitive, echoes_history, out_of_character, refusal, speaks_for_user, speaks_for_character (--mode "
+    "repetitive, echoes_history, out_of_character, refusal, speaks_for_user (also another group member's lines, "
+    "with --other), speaks_for_character (--mode "
     "impersonate: the file is the user's next message), cut_off, policy. With --job-type "
     "chat_summarize the file is a story summary, checked as the workflow checks summaries: "
     f"{', '.join(SUMMARY_REASONS)}.",
@@ -129,6 +149,12 @@ VALIDATE = Command(
         Argument("--reply-file", required=True, metavar="PATH", help="the reply; - reads stdin"),
         Argument("--char-name", default=ASSISTANT_NAME, help=f"the character's name (default: {ASSISTANT_NAME})"),
         Argument("--user-name", default="User", help="the user's name (default: User)"),
+        Argument(
+            "--other",
+            action="append",
+            metavar="NAME",
+            help="a group scene's other member (repeat it), whose lines the reply must not write",
+        ),
         Argument(
             "--history-file",
             metavar="PATH",
@@ -174,6 +200,12 @@ CONTEXT = Command(
         ),
         Argument("--max-input-tokens", type=int, metavar="N", help="the engine's input limit"),
         Argument("--max-total-tokens", type=int, metavar="N", help="the engine's input+output limit"),
+        Argument(
+            "--speaker",
+            metavar="NAME",
+            help="a group job: the member whose prompt to print (default: the first; a round's later speakers "
+            "also see the replies before theirs, which the worker adds as messages named by their speakers)",
+        ),
     ),
     reads=ENGINE_LIMITS | {"context_margin_tokens", "context_low_water", "tokenizer", "local_model_path"},
     run=cmd_context,

@@ -150,7 +150,11 @@ _characters = st.builds(
     post_history_instructions=_text,
     tags=st.lists(_text, max_size=3),
     character_book=st.none() | st.builds(CharacterBook, name=st.none() | _text, entries=st.lists(_entries, max_size=2)),
-    extensions=st.dictionaries(_text.filter(lambda key: key != "chat_worker"), _json, max_size=3),
+    # The two keys a card's extensions give the profile's own fields.
+    extensions=st.dictionaries(
+        _text.filter(lambda key: key not in ("chat_worker", "talkativeness")), _json, max_size=3
+    ),
+    talkativeness=st.floats(0, 1),
     source=st.none() | st.lists(_text, max_size=2),
     creation_date=st.none() | st.integers(0, 2**40),
 )
@@ -164,3 +168,15 @@ def test_any_profile_round_trips(character: Character, card_format: CardFormat) 
         assert again == character.model_copy(update={field: Character.model_fields[field].default for field in V3_ONLY})
     else:
         assert again == character
+
+
+def test_talkativeness_travels_in_sillytaverns_extension() -> None:
+    quiet = Character(name="Quiet", talkativeness=0.1)
+    for card_format in ("v2-json", "v3-json"):
+        exported = json.loads(export_card(quiet, card_format))
+        assert exported["data"]["extensions"]["talkativeness"] == 0.1
+        assert parse_card(export_card(quiet, card_format)).character.talkativeness == 0.1
+    # The default is left out, as SillyTavern reads a missing one as 0.5; a value out of range is not taken.
+    assert "talkativeness" not in json.loads(export_card(Character(name="Plain"), "v3-json"))["data"]["extensions"]
+    odd = {"spec": "chara_card_v2", "data": {"name": "Odd", "extensions": {"talkativeness": "7"}}}
+    assert parse_card(json.dumps(odd).encode()).character.talkativeness == 0.5

@@ -26,7 +26,8 @@ def test_seraphina_keeps_her_four_entry_book_and_the_examples_inside_her_descrip
     assert seraphina.first_mes.startswith("*You wake with a start")
     assert (seraphina.creator, seraphina.character_version) == ("OtisAlejandro", "1.0.0")
     assert seraphina.creator_notes == "ST Default Bot contest winner: roleplay bots category"
-    assert seraphina.extensions == {"talkativeness": "0.5", "fav": False, "world": "Eldoria"}
+    # SillyTavern's `extensions.talkativeness` ("0.5") is the profile's field.
+    assert seraphina.extensions == {"fav": False, "world": "Eldoria"} and seraphina.talkativeness == 0.5
     book = seraphina.character_book
     assert book is not None and book.name == "Eldoria" and len(book.entries) == 4
     assert [entry.keys[0] for entry in book.entries] == ["eldoria", "shadowfang", "glade", "power"]
@@ -43,7 +44,7 @@ def test_coding_sensei_keeps_its_extensions() -> None:
     sensei = real("default_CodingSensei.png").character
     assert sensei.name == "Coding Sensei"
     assert sensei.extensions["depth_prompt"] == {"prompt": "", "depth": 4, "role": "system"}
-    assert sensei.extensions["world"] == "" and sensei.extensions["talkativeness"] == "0.5"
+    assert sensei.extensions["world"] == "" and "talkativeness" not in sensei.extensions
     assert sensei.tags == ["coding", "utility", "assistant"] and sensei.mes_example == ""
     assert (sensei.creator, sensei.character_version) == ("RossAscends", "v1.010102")
     assert sensei.creator_notes.endswith("JavaScript. ")  # text as the card has it, trailing space and all

@@ -109,6 +109,16 @@ JOBS = {
         user_id="history-user-1",
         priority=2,
     ),
+    # After group-scenes: a group job's round (group_members, then per speaker: prepare, generate, check_reply).
+    "group_round": ChatJob(
+        job_id="history-group-round",
+        messages=[{"role": "user", "content": "*shakes the rain off* Evening, Mira. Evening, Bram."}],
+        characters=["Mira", {"name": "Bram Holt", "nickname": "Bram", "description": "A gruff blacksmith."}],
+        group={"strategy": "list"},
+        user_name="Tam",
+        sampling={"max_tokens": 24, "seed": 4},
+        deadline_seconds=600,
+    ),
 }
 # Recorded with small engine limits, so a short chat's window drops turns.
 SMALL_LIMITS = {"roleplay_memory_summarized": {"max_input_tokens": 640, "max_total_tokens": 1024}}

@@ -309,3 +309,29 @@ async def test_jobs_list_shows_recent_jobs_by_type(chat: ChatClient, settings: S
     assert all("chat_roleplay" in r for r in rows)
     bad = await arun("jobs", "list", "--since", "yesterday", env=stack_env(settings))
     assert bad.returncode == 2 and bad.stderr.startswith("error: jobs list: argument --since")
+
+
+async def test_a_group_conversation_in_a_terminal(chat: object, settings: Settings) -> None:
+    # A group: each member's greeting, then `/as` makes one member reply after the user's line.
+    session = f"group-{os.getpid()}-{settings.temporal_port}"
+    env = [f"{key}={value}" for key, value in stack_env(settings).items() if key.startswith(("CHAT_WORKER_", "PATH"))]
+    members = ["--character", "Mira", "--character", "Theo Marlowe"]
+    command = ["env", *env, sys.executable, "-m", "orchestrator", "chat", *members, "--user-name", "Tam"]
+    await tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "50", "-c", str(ROOT), shlex.join(command))
+
+    def theo_after_the_question(screen: str) -> bool:
+        _, _, after = screen.partition("Tam: /as theo Any news from the harbour?")
+        spoke = any(line.startswith(("Theo Marlowe: ", "[left out] Theo Marlowe")) for line in after.splitlines())
+        return spoke and waiting_for_input(after)
+
+    try:
+        screen = await screen_when(session, waiting_for_input, "the greetings")
+        assert replies(screen) == 1 and "\nTheo Marlowe: *Theo peers" in screen
+        await tmux("send-keys", "-t", session, "/as theo Any news from the harbour?", "Enter")
+        screen = await screen_when(session, theo_after_the_question, "Theo's reply")
+        after = screen.partition("Any news from the harbour?")[2]
+        # Only Theo's round (what streams may hold another's lines, cut before it is kept).
+        assert not any(line.startswith("Mira: ") for line in after.splitlines()) and "error:" not in screen
+        await tmux("send-keys", "-t", session, "/quit", "Enter")
+    finally:
+        await asyncio.create_subprocess_exec("tmux", "kill-session", "-t", session, stderr=subprocess.DEVNULL)

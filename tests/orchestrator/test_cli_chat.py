@@ -14,7 +14,7 @@ import orchestrator.client
 from characters import Character, export_card
 from orchestrator.cli import chat, parser
 from orchestrator.settings import Settings
-from workflows.models import ChatJob, ChatResult, DeltaEvent, DoneEvent, StreamEvent
+from workflows.models import ChatJob, ChatResult, DeltaEvent, DoneEvent, GroupReply, StreamEvent
 
 ORRIN = Character(name="Orrin", description="{{char}} keeps a lighthouse.", first_mes="Evening, traveller.")
 
@@ -102,3 +102,70 @@ async def test_impersonate_suggests_the_users_message_and_an_empty_line_sends_it
     assert all(job.author_note is not None and job.author_note.text == "Storm coming." for job in stand_in.jobs)
     out = capsys.readouterr().out
     assert out.count("Tam (suggested): Aye.") == 2 and out.count("Orrin: Aye.") == 2
+
+
+class StandInGroupChat:
+    """Takes the place of ChatClient for a group: every chosen member (the manual speakers, else every member)
+    replies "Aye." in the round, its events naming it."""
+
+    def __init__(self) -> None:
+        self.jobs: list[ChatJob] = []
+
+    async def submit(self, job: ChatJob) -> SimpleNamespace:
+        self.jobs.append(job)
+        return SimpleNamespace(id=f"chat-{job.job_id}")
+
+    async def stream(self, job_id: str) -> AsyncIterator[StreamEvent]:
+        job = next(j for j in self.jobs if j.job_id == job_id)
+        assert job.characters is not None and job.group is not None
+        speakers = job.group.speakers or [str(name) for name in job.characters]
+        for speaker in speakers:
+            yield DeltaEvent(attempt=1, speaker=speaker, text=f"Aye from {speaker}.")
+        replies = [GroupReply(speaker=s, content=f"Aye from {s}.", attempts=1) for s in speakers]
+        result = ChatResult(
+            job_id=job_id,
+            content=replies[0].content,
+            finish_reason="stop",
+            prompt_tokens=10,
+            completion_tokens=2,
+            attempts=len(replies),
+            returned_attempt=1,
+            replies=replies,
+        )
+        yield DoneEvent(result=result)
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_a_group_conversation_takes_rounds_and_as_picks_the_speaker(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stand_in = StandInGroupChat()
+    lines = typed(["Evening, all.", "/as theo Your papers?", "/as Nobody hi", "/regenerate", "/quit"])
+
+    async def no_temporal(settings: Settings) -> None:
+        return None
+
+    monkeypatch.setattr(chat, "connected", no_temporal)
+    monkeypatch.setattr(orchestrator.client, "ChatClient", lambda client, settings: stand_in)
+    monkeypatch.setattr("builtins.input", lambda prompt: next(lines))
+    command = ["chat", "--character", "Mira", "--character", "Theo Marlowe", "--user-name", "Tam"]
+    args: argparse.Namespace = parser().parse_args([*command, "--group-strategy", "list", "--card-mode", "join"])
+
+    assert await chat.cmd_chat(args, Settings(_env_file=None)) == 0  # type: ignore[call-arg]
+
+    first, forced, again = stand_in.jobs  # "/as Nobody" sent nothing
+    assert all(job.characters == ["Mira", "Theo Marlowe"] and job.character is None for job in stand_in.jobs)
+    assert first.group is not None and (first.group.strategy, first.group.card_mode) == ("list", "join")
+    # The greetings open the chat, each member's its own message.
+    assert [(m.name, m.role) for m in first.messages[:2]] == [("Mira", "assistant"), ("Theo Marlowe", "assistant")]
+    assert forced.group is not None and (forced.group.strategy, forced.group.speakers) == ("manual", ["Theo Marlowe"])
+    assert [(m.name, m.content) for m in forced.messages[3:]] == [
+        ("Mira", "Aye from Mira."),
+        ("Theo Marlowe", "Aye from Theo Marlowe."),
+        (None, "Your papers?"),
+    ]
+    # /regenerate: the last round again, after the same message.
+    assert again.messages == forced.messages and again.group is not None and again.group.strategy == "list"
+    out = capsys.readouterr().out
+    assert out.startswith("Mira: *Mira looks up") and "\nTheo Marlowe: *Theo peers" in out
+    assert out.count("Theo Marlowe: Aye from Theo Marlowe.") == 3

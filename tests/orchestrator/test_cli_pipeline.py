@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,29 +12,13 @@ from temporalio.testing import ActivityEnvironment
 from bench.prefix_reuse import bench_character, roleplay
 from orchestrator.settings import Settings
 from orchestrator.tokens import GgufCounter, smollm2_gguf
-from tests.helpers import ROOT, SHARED, run
+from tests.helpers import ROOT, SHARED, one_error_line, one_json_object, run
 from workflows.activities import JobActivities
 from workflows.context import REPLAYS
 from workflows.models import ChatJob, EngineLimits, JobLimits, PrepareRequest
 from workflows.policy import Policy
 
 SERAPHINA = SHARED / "cards" / "default_Seraphina.png"
-
-
-def one_json_object(done: subprocess.CompletedProcess[str]) -> dict:
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.count("\n") == 1
-    payload = json.loads(done.stdout)
-    assert isinstance(payload, dict)
-    return payload
-
-
-def one_error_line(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert done.returncode == 2 and done.stdout == ""
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_validate_prints_the_verdict(tmp_path: Path) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,18 +239,6 @@ async def test_plain_json_start_and_result_with_the_temporal_cli(
     payload = json.loads(completed.result.payloads[0].data)
     jsonschema.validate(payload, schemas["ChatResult"])
     jsonschema.validate(json.loads(raw_job), schemas["ChatJob"])
-
-
-@pytest.fixture(scope="module")
-def schemas() -> dict:
-    printed = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "schema"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    return json.loads(printed.stdout)
 
 
 @pytest.mark.parametrize(
