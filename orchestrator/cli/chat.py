@@ -197,10 +197,8 @@ async def group_conversation(chat: ChatClient, args: argparse.Namespace, members
             messages.append(Message(role="assistant", content=opening, name=member.name))
     print(GROUP_HELP, file=sys.stderr)
     while True:
-        try:
-            line = (await asyncio.to_thread(input, f"{args.user_name}: ")).strip()
-        except EOFError:
-            print()
+        line = await typed_line(args.user_name)
+        if line is None:
             return
         if not line:
             continue
@@ -239,6 +237,15 @@ async def group_conversation(chat: ChatClient, args: argparse.Namespace, members
         messages = [*turn, *round_messages(result)]
 
 
+async def typed_line(user_name: str) -> str | None:
+    """The user's next line, stripped; None at the end of input (Ctrl-D)."""
+    try:
+        return (await asyncio.to_thread(input, f"{user_name}: ")).strip()
+    except EOFError:
+        print()
+        return None
+
+
 async def conversation(chat: ChatClient, args: argparse.Namespace, character: Character | None, speaker: str) -> None:
     messages: list[Message] = []
     if character is not None:
@@ -252,10 +259,8 @@ async def conversation(chat: ChatClient, args: argparse.Namespace, character: Ch
     print(HELP, file=sys.stderr)
     suggestion = ""  # the last /impersonate's message, which an empty line sends
     while True:
-        try:
-            line = (await asyncio.to_thread(input, f"{args.user_name}: ")).strip()
-        except EOFError:
-            print()
+        line = await typed_line(args.user_name)
+        if line is None:
             return
         line, suggestion = line or suggestion, ""
         if not line:
