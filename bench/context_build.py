@@ -122,7 +122,7 @@ async def built_context(
     before_counting = time.perf_counter()
     counts = await counter.count_many(pieces.texts())
     counting = time.perf_counter() - before_counting
-    built = assemble(pieces, user_name=job.user_name, budget=budget, count=counts.__getitem__, replays=replays)
+    built = assemble(pieces, budget=budget, count=counts.__getitem__, replays=replays)
     return built, counting
 
 
