@@ -5,7 +5,7 @@ from pathlib import Path
 
 from bench.quality import CHARACTERS, PROMPT_COUNT, TURNS, job, prompts, quality_result
 from bench.report import checked, previous_run, table, write_run
-from tests.bench.test_report import sample_run
+from tests.bench.samples import sample_run
 from workflows.models import AttemptSummary, ChatResult
 
 

@@ -18,14 +18,7 @@ from temporalio.worker import Worker
 
 from orchestrator.worker import MAX_HEARTBEAT_THROTTLE
 from tests.helpers import long_chat
-from tests.workflows.test_chat_workflow_fast import (  # noqa: F401 (fixtures)
-    GOOD,
-    BuildingFakes,
-    dev_env,
-    env,
-    job,
-    run_job,
-)
+from tests.workflows.scripted import GOOD, BuildingFakes, job, run_job
 from workflows.activities import resolved_character
 from workflows.chat import ChatWorkflow
 from workflows.context import build_context, estimate_tokens
@@ -127,14 +120,7 @@ async def memory_workers(client: Client, fakes: MemoryFakes) -> AsyncIterator[st
 
 
 async def ended_with(environment: WorkflowEnvironment, fakes: MemoryFakes, chat_job: Any) -> Any:
-    import tests.workflows.test_chat_workflow_fast as fast
-
-    original = fast.workers
-    fast.workers = memory_workers  # run_job's workers, with the summary's activities
-    try:
-        return await run_job(environment, fakes, chat_job=chat_job)
-    finally:
-        fast.workers = original
+    return await run_job(environment, fakes, chat_job=chat_job, workers_for=memory_workers)
 
 
 def long_job(memory: Memory | None, **more: object) -> Any:
