@@ -10,7 +10,8 @@ import uuid
 
 import jsonschema
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 
 from orchestrator.client import ChatClient
 from orchestrator.settings import Settings
@@ -122,13 +123,23 @@ async def test_pooled_picks_the_member_who_has_not_spoken(chat: ChatClient, clie
         group={"strategy": "pooled"},
         messages=[
             {"role": "user", "content": "Evening, all."},
-            {"role": "assistant", "content": "*Lena waves a floury hand.* Evening, Tam!", "name": "Lena"},
+            {"role": "assistant", "content": "*Lena waves a floury hand.* Mira, is the stew ready?", "name": "Lena"},
         ],
     )
-    result, requests = await round_of(chat, client, job)
-    assert tried(result) == ["Mira"]  # the bundled profile's name, not the job's "mira"
-    check_round(result, requests, job)
-    assert "Lena: *Lena waves a floury hand.* Evening, Tam!" in [m.content for m in requests[0].messages]
+    handle = await chat.submit(job)
+    try:
+        result: ChatResult | None = await asyncio.wait_for(handle.result(), timeout=600)
+    except WorkflowFailureError as failure:
+        # The round's one speaker: when SmolLM2 writes only Tam's lines in every attempt (seen once in CI: each cut
+        # to nothing), the job fails NoValidReply; the speaker the round chose still shows in its generations.
+        assert isinstance(failure.cause, ApplicationError) and failure.cause.type == "NoValidReply", failure.cause
+        result = None
+    requests = await generate_requests(client, handle.id)
+    assert requests and {q.speaker for q in requests} == {"Mira"}  # the bundled profile's name, not "mira"
+    assert "Lena: *Lena waves a floury hand.* Mira, is the stew ready?" in [m.content for m in requests[0].messages]
+    if result is not None:
+        assert tried(result) == ["Mira"]
+        check_round(result, requests, job)
 
 
 async def test_manual_with_joined_cards_follows_the_given_speakers_and_streams_them(
