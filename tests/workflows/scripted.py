@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, distribution
@@ -136,6 +136,10 @@ class Fakes:
         self.metrics: list[JobMetrics] = []
         self.generating = asyncio.Event()  # set once a generation started
 
+    def local_activities(self) -> list[Callable[..., Any]]:
+        """What the workflow's worker runs as local activities."""
+        return [self.prepare, self.check_reply, self.record_metrics]
+
     @activity.defn(name="prepare")
     async def prepare(self, request: PrepareRequest) -> Prepared:
         self.budget_shares.append(request.budget_share)
@@ -194,7 +198,7 @@ async def workers(client: Client, fakes: Fakes) -> AsyncIterator[str]:
             client,
             task_queue=task_queue,
             workflows=[ChatWorkflow],
-            activities=[fakes.prepare, fakes.check_reply, fakes.record_metrics],
+            activities=fakes.local_activities(),
         ),
         Worker(
             client,
@@ -245,11 +249,9 @@ async def run_job(
     while_running: Callable[[WorkflowHandle[ChatWorkflow, ChatResult]], Awaitable[None]] | None = None,
     task_timeout: timedelta | None = None,
     chat_job: ChatJob | None = None,
-    workers_for: Callable[[Client, Any], AbstractAsyncContextManager[str]] = workers,
 ) -> Ended:
-    """The job run to its end on `workers_for`'s workers (default `workers`), read as its client sees it."""
     chat_job = chat_job or job()
-    async with workers_for(env.client, fakes) as task_queue:
+    async with workers(env.client, fakes) as task_queue:
         handle = await env.client.start_workflow(
             ChatWorkflow.run,
             chat_job,

@@ -6,21 +6,16 @@ test_memory_real.py runs the same path on the real model)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from orchestrator.worker import MAX_HEARTBEAT_THROTTLE
 from tests.helpers import long_chat
 from tests.workflows.scripted import GOOD, BuildingFakes, job, run_job
 from workflows.activities import resolved_character
-from workflows.chat import ChatWorkflow
 from workflows.context import build_context, estimate_tokens
 from workflows.memory import summary_prompt
 from workflows.models import (
@@ -71,6 +66,9 @@ class MemoryFakes(BuildingFakes):
             max_tokens_cap=2048,
         )
 
+    def local_activities(self) -> list[Callable[..., Any]]:
+        return [*super().local_activities(), self.prepare_summary, self.check_summary]
+
     @activity.defn(name="prepare_summary")
     async def prepare_summary(self, request: SummaryRequest) -> SummaryPrompt:
         character = resolved_character(request.job)
@@ -93,34 +91,8 @@ class MemoryFakes(BuildingFakes):
         return await super().generate(request)
 
 
-@asynccontextmanager
-async def memory_workers(client: Client, fakes: MemoryFakes) -> AsyncIterator[str]:
-    task_queue = f"memory-{id(fakes)}"
-    async with (
-        Worker(
-            client,
-            task_queue=task_queue,
-            workflows=[ChatWorkflow],
-            activities=[
-                fakes.prepare,
-                fakes.check_reply,
-                fakes.prepare_summary,
-                fakes.check_summary,
-                fakes.record_metrics,
-            ],
-        ),
-        Worker(
-            client,
-            task_queue=generate_task_queue(task_queue),
-            activities=[fakes.generate],
-            max_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,
-        ),
-    ):
-        yield task_queue
-
-
 async def ended_with(environment: WorkflowEnvironment, fakes: MemoryFakes, chat_job: Any) -> Any:
-    return await run_job(environment, fakes, chat_job=chat_job, workers_for=memory_workers)
+    return await run_job(environment, fakes, chat_job=chat_job)
 
 
 def long_job(memory: Memory | None, **more: object) -> Any:
@@ -164,7 +136,8 @@ async def test_a_dropped_window_is_summarised_after_the_reply_and_covers_advance
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
     assert [s.activity_type.name for s in scheduled] == ["generate"] * (1 + len(steps))
-    assert {s.task_queue.name for s in scheduled} == {generate_task_queue(f"memory-{id(fakes)}")}
+    workflow_queue = history.events[0].workflow_execution_started_event_attributes.task_queue.name
+    assert {s.task_queue.name for s in scheduled} == {generate_task_queue(workflow_queue)}
     assert [s.priority.priority_key for s in scheduled] == [2] + [3] * len(steps)
     assert {s.priority.fairness_key for s in scheduled} == {"reader-9"}
     # The next job carries the new memory: its context holds the summary and asks for no summary.
