@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from typing import Any
 
 from loguru import logger
 from temporalio.worker import (
@@ -192,12 +193,13 @@ class EngineSlots:
         sampling: ResolvedSampling,
         stop: list[str],
         on_text: Callable[[str], None] | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> GenerateResult:
         waiting_since = time.monotonic()
         async with self._free:
             waited_ms = (time.monotonic() - waiting_since) * 1000
             if not self._watch.up:
                 raise EngineError(ErrorType.engine_unavailable, "the engine went down while this generation waited")
-            result = await self._engine.complete(messages, sampling, stop, on_text=on_text)
+            result = await self._engine.complete(messages, sampling, stop, on_text=on_text, json_schema=json_schema)
         result.queue_ms = waited_ms
         return result

@@ -193,10 +193,15 @@ class InferenceClient:
         self.engine = engine
 
     async def stream_chat(
-        self, messages: list[Message], sampling: ResolvedSampling, stop: list[str] | None = None
+        self,
+        messages: list[Message],
+        sampling: ResolvedSampling,
+        stop: list[str] | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> AsyncIterator[ChatChunk]:
-        """The reply as it is generated. Closing the iterator closes the connection, which stops the
-        generation at the engine."""
+        """The reply as it is generated, constrained to `json_schema` when given. Closing the iterator closes
+        the connection, which stops the generation at the engine."""
+        constrained = {} if json_schema is None else {"response_format": self.engine.response_format(json_schema)}
         # One HTTP client per generation: it keeps the stream's response open until closed.
         async with AsyncInferenceClient(base_url=self.base_url, api_key=self._api_key, timeout=self._timeout) as hf:
             try:
@@ -207,6 +212,7 @@ class InferenceClient:
                     stream_options={"include_usage": True},
                     stop=self.engine.stops(stop or []) or None,
                     **request_parameters(sampling, self.engine),
+                    **constrained,
                 )
                 async for output in stream:
                     yield chunk_from(output)
@@ -219,6 +225,7 @@ class InferenceClient:
         sampling: ResolvedSampling,
         stop: list[str] | None = None,
         on_text: Callable[[str], None] | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> GenerateResult:
         """The whole reply, streamed and joined; usage from the engine, or counted from chunks if absent."""
         started = time.monotonic()
@@ -226,7 +233,7 @@ class InferenceClient:
         parts: list[str] = []
         finish_reason, prompt_tokens, completion_tokens, chunks = "stop", 0, None, 0
         seen_any = False
-        async for chunk in self.stream_chat(messages, sampling, stop):
+        async for chunk in self.stream_chat(messages, sampling, stop, json_schema):
             if chunk.text:
                 chunks += 1
                 parts.append(chunk.text)

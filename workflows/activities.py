@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from loguru import logger
 from temporalio import activity
@@ -87,6 +87,7 @@ class ChatEngine(Protocol):
         sampling: ResolvedSampling,
         stop: list[str],
         on_text: Callable[[str], None] | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> GenerateResult: ...
 
 
@@ -382,7 +383,7 @@ class ChatActivities:
         failed_before = failed_tries_before(info)
         streamed = 0
         batches = DeltaBatches()
-        replying = request.purpose == "reply"  # a summary is neither streamed nor logged
+        replying = request.purpose == "reply"  # nothing else is streamed or logged
         held: list[DeltaEvent] = []  # deltas not yet handed to the stream
         sent_chars = 0  # of the reply, handed to the stream
 
@@ -425,7 +426,11 @@ class ChatActivities:
                     )
                 try:
                     result = await self._engine.complete(
-                        request.messages, request.sampling, request.stop, on_text=publish_delta
+                        request.messages,
+                        request.sampling,
+                        request.stop,
+                        on_text=publish_delta,
+                        json_schema=request.json_schema,
                     )
                 finally:
                     # The batch in flight (and one released but not yet sent) is awaited here: leaving the stream
@@ -470,7 +475,7 @@ class ChatActivities:
         logger.info(
             "generated job={} {}={} try={} finish={} prompt_tokens={} completion_tokens={} engine_ms={:.0f}",
             request.job_id,
-            "attempt" if replying else "summary_attempt",
+            "attempt" if replying else f"{request.purpose}_attempt",
             request.attempt,
             info.attempt,
             result.finish_reason,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -398,8 +398,11 @@ class GenerateRequest(StrictModel):
     messages: list[Message]
     sampling: ResolvedSampling
     stop: list[str] = []
-    # A summary is not streamed to the job's subscribers, and its text is never logged.
-    purpose: Literal["reply", "summary"] = "reply"
+    # Only a reply is streamed to the job's subscribers; no other generation's text is ever logged.
+    purpose: Literal["reply", "summary", "scene", "card", "emotion"] = "reply"
+    # A JSON schema the output must follow: sent as the engine's own constrained decoding (`response_format`,
+    # orchestrator/engines.py). None: free text.
+    json_schema: dict[str, Any] | None = None
     speaker: str | None = None  # a group job's member whose reply this is (carried by the stream's events)
 
 

@@ -1,5 +1,7 @@
 """The inference client against the real llama.cpp server and the real SmolLM2 model."""
 
+import json
+
 import httpcore2
 import pytest
 
@@ -98,3 +100,19 @@ async def test_generations_share_one_tls_context(engine: InferenceClient, monkey
     for _ in range(3):
         assert (await engine.complete(MESSAGES, sampling(max_tokens=2))).content
     assert len(built) <= 1
+
+
+async def test_a_json_schema_constrains_the_reply_on_llama_cpp(stack: DevStack, settings: Settings) -> None:
+    # Without the schema SmolLM2 answers in prose; with it, llama.cpp's grammar allows only the object.
+    engine = InferenceClient(settings.inference_base_url, settings.model_name, engine=ENGINES[EngineKind.llamacpp])
+    schema = {
+        "type": "object",
+        "properties": {"label": {"enum": ["joy", "anger", "neutral"]}},
+        "required": ["label"],
+        "additionalProperties": False,
+    }
+    free = await engine.complete(MESSAGES, sampling(max_tokens=40))
+    constrained = await engine.complete(MESSAGES, sampling(max_tokens=40), json_schema=schema)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(free.content)
+    assert json.loads(constrained.content)["label"] in ("joy", "anger", "neutral")
