@@ -43,7 +43,7 @@ class CharacterBook(StrictModel):
 
 
 # The original worker's own fields; no card has them, so a card export carries them in this extension.
-OWN_FIELDS = ("appearance", "background", "speaking_style", "scenarios")
+OWN_FIELDS = ("appearance", "background", "speaking_style", "scenarios", "voice")
 OWN_EXTENSION = "chat_worker"
 
 
@@ -66,6 +66,9 @@ class Character(StrictModel):
     # Group chats (SillyTavern's): how likely the character speaks unmentioned, 0 only when mentioned. Cards
     # carry it in `extensions.talkativeness`.
     talkativeness: float = Field(default=0.5, ge=0, le=1)
+    # worker: the voice the platform's voice worker speaks the character's replies in (its own voice id; "": its
+    # default). No card spec has one (SillyTavern keeps its voice map in its TTS settings, by character name).
+    voice: str = Field(default="", max_length=200)
     mes_example: str = ""
     system_prompt: str = ""
     post_history_instructions: str = ""

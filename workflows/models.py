@@ -115,6 +115,8 @@ class AuthorNote(StrictModel):
 
 # The job types in which the model may write the user's next message (mode "impersonate"): the chats.
 IMPERSONATING_JOBS = frozenset({JobType.conversation, JobType.roleplay, JobType.unrestricted})
+# The job types whose reply a character (or the assistant) speaks, so that `speech` may ask for its segments.
+SPEAKING_JOBS = frozenset({JobType.conversation, JobType.roleplay, JobType.unrestricted})
 
 
 GROUP_MIN = 2
@@ -183,6 +185,20 @@ def group_problem(job: ChatJob) -> ValidationError | None:
     return None
 
 
+def speech_problem(job: ChatJob) -> ValidationError | None:
+    """Why the job may not ask for `speech`: only a reply that a character or the assistant speaks is split into
+    speech (not an image prompt or a summary), and never the user's own next message (the user's persona never
+    speaks in a reply)."""
+    if not job.speech:
+        return None
+    if job.job_type not in SPEAKING_JOBS:
+        kinds = ", ".join(sorted(SPEAKING_JOBS))
+        return field_error(("speech",), "speech_job_type", f"needs a job type whose reply is spoken ({kinds})")
+    if job.mode == "impersonate":
+        return field_error(("speech",), "speech_impersonate", "an impersonation is the user's message: no speech")
+    return None
+
+
 def unencodable_field(value: object, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
     """The path of the first field whose text does not encode as UTF-8 (a lone surrogate, which Python's JSON
     decoder lets through into free-form dicts), or None. A dict is named as a whole: its keys are the job's text."""
@@ -230,6 +246,8 @@ class ChatJob(StrictModel):
     # Strict: `true` or "1" in JSON is a mistake, not the highest priority.
     priority: int = Field(default=DEFAULT_PRIORITY, ge=HIGHEST_PRIORITY, le=LOWEST_PRIORITY, strict=True)
     author_note: AuthorNote | None = None
+    # Speech-ready text: ChatResult.speech holds the reply split into segments for the voice worker.
+    speech: bool = False
 
     @field_validator("mode")
     @classmethod
@@ -275,6 +293,13 @@ class ChatJob(StrictModel):
     @model_validator(mode="after")
     def _group_is_consistent(self) -> ChatJob:
         problem = group_problem(self)
+        if problem is not None:
+            raise problem
+        return self
+
+    @model_validator(mode="after")
+    def _speech_fits_the_job(self) -> ChatJob:
+        problem = speech_problem(self)
         if problem is not None:
             raise problem
         return self
@@ -369,6 +394,22 @@ class GroupReply(StrictModel):
     attempts: int
 
 
+class SpeechSegment(StrictModel):
+    """A piece of a reply for text to speech (workflows/speech.py): who speaks it, dialogue (quoted speech) or
+    narration (actions, description), the plain text (no markdown, quotes or asterisks; at most
+    SPEECH_SEGMENT_CHARS characters), and the speaker's voice from the profile (None: the voice worker's
+    default). Narration's speaker is the character whose reply it is, with the character's voice."""
+
+    speaker: str
+    kind: Literal["dialogue", "narration"]
+    text: str = Field(min_length=1)
+    voice: str | None = None
+
+
+# A segment's text is at most this many characters (Unicode code points), what TTS engines take in one request.
+SPEECH_SEGMENT_CHARS = 400
+
+
 class ChatResult(StrictModel):
     job_id: str
     content: str
@@ -390,6 +431,8 @@ class ChatResult(StrictModel):
     memory: Memory | None = None
     # A group job: the round's replies in order (`content` is the first's; `attempts` and token counts are sums).
     replies: list[GroupReply] = []
+    # A job with `speech`: the reply (a group job: every reply of the round, in order) as speech segments.
+    speech: list[SpeechSegment] | None = None
 
 
 class GenerateRequest(StrictModel):
