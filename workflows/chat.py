@@ -97,6 +97,7 @@ with workflow.unsafe.imports_passed_through():
         reminders_after,
     )
     from workflows.search_attributes import ATTEMPTS, CHARACTER_NAME, JOB_TYPE, OUTCOME
+    from workflows.speech import with_speech
     from workflows.summaries import row_summary
     from workflows.validation import writes_code
 
@@ -429,7 +430,7 @@ class ChatWorkflow:
             engine_ms=sum(r.engine_ms for r in results),
             total_ms=(workflow.now() - started).total_seconds() * 1000,
         )
-        result = round_result(job, turns, timings, late)
+        result = with_speech(job, round_result(job, turns, timings, late), members)
         speaker = next(m for m in members if m.name == first.speaker)
         await self._record_metrics(job, speaker, first.attempts[0].sampling, result)
         return result
@@ -744,6 +745,8 @@ class ChatWorkflow:
             total_ms=(workflow.now() - started).total_seconds() * 1000,
         )
         result = chat_result(job, self._attempts, chosen, timings, prepared.context.prompt_tokens, late, memory)
+        # Speech is computed here, from the returned reply: pure, so no command and no marker (see workflows/speech.py).
+        result = with_speech(job, result, [prepared.character])
         await self._record_metrics(job, prepared.character, self._attempts[0].sampling, result)
         return result
 

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from workflows.models import SPEECH_SEGMENT_CHARS, SpeechSegment
+from characters import ASSISTANT_NAME, Character
+from workflows.models import SPEECH_SEGMENT_CHARS, ChatJob, ChatResult, JobType, SpeechSegment
 
 Kind = Literal["dialogue", "narration"]
 # A marker's kind while scanning: quoted, between asterisks, or neither (decided per reply).
@@ -66,6 +67,35 @@ class Voice:
     speaker: str
     voice: str | None
     labels: tuple[str, ...]
+
+
+def voice_of(character: Character | None) -> Voice:
+    """Who speaks a reply: the character by its profile's name (as `GroupReply.speaker` names it), in its voice;
+    without a character, the assistant. Its labels: the name, the nickname and the first name."""
+    if character is None:
+        return Voice(ASSISTANT_NAME, None, (ASSISTANT_NAME,))
+    labels = (character.name, character.char_name, character.name.split()[0])
+    return Voice(character.name, character.voice.strip() or None, labels)
+
+
+def with_speech(job: ChatJob, result: ChatResult, characters: Sequence[Character | None]) -> ChatResult:
+    """The result with `speech` when the job asks for it: a group's replies in order, each in its member's voice
+    (`characters` are the members), else `content` in the voice of `characters[0]` (None: the assistant). A
+    continuation continues the job's last message."""
+    if not job.speech:
+        return result
+    scene = job.job_type is not JobType.conversation
+    if result.replies:
+        members = {c.name: c for c in characters if c is not None}
+        segments = [
+            segment
+            for reply in result.replies
+            for segment in speech_segments(reply.content, voice_of(members.get(reply.speaker)), scene=scene)
+        ]
+    else:
+        before = job.messages[-1].content if job.mode == "continue" else ""
+        segments = speech_segments(result.content, voice_of(characters[0]), scene=scene, before=before)
+    return result.model_copy(update={"speech": segments})
 
 
 def speech_segments(text: str, voice: Voice, *, scene: bool = True, before: str = "") -> list[SpeechSegment]:

@@ -77,6 +77,7 @@ def test_the_profiles_own_fields_travel_in_extensions_and_come_back() -> None:
         background="Sailor.",
         speaking_style="Terse.",
         scenarios=["adventure"],
+        voice="alto-2",
         extensions={"chat_worker": {"future_key": 1}, "other": True},
     )
     data = json.loads(export_card(character, "v2-json"))["data"]
@@ -87,6 +88,7 @@ def test_the_profiles_own_fields_travel_in_extensions_and_come_back() -> None:
             "background": "Sailor.",
             "speaking_style": "Terse.",
             "scenarios": ["adventure"],
+            "voice": "alto-2",
         },
         "other": True,
     }
@@ -141,6 +143,7 @@ _characters = st.builds(
     appearance=_text,
     background=_text,
     speaking_style=_text,
+    voice=_text,
     scenario=_text,
     scenarios=st.lists(st.sampled_from(["casual", "romantic", "adventure", "intimate"]), max_size=2),
     first_mes=_text,
