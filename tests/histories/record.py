@@ -119,6 +119,17 @@ JOBS = {
         sampling={"max_tokens": 24, "seed": 4},
         deadline_seconds=600,
     ),
+    # After speech-ready text: a job with `speech` (an inline profile with a voice); the result's segments are
+    # computed in workflow code, so the commands are a plain reply's.
+    "roleplay_speech": ChatJob(
+        job_id="history-roleplay-speech",
+        messages=[{"role": "user", "content": "*shakes off the rain* Evening, Mira. Any soup left?"}],
+        character={"name": "Mira", "description": "A sharp-tongued tavern keeper.", "voice": "alto-2"},
+        user_name="Tam",
+        speech=True,
+        sampling={"max_tokens": 48, "seed": 11},
+        deadline_seconds=600,
+    ),
 }
 # Recorded with small engine limits, so a short chat's window drops turns.
 SMALL_LIMITS = {"roleplay_memory_summarized": {"max_input_tokens": 640, "max_total_tokens": 1024}}
