@@ -394,20 +394,20 @@ class GroupReply(StrictModel):
     attempts: int
 
 
+# A segment's text is at most this many characters (Unicode code points), what TTS engines take in one request.
+SPEECH_SEGMENT_CHARS = 400
+
+
 class SpeechSegment(StrictModel):
     """A piece of a reply for text to speech (workflows/speech.py): who speaks it, dialogue (quoted speech) or
-    narration (actions, description), the plain text (no markdown, quotes or asterisks; at most
-    SPEECH_SEGMENT_CHARS characters), and the speaker's voice from the profile (None: the voice worker's
-    default). Narration's speaker is the character whose reply it is, with the character's voice."""
+    narration (actions, description), the plain text (no markdown, quotes or asterisks; at most 400 characters),
+    and the speaker's voice from the profile (None: the voice worker's default). Narration's speaker is the
+    character whose reply it is, with the character's voice."""
 
     speaker: str
     kind: Literal["dialogue", "narration"]
-    text: str = Field(min_length=1)
+    text: str = Field(min_length=1, max_length=SPEECH_SEGMENT_CHARS)
     voice: str | None = None
-
-
-# A segment's text is at most this many characters (Unicode code points), what TTS engines take in one request.
-SPEECH_SEGMENT_CHARS = 400
 
 
 class ChatResult(StrictModel):

@@ -4,6 +4,8 @@ job's result gets its segments (`with_speech`), and which jobs may ask for them.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from characters import Character, describe_validation_error
@@ -215,6 +217,36 @@ def test_the_voice_and_speaker_come_from_the_profile() -> None:
     theo = Character(name="Theo Marlowe", nickname="Theo", voice=" tenor-3 ")
     assert voice_of(theo) == Voice("Theo Marlowe", "tenor-3", ("Theo Marlowe", "Theo", "Theo"))
     assert voice_of(Character(name="Orrin")).voice is None
+
+
+def alnum(text: str) -> str:
+    return "".join(char for char in text if char.isalnum())
+
+
+def a_subsequence(part: str, whole: str) -> bool:
+    rest = iter(whole)
+    return all(char in rest for char in part)
+
+
+MARKERS = set('*"“”«»„「」『』')
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(st.text(max_size=1500), st.booleans())
+def test_any_text_gives_marker_free_segments_that_fit_of_its_own_words_in_order(text: str, scene: bool) -> None:
+    segments = speech_segments(text, MIRA, scene=scene)
+    for segment in segments:
+        assert 1 <= len(segment.text) <= SPEECH_SEGMENT_CHARS and segment.text == segment.text.strip()
+        assert alnum(segment.text) and (not scene or not MARKERS & set(segment.text))
+    assert a_subsequence(alnum(" ".join(s.text for s in segments)), alnum(text))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(st.text(alphabet='ab cD.,!?…\n*"“”«»„「」雨。', max_size=1500))
+def test_text_without_markdown_labels_or_emoji_loses_no_word(text: str) -> None:
+    segments = speech_segments(text, MIRA)
+    assert alnum(" ".join(s.text for s in segments)) == alnum(text)
+    assert all(len(s.text) <= SPEECH_SEGMENT_CHARS for s in segments)
 
 
 def result(content: str, replies: list[GroupReply] | None = None) -> ChatResult:
