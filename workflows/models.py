@@ -185,20 +185,6 @@ def group_problem(job: ChatJob) -> ValidationError | None:
     return None
 
 
-def speech_problem(job: ChatJob) -> ValidationError | None:
-    """Why the job may not ask for `speech`: only a reply that a character or the assistant speaks is split into
-    speech (not an image prompt or a summary), and never the user's own next message (the user's persona never
-    speaks in a reply)."""
-    if not job.speech:
-        return None
-    if job.job_type not in SPEAKING_JOBS:
-        kinds = ", ".join(sorted(SPEAKING_JOBS))
-        return field_error(("speech",), "speech_job_type", f"needs a job type whose reply is spoken ({kinds})")
-    if job.mode == "impersonate":
-        return field_error(("speech",), "speech_impersonate", "an impersonation is the user's message: no speech")
-    return None
-
-
 def unencodable_field(value: object, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
     """The path of the first field whose text does not encode as UTF-8 (a lone surrogate, which Python's JSON
     decoder lets through into free-form dicts), or None. A dict is named as a whole: its keys are the job's text."""
@@ -258,6 +244,19 @@ class ChatJob(StrictModel):
             raise ValueError(f"'impersonate' needs a chat job type ({chats}), not {job_type.value!r}")
         return mode
 
+    @field_validator("speech")
+    @classmethod
+    def _speech_fits_the_job(cls, speech: bool, info: ValidationInfo) -> bool:
+        """Only a reply that a character or the assistant speaks is split into speech (not an image prompt or a
+        summary), and never the user's own next message (the user's persona never speaks in a reply)."""
+        job_type, mode = info.data.get("job_type"), info.data.get("mode")
+        if speech and job_type is not None and job_type not in SPEAKING_JOBS:
+            kinds = ", ".join(sorted(SPEAKING_JOBS))
+            raise PydanticCustomError("speech_job_type", f"needs a job type whose reply is spoken ({kinds})")
+        if speech and mode == "impersonate":
+            raise PydanticCustomError("speech_impersonate", "an impersonation is the user's message: no speech")
+        return speech
+
     @field_validator("messages")
     @classmethod
     def _last_message_fits_the_mode(cls, messages: list[Message], info: ValidationInfo) -> list[Message]:
@@ -293,13 +292,6 @@ class ChatJob(StrictModel):
     @model_validator(mode="after")
     def _group_is_consistent(self) -> ChatJob:
         problem = group_problem(self)
-        if problem is not None:
-            raise problem
-        return self
-
-    @model_validator(mode="after")
-    def _speech_fits_the_job(self) -> ChatJob:
-        problem = speech_problem(self)
         if problem is not None:
             raise problem
         return self
