@@ -37,8 +37,10 @@ ACTION = "*"
 CODE_BLOCK = re.compile(r"^[ \t]*(```|~~~).*?(?:^[ \t]*\1[^\n]*$|\Z)", re.MULTILINE | re.DOTALL)
 RULE_LINE = re.compile(r"^[ \t]*([-*_])(?:[ \t]*\1){2,}[ \t]*$", re.MULTILINE)
 LINE_START = re.compile(r"^[ \t]*(?:#{1,6}[ \t]+|>[ \t]?|(?:[-+]|\*(?=[ \t])|\d{1,3}[.)])[ \t]+)+", re.MULTILINE)
-IMAGE = re.compile(r"!\[[^\]\n]*\]\([^)\n]*\)")
-LINK = re.compile(r"\[([^\]\n]+)\]\([^)\n]*\)")
+# Neither bracket inside the text nor a parenthesis or white space inside the address: each try stops at the next
+# one, so a reply full of brackets costs linear time, not quadratic.
+IMAGE = re.compile(r"!\[[^\[\]\n]*\]\([^()\s]*\)")
+LINK = re.compile(r"\[([^\[\]\n]+)\]\([^()\s]*\)")
 INLINE_CODE = re.compile(r"`+([^`\n]*)`+")
 EMPHASIS_PAIRS = re.compile(r"\*\*|__|~~")
 HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
@@ -90,7 +92,9 @@ def with_speech(job: ChatJob, result: ChatResult, characters: Sequence[Character
         segments = [
             segment
             for reply in result.replies
-            for segment in speech_segments(reply.content, voice_of(members.get(reply.speaker)), scene=scene)
+            for segment in speech_segments(
+                reply.content, voice_of(members.get(reply.speaker) or Character(name=reply.speaker)), scene=scene
+            )
         ]
     else:
         before = job.messages[-1].content if job.mode == "continue" else ""
@@ -141,7 +145,7 @@ def spoken_text(text: str, labels: Sequence[str]) -> str:
 
 def scanned(text: str) -> list[tuple[Run, str]]:
     """The text's characters grouped by the marker they are in (the innermost one), the markers left out."""
-    runs: list[tuple[Run, str]] = []
+    runs: list[tuple[Run, list[str]]] = []
     open_markers: list[str] = []  # asterisks and opening quotes, innermost last
     for char in text:
         if char == "\n":
@@ -153,10 +157,10 @@ def scanned(text: str) -> list[tuple[Run, str]]:
         if open_markers:
             run = "action" if open_markers[-1] == ACTION else "quote"
         if runs and runs[-1][0] == run:
-            runs[-1] = (run, runs[-1][1] + char)
+            runs[-1][1].append(char)
         else:
-            runs.append((run, char))
-    return runs
+            runs.append((run, [char]))
+    return [(run, "".join(chars)) for run, chars in runs]
 
 
 def is_marker(char: str) -> bool:
@@ -254,7 +258,8 @@ def sentence_ends(text: str) -> list[int]:
 
 def abbreviated(text: str, period: int) -> bool:
     """Whether the period at `period` ends a title or initials (Mr. Dr. J. e.g.), not a sentence."""
-    word = text[:period].rsplit(maxsplit=1)[-1] if text[:period].strip() else ""
+    before = text[max(0, period - 20) : period]  # longer words are no abbreviation
+    word = before.rsplit(maxsplit=1)[-1] if before.strip() else ""
     word = word.lstrip("\"“„«(['")
     return word.lower() in ABBREVIATIONS or bool(INITIALS.fullmatch(word))
 
