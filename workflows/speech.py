@@ -13,7 +13,7 @@ Pure and deterministic (the workflow computes it from the chosen reply; a replay
 4. A piece longer than SPEECH_SEGMENT_CHARS is split at sentence ends into chunks as long as fit; a sentence
    longer than that at a clause (, ; : — or CJK 、，；：), then at a space, then anywhere. A sentence ends at
    . ! ? … (and 。！？ without a space) followed by what is not a lower-case letter, except after a title or an
-   initial (Mr. Dr. St. J. e.g.)."""
+   initial (Mr. Dr. St. J. e.g.; not "I")."""
 
 from __future__ import annotations
 
@@ -261,7 +261,7 @@ def abbreviated(text: str, period: int) -> bool:
     before = text[max(0, period - 20) : period]  # longer words are no abbreviation
     word = before.rsplit(maxsplit=1)[-1] if before.strip() else ""
     word = word.lstrip("\"“„«(['")
-    return word.lower() in ABBREVIATIONS or bool(INITIALS.fullmatch(word))
+    return word.lower() in ABBREVIATIONS or (word != "I" and bool(INITIALS.fullmatch(word)))
 
 
 def clause_ends(text: str) -> list[int]:

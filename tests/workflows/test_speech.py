@@ -161,6 +161,7 @@ def test_abbreviations_and_ellipses_mid_sentence_do_not_end_a_sentence() -> None
     text = "Mr. Holt and Dr. J. R. Vance met St. Clair... then they left. Later, e.g. at noon, they came back… Oh well."
     ends = [text[:end].rstrip() for end in sentence_ends(text)]
     assert ends == ["Mr. Holt and Dr. J. R. Vance met St. Clair... then they left.", text[: text.index(" Oh")]]
+    assert sentence_ends("So did I. Then we left.") == [len("So did I. ")]
 
 
 def test_a_sentence_longer_than_a_chunk_is_split_at_a_clause_then_a_word_then_anywhere() -> None:
