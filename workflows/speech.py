@@ -120,6 +120,7 @@ def speech_segments(text: str, voice: Voice, *, scene: bool = True, before: str 
         SpeechSegment(speaker=voice.speaker, kind=kind, text=chunk, voice=voice.voice)
         for kind, joined in joined_pieces(pieces)
         for chunk in chunks(joined)
+        if speakable(chunk)
     ]
 
 
@@ -197,13 +198,18 @@ def joined_pieces(pieces: list[tuple[Kind, str]]) -> list[tuple[Kind, str]]:
     joined: list[tuple[Kind, str]] = []
     for kind, text in pieces:
         words = " ".join(text.split())
-        if not any(char.isalnum() for char in words):
+        if not speakable(words):
             continue
         if joined and joined[-1][0] == kind:
             joined[-1] = (kind, f"{joined[-1][1]} {words}")
         else:
             joined.append((kind, words))
     return joined
+
+
+def speakable(text: str) -> bool:
+    """Whether the text has a letter or a digit (punctuation alone says nothing)."""
+    return any(char.isalnum() for char in text)
 
 
 def chunks(text: str, limit: int = SPEECH_SEGMENT_CHARS) -> list[str]:

@@ -157,6 +157,11 @@ def test_a_long_piece_is_split_at_sentence_ends_into_chunks_that_fit() -> None:
         assert len(chunk) + 1 + len(following.split(" do. ")[0] + " do.") > SPEECH_SEGMENT_CHARS
 
 
+def test_a_chunk_of_punctuation_alone_is_no_segment() -> None:
+    text = "a" * 398 + ". ... !!! " + "b" * 398 + "."
+    assert [s.text for s in speech_segments(text, MIRA)] == ["a" * 398 + ".", "b" * 398 + "."]
+
+
 def test_abbreviations_and_ellipses_mid_sentence_do_not_end_a_sentence() -> None:
     text = "Mr. Holt and Dr. J. R. Vance met St. Clair... then they left. Later, e.g. at noon, they came back… Oh well."
     ends = [text[:end].rstrip() for end in sentence_ends(text)]
