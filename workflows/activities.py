@@ -239,12 +239,13 @@ class JobActivities:
 
     @activity.defn(name="emotion_prompt")
     async def emotion_prompt(self, request: EmotionRequest) -> list[Message]:
-        """The classification prompt for the reply, or for the user's last message once the job passed its limits
-        and the policy (its text goes to the engine before prepare runs)."""
+        """The classification prompt for the reply, or for the user's last message once the job passed its limits,
+        the policy and its character's lookup (the text goes to the engine before prepare runs)."""
         job = request.job
         if job is None:
             return emotion_messages(request.reply)
         self._check_limits(job)
+        resolved_character(job)
         return emotion_messages(next(m.content for m in reversed(job.messages) if m.role == "user"))
 
     @activity.defn(name="check_summary")

@@ -1,5 +1,6 @@
-"""Emotion labels' pure parts, no servers: the label list and its schema, the lenient reading of the model's output,
-the classification prompt, the note on the user's emotion in the context, and the jobs that may ask for labels."""
+"""Emotion labels' pure parts and the emotion_prompt activity's checks, no servers: the label list and its schema,
+the lenient reading of the model's output, the classification prompt, the note on the user's emotion in the
+context, and the jobs that may ask for labels."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import json
 
 import pytest
 from pydantic import ValidationError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from characters import Character, bundled_character, describe_validation_error
+from workflows.activities import JobActivities
 from workflows.context import ContextTooLarge, build_context, estimate_tokens
 from workflows.emotion import (
     EMOTION_SCHEMA,
@@ -18,7 +22,8 @@ from workflows.emotion import (
     emotion_messages,
     user_emotion_note,
 )
-from workflows.models import ChatJob, ChatResult, Message, Reminder
+from workflows.models import ChatJob, ChatResult, EmotionRequest, EngineLimits, JobLimits, Message, Reminder
+from workflows.policy import Policy, Rule
 
 GO_EMOTIONS = (
     "admiration amusement anger annoyance approval caring confusion curiosity desire disappointment disapproval "
@@ -187,3 +192,32 @@ def test_the_result_and_job_schemas_show_emotion() -> None:
     assert defs["Emotions"]["properties"]["reply"]["anyOf"][0]["enum"] == GO_EMOTIONS
     assert "emotion" in job["properties"] and "emotion" in result["properties"]
     json.dumps([job, result])
+
+
+class EstimateCounter:
+    async def count_many(self, texts: list[str]) -> dict[str, int]:
+        return {text: estimate_tokens(text) for text in texts}
+
+
+def job_activities(policy: Policy) -> JobActivities:
+    limits = EngineLimits(max_input_tokens=2048, max_total_tokens=4096, margin_tokens=64)
+    return JobActivities(JobLimits(), limits, EstimateCounter(), policy)
+
+
+async def test_the_users_text_is_classified_only_when_the_job_passes_its_checks() -> None:
+    forbidding = Policy(patterns=[Rule(pattern="brother")])
+    request = EmotionRequest(job=roleplay_job(emotion={"of_user": True}))
+    with pytest.raises(ApplicationError) as error:
+        await ActivityEnvironment().run(job_activities(forbidding).emotion_prompt, request)
+    assert error.value.type == "InvalidJob" and "job.messages.2.content" in error.value.message
+    unknown = EmotionRequest(job=roleplay_job(character="Nobody", emotion={"of_user": True}))
+    with pytest.raises(ApplicationError) as error:
+        await ActivityEnvironment().run(job_activities(Policy()).emotion_prompt, unknown)
+    assert error.value.type == "InvalidJob" and "job.character" in error.value.message
+    prompt = await ActivityEnvironment().run(job_activities(Policy()).emotion_prompt, request)
+    assert prompt == emotion_messages(CHAT[-1]["content"])
+    # A reply is classified as it is: the job passed its checks before it was written.
+    reply = EmotionRequest(reply="*pours a drink* I'm sorry, Tam.")
+    assert await ActivityEnvironment().run(job_activities(forbidding).emotion_prompt, reply) == emotion_messages(
+        "*pours a drink* I'm sorry, Tam."
+    )
