@@ -110,6 +110,7 @@ async def build_workers(client: Client, settings: Settings, engine: Engine, watc
             jobs.check_reply,
             jobs.prepare_summary,
             jobs.check_summary,
+            jobs.emotion_prompt,
             jobs.record_metrics,
         ],
     )

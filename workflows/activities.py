@@ -25,6 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from characters import Character, UnknownCharacter, listed, resolve
 from workflows.context import ContextTooLarge, TextsCounter, budgeted_context
+from workflows.emotion import emotion_messages
 from workflows.group import GroupScene, other_names, scene_of
 from workflows.memory import summary_budget, summary_prompt, summary_texts
 from workflows.metrics import generation_metrics
@@ -33,6 +34,7 @@ from workflows.models import (
     ChatJob,
     CheckRequest,
     DeltaEvent,
+    EmotionRequest,
     EngineError,
     EngineLimits,
     ErrorType,
@@ -185,7 +187,14 @@ class JobActivities:
         character = scene.speaker if scene is not None else resolved_character(job)
         try:
             context = await budgeted_context(
-                job, character, self._engine_limits, self._counter, request.budget_share, request.reminders, scene
+                job,
+                character,
+                self._engine_limits,
+                self._counter,
+                request.budget_share,
+                request.reminders,
+                scene,
+                request.user_emotion,
             )
         except ContextTooLarge as error:
             raise ApplicationError(str(error), type=ErrorType.context_too_large.value, non_retryable=True) from None
@@ -227,6 +236,17 @@ class JobActivities:
             budget=summary_budget(self._engine_limits),
             count=counts.__getitem__,
         )
+
+    @activity.defn(name="emotion_prompt")
+    async def emotion_prompt(self, request: EmotionRequest) -> list[Message]:
+        """The classification prompt for the reply, or for the user's last message once the job passed its limits,
+        the policy and its character's lookup (the text goes to the engine before prepare runs)."""
+        job = request.job
+        if job is None:
+            return emotion_messages(request.reply)
+        self._check_limits(job)
+        resolved_character(job)
+        return emotion_messages(next(m.content for m in reversed(job.messages) if m.role == "user"))
 
     @activity.defn(name="check_summary")
     async def check_summary(self, check: SummaryCheck) -> Verdict:

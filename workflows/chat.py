@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
     from characters.base import not_unicode_fields
     from workflows.activities import ChatActivities, JobActivities, invalid_job
     from workflows.context import char_name
+    from workflows.emotion import EMOTION_SCHEMA, FALLBACK, emotion_label, emotion_sampling
     from workflows.group import SpeakerTurn, chosen_speakers, round_result
     from workflows.memory import merged_memory
     from workflows.metrics import NO_ERROR, UNKNOWN_JOB_TYPE, record_job_end
@@ -65,6 +66,9 @@ with workflow.unsafe.imports_passed_through():
         CheckRequest,
         DeltaEvent,
         DoneEvent,
+        Emotion,
+        EmotionRequest,
+        Emotions,
         ErrorType,
         FailedEvent,
         GenerateRequest,
@@ -122,6 +126,9 @@ ESCALATION_PER_REASON = "escalation-per-reason"
 STORY_MEMORY = "story-memory"
 # Group scenes (workflows/group.py): a job with `characters` is a round, each chosen member replying in turn.
 GROUP_SCENES = "group-scenes"
+# Emotion labels (ChatJob.emotion): a classification's generation ends by then (or at the job's deadline, if
+# sooner); one that fails or runs out of time labels `neutral` and never costs the job its reply.
+EMOTION_WINDOW = timedelta(seconds=30)
 # Summary steps per job at most (each covers what fits one prompt).
 MAX_SUMMARY_STEPS = 4
 # A reply job's summaries end by then after the reply (or at the job's deadline, if sooner): a slow or stuck
@@ -269,6 +276,7 @@ class ChatWorkflow:
         self._summary = "chat"
         self._job_type = UNKNOWN_JOB_TYPE
         self._speaker: str | None = None  # a group job: the member whose reply the attempts are for
+        self._user_emotion: Emotion | None = None  # emotion.of_user: the label of the user's last message
 
     @workflow.query
     def status(self) -> JobStatus:
@@ -319,6 +327,8 @@ class ChatWorkflow:
         if chat_job.characters is not None:
             return await self._group_round(chat_job, started)
         self._stage = "building_context"
+        if chat_job.emotion is not None and chat_job.emotion.of_user:
+            self._user_emotion = await self._user_emotion_of(chat_job)
         prepared = await self._prepare(chat_job)
         self._summary = row_summary(chat_job, prepared.character)
         workflow.set_current_details(self._summary)
@@ -336,8 +346,9 @@ class ChatWorkflow:
             if not ended_by_deadline(error, deadline):
                 raise
             return await self._after_deadline(chat_job, prepared, started)
+        emotion = await self._emotions(chat_job, chosen, deadline)
         memory = await self._memory_after_reply(chat_job, prepared, deadline)
-        return await self._finish(chat_job, prepared, chosen, started=started, memory=memory)
+        return await self._finish(chat_job, prepared, chosen, started=started, memory=memory, emotion=emotion)
 
     async def _after_deadline(self, job: ChatJob, prepared: Prepared, started: datetime) -> ChatResult:
         """The deadline passed before a valid reply: the best rejected one so far, flagged with reason
@@ -345,7 +356,8 @@ class ChatWorkflow:
         best = best_returnable(self._attempts)
         if best is None or not workflow.patched(BEST_REPLY_AT_DEADLINE):
             raise deadline_passed()
-        return await self._finish(job, prepared, best, started=started, late=True, memory=job.memory)
+        emotion = await self._emotions(job, best, until=workflow.now())  # no time left: the reply's is neutral
+        return await self._finish(job, prepared, best, started=started, late=True, memory=job.memory, emotion=emotion)
 
     async def _group_round(self, job: ChatJob, started: datetime) -> ChatResult:
         """A group job: the chosen members reply in order, each seeing the replies before it, each validated and
@@ -452,6 +464,7 @@ class ChatWorkflow:
                     wait_until=deadline if waits else None,
                     reminders=reminders or [],
                     speaker=self._speaker,
+                    user_emotion=self._user_emotion,
                 ),
                 start_to_close_timeout=LOCAL_TIMEOUT,
                 schedule_to_close_timeout=deadline - before if waits else None,
@@ -734,6 +747,7 @@ class ChatWorkflow:
         started: datetime,
         late: bool = False,
         memory: Memory | None = None,
+        emotion: Emotions | None = None,
     ) -> ChatResult:
         results = [a.result for a in self._attempts]
         timings = Timings(
@@ -747,6 +761,7 @@ class ChatWorkflow:
         result = chat_result(job, self._attempts, chosen, timings, prepared.context.prompt_tokens, late, memory)
         # Speech is computed here, from the returned reply: pure, so no command and no marker (see workflows/speech.py).
         result = with_speech(job, result, [prepared.character])
+        result = result.model_copy(update={"emotion": emotion})
         await self._record_metrics(job, prepared.character, self._attempts[0].sampling, result)
         return result
 
@@ -765,6 +780,64 @@ class ChatWorkflow:
             if is_cancelled_exception(error) or not workflow.patched(METRICS_NEVER_COST_THE_REPLY):
                 raise
             workflow.logger.warning("metrics not recorded for job %s: %s", job.job_id, type(error).__name__)
+
+    async def _user_emotion_of(self, job: ChatJob) -> Emotion:
+        """The label of the user's last message, before the reply's context is built (its note names it)."""
+        start = workflow.info().start_time
+        deadline = start + timedelta(seconds=job.deadline_seconds or PREPARE_DEADLINE_UNLESS_GIVEN)
+        return await self._emotion_of(job, EmotionRequest(job=job), min(deadline, workflow.now() + EMOTION_WINDOW))
+
+    async def _emotions(self, job: ChatJob, chosen: Attempt, until: datetime) -> Emotions | None:
+        """The labels the job asked for: the returned reply's now (its generation ends by `until`), the user's
+        message's from before the reply."""
+        if job.emotion is None:
+            return None
+        reply = None
+        if job.emotion.of_reply:
+            until = min(until, workflow.now() + EMOTION_WINDOW)
+            reply = await self._emotion_of(job, EmotionRequest(reply=chosen.verdict.cleaned), until)
+        return Emotions(reply=reply, user=self._user_emotion)
+
+    async def _emotion_of(self, job: ChatJob, request: EmotionRequest, until: datetime) -> Emotion:
+        """A text's label: the emotion_prompt local activity, one short generation constrained to the labels, its
+        output read leniently. The reply is the job's point: a generation that fails or is not done by `until`
+        labels `neutral` (FALLBACK); only the user's message's prompt fails the job, when the job breaks its limits
+        or the policy."""
+        what = "user" if request.job is not None else "reply"
+        if workflow.now() >= until:
+            return FALLBACK
+        try:
+            messages = await workflow.execute_local_activity_method(
+                JobActivities.emotion_prompt,
+                request,
+                start_to_close_timeout=LOCAL_TIMEOUT,
+                retry_policy=LOCAL_RETRY,
+                summary=f"emotion prompt · {what}",
+            )
+            seed = job.sampling.seed if job.sampling.seed is not None else self._new_seed()
+            generation = GenerateRequest(
+                job_id=job.job_id,
+                attempt=1,
+                messages=messages,
+                sampling=emotion_sampling(seed),
+                purpose="emotion",
+                json_schema=EMOTION_SCHEMA,
+            )
+            result = await self._generation(job, generation, until, f"{self._summary} · emotion of {what}")
+        except ActivityError as error:  # the prompt's local activity, or a cancelled generation
+            if is_cancelled_exception(error):
+                raise
+            if request.job is not None:
+                raise failure(error) from error  # the job breaks its limits or the policy
+            return self._unlabelled(job, what, error)
+        except ApplicationError as error:  # the generation, as _generation ends it
+            return self._unlabelled(job, what, error)
+        return emotion_label(result.content) or FALLBACK
+
+    def _unlabelled(self, job: ChatJob, what: str, error: FailureError) -> Emotion:
+        kind = error.type if isinstance(error, ApplicationError) else type(error).__name__
+        workflow.logger.warning("emotion of the %s not labelled for job %s (%s): neutral", what, job.job_id, kind)
+        return FALLBACK
 
     def _queue_place(self, job: ChatJob) -> tuple[int, str | None]:
         """The job's priority level and fairness key."""

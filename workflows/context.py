@@ -29,8 +29,9 @@ engines' prefix caches reuse (a sawtooth window):
   next drop, which lays it where its `position` says if it fires then. Entries laid with the prefix also
   stay until the next drop, even when their keys have scrolled out of the scan. The card's character note
   (`extensions.depth_prompt`) is always its depth from the end, and `post_history_instructions` always last
-  but for the reminders that an attempt after a rejected reply adds (workflows/prompts.py), which come after
-  it and go out when the newest turn leaves them no room.
+  but for the note on the user's emotion (`emotion.of_user`, workflows/emotion.py) and the reminders that an
+  attempt after a rejected reply adds (workflows/prompts.py), which come after it, in that order, and go out when
+  the newest turn leaves them no room.
 - The job's author's note (`author_note`) never moves a message an earlier turn's prompt held: a copy goes in
   at every `every`-th user message (counted from the conversation's first), `depth` messages before the end of
   the history as it stood then, but never before the message after the user's previous message; a copy stays
@@ -61,6 +62,7 @@ from pydantic import BaseModel
 
 from characters import ASSISTANT_NAME, Character, fill_macros, scenario_text
 from characters.profile import CharacterBook
+from workflows.emotion import user_emotion_note
 from workflows.group import GROUP_NUDGE, GroupScene
 from workflows.lorebook import (
     DEFAULT_DEPTH,
@@ -79,6 +81,7 @@ from workflows.models import (
     BuiltContext,
     ChatJob,
     Dropped,
+    Emotion,
     EngineLimits,
     Insertion,
     JobType,
@@ -167,7 +170,8 @@ class ContextPieces(BaseModel):
     chat_indices: list[int]  # each one's index in the job's messages
     notes: list[Note]  # at their depth in the history
     after_history: list[Note]  # post-history instructions, then the continue instruction
-    reminders: list[Note] = []  # last of all, when they fit
+    # Last of all, when they fit: the note on the user's emotion (emotion.of_user), then the reminders.
+    reminders: list[Note] = []
     memory: Memory | None = None  # the job's story memory: its block is `memory_text`
     memory_text: str = ""
     memory_floor: str = ""  # the block without a summary: the facts, whose room is reserved with the summary's
@@ -265,10 +269,15 @@ def author_note_places(chat: list[Message], note: AuthorNote) -> list[tuple[int,
 
 
 def context_pieces(
-    job: ChatJob, character: Character | None, reminders: Iterable[Reminder] = (), scene: GroupScene | None = None
+    job: ChatJob,
+    character: Character | None,
+    reminders: Iterable[Reminder] = (),
+    scene: GroupScene | None = None,
+    user_emotion: Emotion | None = None,
 ) -> ContextPieces:
     """`scene`: a group job's, for its speaker (`character`): the cards of `scene.carded`, the history's lines
-    labelled with their speakers, the group nudge after the history."""
+    labelled with their speakers, the group nudge after the history. `user_emotion`: the label of the user's last
+    message, which a note after the history names (workflows/emotion.py)."""
     name, user = char_name(character), job.user_name
     group = scene.names if scene is not None else ()
 
@@ -325,6 +334,8 @@ def context_pieces(
         after_history.append(Note(kind="group_nudge", text=filled(GROUP_NUDGE)))
         others_labels = [f"\n{other}:" for other in scene.others]
     constant = {piece.index for piece in lore if book is not None and book.entries[piece.index].constant}
+    emotion_note = user_emotion_note(user_emotion) if user_emotion is not None else None
+    last = [Note(kind="user_emotion", text=filled(emotion_note))] if emotion_note else []
     return ContextPieces(
         prompt=filled(prompt),
         character="\n\n".join(filled(character_sheet(member), member) for member in carded) if roleplay else "",
@@ -339,7 +350,10 @@ def context_pieces(
         chat_indices=chat_indices,
         notes=[n for n in notes if n.text],
         after_history=[n for n in after_history if n.text],
-        reminders=[Note(kind="reminder", text=filled(REMINDERS[reminder])) for reminder in dict.fromkeys(reminders)],
+        reminders=[
+            *last,
+            *(Note(kind="reminder", text=filled(REMINDERS[reminder])) for reminder in dict.fromkeys(reminders)),
+        ],
         memory=job.memory,
         memory_text=filled(memory_text(job.memory)) if job.memory else "",
         memory_floor=filled(memory_text(Memory(facts=job.memory.facts))) if job.memory else "",
@@ -776,12 +790,13 @@ async def budgeted_context(
     budget_share: float = 1.0,
     reminders: Iterable[Reminder] = (),
     scene: GroupScene | None = None,
+    user_emotion: Emotion | None = None,
 ) -> BuiltContext:
     """The job's context within the engine's budget (times `budget_share`), every piece counted once.
 
     The lorebook scans and the assembly run in a thread: with a thousand entries and a long history they would
     stall the event loop that the worker's other jobs share."""
-    pieces = await asyncio.to_thread(context_pieces, job, character, reminders, scene)
+    pieces = await asyncio.to_thread(context_pieces, job, character, reminders, scene, user_emotion)
     counts = await counter.count_many(pieces.texts())
     budget = token_budget(
         limits.max_input_tokens,
@@ -807,9 +822,10 @@ def build_context(
     low_water: float = DEFAULT_LOW_WATER,
     reminders: Iterable[Reminder] = (),
     scene: GroupScene | None = None,
+    user_emotion: Emotion | None = None,
 ) -> BuiltContext:
     return assemble(
-        context_pieces(job, character, reminders, scene),
+        context_pieces(job, character, reminders, scene, user_emotion),
         budget=budget,
         count=count,
         low_water=low_water,

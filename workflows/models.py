@@ -185,6 +185,77 @@ def group_problem(job: ChatJob) -> ValidationError | None:
     return None
 
 
+# Emotion labels (workflows/emotion.py): the 28 of go_emotions, classified by the model.
+Emotion = Literal[
+    "admiration",
+    "amusement",
+    "anger",
+    "annoyance",
+    "approval",
+    "caring",
+    "confusion",
+    "curiosity",
+    "desire",
+    "disappointment",
+    "disapproval",
+    "disgust",
+    "embarrassment",
+    "excitement",
+    "fear",
+    "gratitude",
+    "grief",
+    "joy",
+    "love",
+    "nervousness",
+    "optimism",
+    "pride",
+    "realization",
+    "relief",
+    "remorse",
+    "sadness",
+    "surprise",
+    "neutral",
+]
+# The job types whose result is a chat message, which an emotion label is for (not chat_enhance's image prompt,
+# not a summary).
+EMOTION_JOBS = frozenset({JobType.conversation, JobType.roleplay, JobType.unrestricted})
+
+
+class EmotionOptions(StrictModel):
+    """Which texts the job labels: the returned reply, after validation; the user's last message, before the
+    reply, which a note at the history's end then asks the character to respond to (mode 'reply' only)."""
+
+    of_reply: bool = Field(default=False, strict=True)
+    of_user: bool = Field(default=False, strict=True)
+
+
+class Emotions(StrictModel):
+    """The labels asked for (null: not asked); `neutral` also when the classification failed."""
+
+    reply: Emotion | None = None
+    user: Emotion | None = None
+
+
+def emotion_problem(job: ChatJob) -> ValidationError | None:
+    """What makes the job's `emotion` unfit for it, naming the field."""
+    if job.emotion is None:
+        return None
+    if job.characters is not None:
+        return field_error(("emotion",), "group_emotion", "emotion labels are not supported in group jobs")
+    if job.job_type not in EMOTION_JOBS:
+        chats = ", ".join(sorted(EMOTION_JOBS))
+        return field_error(
+            ("emotion",),
+            "emotion_job_type",
+            f"emotion labels need a chat job type ({chats}), not {job.job_type.value!r}",
+        )
+    if job.emotion.of_user and job.mode != "reply":
+        return field_error(
+            ("emotion", "of_user"), "emotion_of_user_mode", "labels the message a reply answers: mode 'reply' only"
+        )
+    return None
+
+
 def unencodable_field(value: object, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
     """The path of the first field whose text does not encode as UTF-8 (a lone surrogate, which Python's JSON
     decoder lets through into free-form dicts), or None. A dict is named as a whole: its keys are the job's text."""
@@ -234,6 +305,8 @@ class ChatJob(StrictModel):
     author_note: AuthorNote | None = None
     # Speech-ready text: ChatResult.speech holds the reply split into segments for the voice worker.
     speech: bool = False
+    # Emotion labels of the reply and of the user's last message (None: none).
+    emotion: EmotionOptions | None = None
 
     @field_validator("mode")
     @classmethod
@@ -292,6 +365,13 @@ class ChatJob(StrictModel):
     @model_validator(mode="after")
     def _group_is_consistent(self) -> ChatJob:
         problem = group_problem(self)
+        if problem is not None:
+            raise problem
+        return self
+
+    @model_validator(mode="after")
+    def _emotion_fits_the_job(self) -> ChatJob:
+        problem = emotion_problem(self)
         if problem is not None:
             raise problem
         return self
@@ -425,6 +505,8 @@ class ChatResult(StrictModel):
     replies: list[GroupReply] = []
     # A job with `speech`: the reply (a group job: every reply of the round, in order) as speech segments.
     speech: list[SpeechSegment] | None = None
+    # A job with `emotion`: the labels it asked for (None: the job asked for none).
+    emotion: Emotions | None = None
 
 
 class GenerateRequest(StrictModel):
@@ -490,6 +572,7 @@ NoteKind = Literal[
     "impersonate_instruction",
     "group_nudge",
     "reminder",
+    "user_emotion",
 ]
 
 
@@ -551,6 +634,8 @@ class PrepareRequest(StrictModel):
     # After rejected replies: what goes after the history, last (runs begun before escalation-per-reason: none).
     reminders: list[Reminder] = []
     speaker: str | None = None  # a group job: the member whose reply the context is for
+    # The user's last message's emotion label (emotion.of_user), which a note after the history names.
+    user_emotion: Emotion | None = None
 
 
 class Prepared(StrictModel):
@@ -579,6 +664,15 @@ class SummaryPrompt(StrictModel):
     covers: int
     prompt_tokens: int
     stop: list[str] = []
+
+
+class EmotionRequest(StrictModel):
+    """What the emotion_prompt local activity builds a classification for: the user's last message of `job`
+    (after the job's limits and policy, which prepare would check only after the text went to the engine), or
+    else `reply`."""
+
+    job: ChatJob | None = None
+    reply: str = ""
 
 
 class SummaryCheck(StrictModel):

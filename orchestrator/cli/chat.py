@@ -93,6 +93,7 @@ def job_from_args(
             group=group,
             scenario=args.scenario,
             author_note={"text": args.author_note} if args.author_note else None,
+            emotion={"of_reply": True, "of_user": mode == "reply"} if args.emotion else None,
             user_id=args.user_id,
             priority=args.priority,
         )
@@ -162,11 +163,20 @@ async def streamed_reply_of(chat: ChatClient, job: ChatJob, speaker: str) -> Cha
     raise CliError(f"job {job.job_id}: the stream ended without a result")
 
 
+def emotion_labels(result: ChatResult) -> str:
+    """The result's emotion labels (`--emotion`), e.g. "emotion: user grief, reply caring"; "" without them."""
+    if result.emotion is None:
+        return ""
+    labels = [(who, label) for who, label in (("user", result.emotion.user), ("reply", result.emotion.reply)) if label]
+    return "emotion: " + ", ".join(f"{who} {label}" for who, label in labels)
+
+
 def summary_line(result: ChatResult) -> str:
     rejected = f" · reasons: {', '.join(result.reasons)}" if result.reasons else ""
+    emotion = f" · {emotion_labels(result)}" if result.emotion is not None else ""
     return (
         f"[{result.outcome} · {result.attempts} attempt(s) · {result.completion_tokens} tokens · "
-        f"{result.timings.total_ms / 1000:.1f} s{rejected}]"
+        f"{result.timings.total_ms / 1000:.1f} s{rejected}{emotion}]"
     )
 
 
@@ -297,6 +307,8 @@ async def conversation(chat: ChatClient, args: argparse.Namespace, character: Ch
             if job.mode == "reply" and messages[-1].role == "user" and line != "/regenerate":
                 messages.pop()  # the turn did not happen; the user may try again
             continue
+        if result.emotion is not None:
+            print(f"[{emotion_labels(result)}]", file=sys.stderr)
         if job.mode == "impersonate":
             suggestion = result.content
             print("[Enter sends it as yours; or type your own message]", file=sys.stderr)
@@ -387,6 +399,12 @@ CHAT = Command(
             "(default: none, the turn all jobs without one share)",
         ),
         Argument("--priority", type=int, default=DEFAULT_PRIORITY, help="1 (highest) to 5 (lowest) (default: 3)"),
+        Argument(
+            "--emotion",
+            action="store_true",
+            help="label each reply's emotion and the user's message it answers (go_emotions labels, on stderr; "
+            "the character is told the user's; not in a group)",
+        ),
         Argument(
             "--group-strategy",
             choices=["natural", "list", "pooled"],

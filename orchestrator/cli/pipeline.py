@@ -17,6 +17,7 @@ from orchestrator.errors import AsCliError, CliError
 from orchestrator.settings import ENGINE_LIMITS, Settings
 from orchestrator.tokens import offline_counter
 from workflows.context import ContextTooLarge, budgeted_context
+from workflows.emotion import EMOTIONS
 from workflows.group import GroupScene, scene_of
 from workflows.models import (
     ChatJob,
@@ -113,12 +114,14 @@ async def cmd_context(args: argparse.Namespace, settings: Settings) -> int:
     if problems:
         raise CliError(f"invalid job: {listed(problems)}", code=2)
     scene = group_scene(job, args.speaker)
+    if args.user_emotion is not None and (job.emotion is None or not job.emotion.of_user):
+        raise CliError("--user-emotion: only for a job with emotion.of_user", code=2)
     with AsCliError(UnknownCharacter, code=2, prefix="job.character: "):
         character = scene.speaker if scene is not None else resolve(job.character)
     counter = offline_counter(settings)
     limits = settings.engine_limits.model_copy(update={"max_input_tokens": max_input, "max_total_tokens": max_total})
     with AsCliError(ContextTooLarge, code=2):
-        built = await budgeted_context(job, character, limits, counter, scene=scene)
+        built = await budgeted_context(job, character, limits, counter, scene=scene, user_emotion=args.user_emotion)
     return emit({**built.model_dump(), "tokenizer": counter.name})
 
 
@@ -181,7 +184,8 @@ CONTEXT = Command(
     "lorebook (entries inserted), dropped ({history_messages, examples, lorebook_entries}), stop, "
     "insertions ([{kind, label, message, depth}]: each lorebook entry and note (kinds lorebook, character_note, "
     "author_note: one per copy of the job's author's note, post_history_instructions, continue_instruction, "
-    "impersonate_instruction, reminder), the index of the message it is in, and for one in the history how many "
+    "impersonate_instruction, reminder, user_emotion: with --user-emotion), the index of the message it is in, "
+    "and for one in the history how many "
     "history messages follow it; depth null: in the system message), "
     "window ({first_message, laid_at, high_water, low_water}: where the history starts, the message at which "
     "the prompt's front was last laid, the history's room and low-water mark in tokens), memory (null for a job "
@@ -205,6 +209,13 @@ CONTEXT = Command(
             metavar="NAME",
             help="a group job: the member whose prompt to print (default: the first; a round's later speakers "
             "also see the replies before theirs, which the worker adds as messages named by their speakers)",
+        ),
+        Argument(
+            "--user-emotion",
+            choices=EMOTIONS,
+            metavar="LABEL",
+            help="a job with emotion.of_user: the label the worker's classification gave the user's last message, "
+            "whose note goes after the history (none for neutral)",
         ),
     ),
     reads=ENGINE_LIMITS | {"context_margin_tokens", "context_low_water", "tokenizer", "local_model_path"},

@@ -130,6 +130,17 @@ JOBS = {
         sampling={"max_tokens": 48, "seed": 11},
         deadline_seconds=600,
     ),
+    # Emotion labels (ChatJob.emotion): emotion_prompt and an emotion generation before the reply's prepare (its
+    # note after the history), the reply, then emotion_prompt and an emotion generation for the reply.
+    "roleplay_emotion": ChatJob(
+        job_id="history-roleplay-emotion",
+        messages=[{"role": "user", "content": "*slumps onto a stool* My brother never came home from the sea."}],
+        character="Mira",
+        user_name="Tam",
+        emotion={"of_user": True, "of_reply": True},
+        sampling={"max_tokens": 24, "seed": 7},
+        deadline_seconds=600,
+    ),
 }
 # Recorded with small engine limits, so a short chat's window drops turns.
 SMALL_LIMITS = {"roleplay_memory_summarized": {"max_input_tokens": 640, "max_total_tokens": 1024}}
