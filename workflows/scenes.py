@@ -59,12 +59,12 @@ RECENT_MESSAGES: dict[SceneMode, int] = {
     "storyboard": 20,
 }
 CHARS_PER_TOKEN = 3  # a message too long to fit on its own is cut to this many characters per token of room
-STORYBOARD_TOKENS_PER_PANEL = 150
+STORYBOARD_TOKENS_PER_PANEL = 80
 # Bounds of what is kept.
 MAX_KEYWORDS = 40
 MAX_PROMPT_CHARS = 400
-PANEL_PROMPT_CHARS = 300
-CAPTION_CHARS = 120
+PANEL_PROMPT_CHARS = 120
+CAPTION_CHARS = 60
 MIN_KEYWORDS = 3
 # A keyword longer than this, or one with a verb of being or an inner sentence end, is prose; a prompt whose words
 # are mostly in such keywords is prose.
@@ -201,8 +201,9 @@ def scene_prompt(job: ChatJob, character: Character | None, *, budget: int, coun
 
 
 def storyboard_schema(panels: int) -> dict[str, Any]:
-    """A storyboard of exactly `panels` panels, its strings bounded so that the engine's grammar ends it within the
-    default max_tokens."""
+    """A storyboard of exactly `panels` panels, its strings bounded so that the engine's grammar closes it within the
+    default max_tokens (llama.cpp spells a bound of n characters out as n grammar rules: longer bounds slowed
+    SmolLM2's sampling several times over)."""
     prompt = {"type": "string", "minLength": 1, "maxLength": PANEL_PROMPT_CHARS}
     caption = {"type": "string", "minLength": 1, "maxLength": CAPTION_CHARS}
     panel = {
@@ -298,11 +299,12 @@ def keyword_reasons(text: str, raw: list[str], kept: list[str], check: SceneChec
 
 
 def cleaned_caption(caption: str) -> str:
-    """One line of at most CAPTION_CHARS characters (cut at a word), without markdown."""
+    """One line without markdown; one that reached CAPTION_CHARS (the schema's bound, where the grammar may have
+    cut a word) is cut back to its last whole word."""
     line = " ".join(caption.replace("*", "").replace("#", "").split())
-    if len(line) <= CAPTION_CHARS:
+    if len(line) < CAPTION_CHARS:
         return line
-    return line[: CAPTION_CHARS + 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+    return line[:CAPTION_CHARS].rsplit(" ", 1)[0].rstrip(",;:.") + "…"
 
 
 def storyboard_panels(output: str, panels: int) -> list[tuple[str, str]] | None:
@@ -341,7 +343,8 @@ def scene_of_output(check: SceneCheck) -> tuple[ScenePrompt | Storyboard | None,
     panels: list[Panel] = []
     reasons: list[str] = []
     for prompt, caption in pairs:
-        raw = raw_keywords(prompt, "stop")
+        # A prompt that reached the schema's bound may end in a cut keyword, as one stopped by the token limit.
+        raw = raw_keywords(prompt, "length" if len(prompt) >= PANEL_PROMPT_CHARS else "stop")
         kept = cleaned_keywords(raw, check.names, PANEL_PROMPT_CHARS)
         reasons += keyword_reasons(prompt, raw, kept, check)
         line = cleaned_caption(caption)

@@ -17,6 +17,7 @@ from workflows.scenes import (
     CAPTION_CHARS,
     MAX_KEYWORDS,
     MAX_PROMPT_CHARS,
+    PANEL_PROMPT_CHARS,
     STORYBOARD_TOKENS_PER_PANEL,
     SceneTooLarge,
     rendered,
@@ -167,14 +168,16 @@ def test_a_storyboard_with_an_unreadable_panel_cannot_be_returned_even_flagged()
     assert verdict.scene is None and verdict.cleaned == ""
 
 
-def test_a_long_caption_is_cut_at_a_word() -> None:
-    caption = "word " * 60
-    verdict = validate_scene(
-        check(storyboard(("tavern, rain, night", caption), ("fire, mug, bar", "ok")), "storyboard", panels=2)
-    )
+def test_a_caption_or_prompt_at_the_schemas_bound_loses_its_cut_word() -> None:
+    caption = ("word " * 20)[: CAPTION_CHARS - 2] + "wo"
+    prompt = ", ".join(f"keyword{i}" for i in range(30))[: PANEL_PROMPT_CHARS - 2] + "xy"
+    assert len(prompt) == PANEL_PROMPT_CHARS
+    board = storyboard((prompt, caption), ("fire, mug, bar", "ok"))
+    verdict = validate_scene(check(board, "storyboard", panels=2))
     assert isinstance(verdict.scene, Storyboard)
-    first = verdict.scene.panels[0].caption
-    assert len(first) <= CAPTION_CHARS + 1 and first.endswith("word…")
+    first = verdict.scene.panels[0]
+    assert first.caption == "word " * 10 + "word…"
+    assert first.prompt == prompt.rpartition(", ")[0]  # the cut keyword went
 
 
 def test_each_mode_asks_for_its_subject_from_the_visible_profile_and_the_newest_messages() -> None:
