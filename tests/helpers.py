@@ -128,10 +128,10 @@ async def started(*args: str, env: dict[str, str], stdout: int = subprocess.DEVN
     )
 
 
-async def arun(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+async def arun(*args: str, env: dict[str, str], within_seconds: float = 120) -> subprocess.CompletedProcess[str]:
     """`run` without blocking the event loop, which the session's in-process worker shares."""
     process = await started(*args, env=env, stdout=subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=within_seconds)
     assert process.returncode is not None
     return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
 

@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 from temporalio.client import Client
@@ -15,9 +16,9 @@ from temporalio.client import Client
 from orchestrator.client import ChatClient
 from orchestrator.settings import Settings
 from tests.helpers import (
+    arun,
     generate_requests,
     job,
-    run,
     stack_env,
     start_and_wait_with_the_temporal_cli,
     temporal_cli,
@@ -141,10 +142,11 @@ async def test_a_bad_raw_scene_job_fails_at_once_naming_the_field(settings: Sett
     assert "InvalidJob" in printed and f"{field}:" in printed, printed
 
 
-async def test_the_chat_command_prints_a_scene_prompt_of_the_user(settings: Settings, tmp_path) -> None:
+async def test_the_chat_command_prints_a_scene_prompt_of_the_user(settings: Settings, tmp_path: Path) -> None:
     history = tmp_path / "chat.json"
     history.write_text(json.dumps(CHAT))
-    done = run(
+    # arun: the session's worker shares this event loop, which a blocking subprocess.run would stall.
+    done = await arun(
         "chat",
         "--character",
         "Mira",
@@ -160,7 +162,7 @@ async def test_the_chat_command_prints_a_scene_prompt_of_the_user(settings: Sett
         "2",
         # A generous deadline (the default is 120 s): a guard against a loaded machine, not a timing check.
         env=stack_env(settings) | {"CHAT_WORKER_JOB_DEADLINE_SECONDS": "600"},
-        timeout=700,
+        within_seconds=700,
     )
     assert done.returncode == 0, done.stderr
     [prompt] = done.stdout.splitlines()
