@@ -96,7 +96,9 @@ async def test_a_scene_prompt_of_the_character_on_the_real_model(chat: ChatClien
     assert len({r.sampling.seed for r in requests}) == len(requests)
 
 
-async def test_a_raw_json_storyboard_from_the_temporal_cli(client: Client, settings: Settings) -> None:
+async def test_a_raw_json_storyboard_from_the_temporal_cli(
+    chat: ChatClient, client: Client, settings: Settings
+) -> None:
     workflow_id = f"cli-scene-{uuid.uuid4().hex[:8]}"
     raw_job = {
         "job_id": workflow_id,
@@ -133,7 +135,9 @@ async def test_a_raw_json_storyboard_from_the_temporal_cli(client: Client, setti
         (None, "job.scene"),
     ],
 )
-async def test_a_bad_raw_scene_job_fails_at_once_naming_the_field(settings: Settings, scene: dict, field: str) -> None:
+async def test_a_bad_raw_scene_job_fails_at_once_naming_the_field(
+    chat: ChatClient, settings: Settings, scene: dict, field: str
+) -> None:
     workflow_id = f"cli-bad-scene-{uuid.uuid4().hex[:8]}"
     raw_job = {"job_id": workflow_id, "job_type": "chat_scene", "messages": CHAT, "scene": scene}
     outcome = await start_and_wait_with_the_temporal_cli(settings, workflow_id, json.dumps(raw_job))
@@ -142,7 +146,9 @@ async def test_a_bad_raw_scene_job_fails_at_once_naming_the_field(settings: Sett
     assert "InvalidJob" in printed and f"{field}:" in printed, printed
 
 
-async def test_the_chat_command_prints_a_scene_prompt_of_the_user(settings: Settings, tmp_path: Path) -> None:
+async def test_the_chat_command_prints_a_scene_prompt_of_the_user(
+    chat: ChatClient, settings: Settings, tmp_path: Path
+) -> None:
     history = tmp_path / "chat.json"
     history.write_text(json.dumps(CHAT))
     # arun: the session's worker shares this event loop, which a blocking subprocess.run would stall.
