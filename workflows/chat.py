@@ -9,6 +9,9 @@ summarize (story memory, workflows/memory.py): prepare_summary (local) → gener
 any generation → check_summary (local) → (rejected: again, new seed, adjusted sampling); a summary that never
 passes keeps the job's memory. A chat_summarize job is that step alone, on the whole conversation.
 
+A chat_scene job (workflows/scenes.py): prepare_scene (local) → generate (purpose "scene"; a storyboard under the
+engine's JSON schema) → check_scene (local) → (rejected: again, new seed, adjusted sampling) → ChatResult.scene.
+
 A group job (`characters`, workflows/group.py): group_members (local) → speakers drawn with workflow.random() →
 for each speaker in turn: prepare (its own prompt, with the replies before it) → the attempts above → one
 ChatResult with `replies`.
