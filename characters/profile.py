@@ -43,7 +43,7 @@ class CharacterBook(StrictModel):
 
 
 # The original worker's own fields; no card has them, so a card export carries them in this extension.
-OWN_FIELDS = ("appearance", "background", "speaking_style", "scenarios", "voice")
+OWN_FIELDS = ("appearance", "background", "speaking_style", "scenarios", "voice", "image_prompt_prefix")
 OWN_EXTENSION = "chat_worker"
 
 
@@ -60,6 +60,9 @@ class Character(StrictModel):
     speaking_style: str = ""  # worker
     scenario: str = ""  # the character's own setting: the scene when a job names none
     scenarios: list[str] = []  # worker: the scenario types this character is written for
+    # worker: comma-separated keywords put first in every chat_scene prompt that shows the character (a style, a
+    # LoRA trigger word), kept as written.
+    image_prompt_prefix: str = Field(default="", max_length=500)
     first_mes: str = ""
     alternate_greetings: list[str] = []
     group_only_greetings: list[str] = []  # V3: greetings for group chats only

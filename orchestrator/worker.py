@@ -111,6 +111,8 @@ async def build_workers(client: Client, settings: Settings, engine: Engine, watc
             jobs.prepare_summary,
             jobs.check_summary,
             jobs.emotion_prompt,
+            jobs.prepare_scene,
+            jobs.check_scene,
             jobs.record_metrics,
         ],
     )

@@ -128,10 +128,10 @@ async def started(*args: str, env: dict[str, str], stdout: int = subprocess.DEVN
     )
 
 
-async def arun(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+async def arun(*args: str, env: dict[str, str], within_seconds: float = 120) -> subprocess.CompletedProcess[str]:
     """`run` without blocking the event loop, which the session's in-process worker shares."""
     process = await started(*args, env=env, stdout=subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=within_seconds)
     assert process.returncode is not None
     return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
 
@@ -270,10 +270,12 @@ async def generate_tries(client: Client, workflow_id: str) -> list[int]:
     ]
 
 
-async def verdicts(client: Client, workflow_id: str, check: str = "check_reply") -> list[Verdict]:
+async def verdicts(
+    client: Client, workflow_id: str, check: str = "check_reply", shape: type[Verdict] = Verdict
+) -> list[Verdict]:
     """The verdict on each reply (or with `check="check_summary"`, each summary) the job checked: the results of
     its check local activities, which its history records as markers (details: "data", the SDK's JSON naming the
-    activity type; "result")."""
+    activity type; "result"); `shape`: the verdict's model (check_scene's: SceneVerdict)."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     found = []
     for event in history.events:
@@ -283,7 +285,7 @@ async def verdicts(client: Client, workflow_id: str, check: str = "check_reply")
         if json.loads(details["data"].payloads[0].data).get("activity_type") != check:
             continue
         [value] = await client.data_converter.decode(list(details["result"].payloads))
-        found.append(Verdict.model_validate(value))
+        found.append(shape.model_validate(value))
     return found
 
 

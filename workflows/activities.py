@@ -24,7 +24,7 @@ from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError
 
 from characters import Character, UnknownCharacter, listed, resolve
-from workflows.context import ContextTooLarge, TextsCounter, budgeted_context
+from workflows.context import ContextTooLarge, TextsCounter, budgeted_context, token_budget
 from workflows.emotion import emotion_messages
 from workflows.group import GroupScene, other_names, scene_of
 from workflows.memory import summary_budget, summary_prompt, summary_texts
@@ -47,6 +47,10 @@ from workflows.models import (
     PrepareRequest,
     ResetEvent,
     ResolvedSampling,
+    SceneCheck,
+    SceneMessages,
+    SceneRequest,
+    SceneVerdict,
     SummaryCheck,
     SummaryPrompt,
     SummaryRequest,
@@ -54,6 +58,7 @@ from workflows.models import (
     limit_problems,
 )
 from workflows.policy import Policy
+from workflows.scenes import SceneTooLarge, scene_prompt, scene_texts, validate_scene
 from workflows.summary_validation import validate_summary
 from workflows.validation import SHORT_CHARS, validate
 
@@ -251,6 +256,25 @@ class JobActivities:
     @activity.defn(name="check_summary")
     async def check_summary(self, check: SummaryCheck) -> Verdict:
         return validate_summary(check, self._policy)
+
+    @activity.defn(name="prepare_scene")
+    async def prepare_scene(self, request: SceneRequest) -> SceneMessages:
+        """A chat_scene job's prompt within the engine's budget for its output (see workflows/scenes.py)."""
+        job = request.job
+        character = resolved_character(job)
+        counts = await self._counter.count_many(scene_texts(job, character))
+        limits = self._engine_limits
+        budget = token_budget(
+            limits.max_input_tokens, limits.max_total_tokens, request.max_tokens, limits.margin_tokens
+        )
+        try:
+            return scene_prompt(job, character, budget=budget, count=counts.__getitem__)
+        except SceneTooLarge as error:
+            raise ApplicationError(str(error), type=ErrorType.context_too_large.value, non_retryable=True) from None
+
+    @activity.defn(name="check_scene")
+    async def check_scene(self, check: SceneCheck) -> SceneVerdict:
+        return validate_scene(check, self._policy)
 
     @activity.defn(name="record_metrics")
     async def record_metrics(self, metrics: JobMetrics) -> None:

@@ -9,6 +9,9 @@ summarize (story memory, workflows/memory.py): prepare_summary (local) → gener
 any generation → check_summary (local) → (rejected: again, new seed, adjusted sampling); a summary that never
 passes keeps the job's memory. A chat_summarize job is that step alone, on the whole conversation.
 
+A chat_scene job (workflows/scenes.py): prepare_scene (local) → generate (purpose "scene"; a storyboard under the
+engine's JSON schema) → check_scene (local) → (rejected: again, new seed, adjusted sampling) → ChatResult.scene.
+
 A group job (`characters`, workflows/group.py): group_members (local) → speakers drawn with workflow.random() →
 for each speaker in turn: prepare (its own prompt, with the replies before it) → the attempts above → one
 ChatResult with `replies`.
@@ -85,6 +88,8 @@ with workflow.unsafe.imports_passed_through():
         ReplySpec,
         ResolvedSampling,
         Sampling,
+        SceneCheck,
+        SceneRequest,
         Stage,
         SummaryCheck,
         SummaryRequest,
@@ -100,6 +105,7 @@ with workflow.unsafe.imports_passed_through():
         next_sampling,
         reminders_after,
     )
+    from workflows.scenes import scene_sampling
     from workflows.search_attributes import ATTEMPTS, CHARACTER_NAME, JOB_TYPE, OUTCOME
     from workflows.speech import with_speech
     from workflows.summaries import row_summary
@@ -337,6 +343,8 @@ class ChatWorkflow:
         deadline = workflow.info().start_time + timedelta(seconds=prepared.deadline_seconds)
         if chat_job.job_type is JobType.summarize:
             return await self._summarize_job(chat_job, prepared, deadline, started)
+        if chat_job.job_type is JobType.scene:
+            return await self._scene_job(chat_job, prepared, deadline, started)
         try:
             chosen = await asyncio.wait_for(
                 self._attempts_until_valid(chat_job, prepared, deadline),
@@ -737,6 +745,73 @@ class ChatWorkflow:
                 return merged_memory(memory, verdict.cleaned, prompt.covers)
             sampling = next_sampling(sampling, verdict.reasons, self._new_seed(), sampling.max_tokens)
         return None
+
+    async def _scene_job(self, job: ChatJob, prepared: Prepared, deadline: datetime, started: datetime) -> ChatResult:
+        """A chat_scene job (workflows/scenes.py): prepare_scene (local) → generate → check_scene (local), again
+        with a new seed and adjusted sampling while rejected; the result's `scene` is the chosen attempt's. No
+        valid scene: the best rejected one, flagged (also when the deadline passes), as a reply would be."""
+        assert job.scene is not None
+        sampling = scene_sampling(job, self._new_seed())
+        prompt = await workflow.execute_local_activity_method(
+            JobActivities.prepare_scene,
+            SceneRequest(job=job, max_tokens=sampling.max_tokens),
+            start_to_close_timeout=LOCAL_TIMEOUT,
+            retry_policy=LOCAL_RETRY,
+            summary="prepare scene",
+        )
+        check = SceneCheck(
+            output="",
+            finish_reason="",
+            scene=job.scene,
+            names=prompt.names,
+            prefix=prompt.prefix,
+            char_name=char_name(prepared.character),
+            user_name=job.user_name,
+        )
+        late = False
+        chosen: Attempt | None = None
+        try:
+            while self._attempt < prepared.max_attempts and chosen is None:
+                self._attempt += 1
+                self._stage = "generating"
+                request = GenerateRequest(
+                    job_id=job.job_id,
+                    attempt=self._attempt,
+                    messages=prompt.messages,
+                    sampling=sampling,
+                    stop=prompt.stop,
+                    purpose="scene",
+                    json_schema=prompt.json_schema,
+                )
+                result = await self._generation(job, request, deadline, f"{self._summary} · scene {self._attempt}")
+                self._stage = "validating"
+                verdict = await workflow.execute_local_activity_method(
+                    JobActivities.check_scene,
+                    check.model_copy(update={"output": result.content, "finish_reason": result.finish_reason}),
+                    start_to_close_timeout=LOCAL_TIMEOUT,
+                    retry_policy=LOCAL_RETRY,
+                    summary=f"check scene · attempt {self._attempt}",
+                )
+                self._attempts.append(Attempt(self._attempt, sampling, result, verdict))
+                if verdict.valid:
+                    chosen = self._attempts[-1]
+                sampling = next_sampling(sampling, verdict.reasons, self._new_seed(), sampling.max_tokens)
+        except ApplicationError as error:
+            if error.type != ErrorType.deadline.value:
+                raise
+            late = True
+        chosen = chosen or best_returnable(self._attempts)
+        if chosen is None:
+            if late:
+                raise deadline_passed()
+            reasons = ", ".join(r for a in self._attempts for r in a.verdict.reasons) or "none"
+            raise ApplicationError(
+                f"no scene prompt that can be returned in {len(self._attempts)} attempts (reasons: {reasons})",
+                type=ErrorType.no_valid_reply.value,
+                non_retryable=True,
+            )
+        result = await self._finish(job, prepared, chosen, started=started, late=late)
+        return result.model_copy(update={"scene": getattr(chosen.verdict, "scene", None)})
 
     async def _finish(
         self,

@@ -45,6 +45,8 @@ class JobType(StrEnum):
     unrestricted = "chat_unrestricted"
     # Summarise the conversation (merged with the job's memory): the summary is the job's reply.
     summarize = "chat_summarize"
+    # An image prompt (or a storyboard) of the chat's scene, for the image and video workers (workflows/scenes.py).
+    scene = "chat_scene"
 
 
 class Message(StrictModel):
@@ -136,6 +138,41 @@ class GroupSettings(StrictModel):
     allow_self_responses: bool = False
 
 
+# chat_scene (workflows/scenes.py): what the image prompt shows; `storyboard` is `panels` prompts in story order.
+SceneMode = Literal["character", "face", "user", "last_message", "story", "background", "storyboard"]
+PANELS_MIN = 2
+PANELS_MAX = 8
+PANELS_DEFAULT = 4
+
+
+class SceneSettings(StrictModel):
+    mode: SceneMode
+    # Only for a storyboard (default PANELS_DEFAULT).
+    panels: int | None = Field(default=None, ge=PANELS_MIN, le=PANELS_MAX, strict=True)
+
+    @field_validator("panels")
+    @classmethod
+    def _panels_only_for_a_storyboard(cls, panels: int | None, info: ValidationInfo) -> int | None:
+        if panels is not None and info.data.get("mode", "storyboard") != "storyboard":
+            raise ValueError("only a storyboard (mode 'storyboard') takes panels")
+        return panels
+
+    @property
+    def panel_count(self) -> int:
+        return self.panels or PANELS_DEFAULT
+
+
+def scene_problem(job: ChatJob) -> ValidationError | None:
+    """What makes the job's `scene` inconsistent with its type or mode, naming the field."""
+    if job.job_type is JobType.scene and job.scene is None:
+        return field_error(("scene",), "scene_missing", 'a chat_scene job needs `scene` ({"mode": ...})')
+    if job.job_type is not JobType.scene and job.scene is not None:
+        return field_error(("scene",), "scene_not_a_scene_job", "only a chat_scene job takes `scene`")
+    if job.job_type is JobType.scene and job.mode != "reply":
+        return field_error(("mode",), "scene_mode", "a chat_scene job takes mode 'reply'")
+    return None
+
+
 def member_name(ref: str | Character) -> str:
     """A member's name as the job names it: a bundled profile's name as sent, an inline profile's `name`."""
     return ref if isinstance(ref, str) else ref.name
@@ -154,7 +191,8 @@ def group_problem(job: ChatJob) -> ValidationError | None:
         if job.group is not None:
             return field_error(("group",), "group_without_characters", "needs `characters` (2-8 members)")
         last = [m for m in job.messages if m.role != "system"][-1]
-        if job.mode == "reply" and last.role == "assistant" and job.job_type is not JobType.summarize:
+        any_last = job.job_type in (JobType.summarize, JobType.scene)
+        if job.mode == "reply" and last.role == "assistant" and not any_last:
             return field_error(
                 ("messages",), "last_message", "in mode 'reply' the last non-system message must be the user's"
             )
@@ -307,6 +345,8 @@ class ChatJob(StrictModel):
     speech: bool = False
     # Emotion labels of the reply and of the user's last message (None: none).
     emotion: EmotionOptions | None = None
+    # chat_scene only (and required there): what the image prompt shows.
+    scene: SceneSettings | None = None
 
     @field_validator("mode")
     @classmethod
@@ -343,6 +383,10 @@ class ChatJob(StrictModel):
             if mode != "reply" or not turns:
                 raise ValueError("a chat_summarize job takes mode 'reply' and at least one non-system message")
             return messages  # any role may come last
+        if info.data.get("job_type") is JobType.scene and mode == "reply":
+            if not turns:
+                raise ValueError("a chat_scene job takes at least one non-system message")
+            return messages  # any role may come last
         wanted = "user" if mode == "reply" else "assistant"  # continue, impersonate
         if not turns or turns[-1].role != wanted:
             last = turns[-1].role if turns else "none"
@@ -372,6 +416,13 @@ class ChatJob(StrictModel):
     @model_validator(mode="after")
     def _emotion_fits_the_job(self) -> ChatJob:
         problem = emotion_problem(self)
+        if problem is not None:
+            raise problem
+        return self
+
+    @model_validator(mode="after")
+    def _scene_fits_the_job(self) -> ChatJob:
+        problem = scene_problem(self)
         if problem is not None:
             raise problem
         return self
@@ -482,6 +533,21 @@ class SpeechSegment(StrictModel):
     voice: str | None = None
 
 
+class ScenePrompt(StrictModel):
+    """A chat_scene job's image prompt: comma-separated visual keywords, the character's prefix first."""
+
+    prompt: str
+
+
+class Panel(StrictModel):
+    prompt: str
+    caption: str  # one line
+
+
+class Storyboard(StrictModel):
+    panels: list[Panel]  # in story order
+
+
 class ChatResult(StrictModel):
     job_id: str
     content: str
@@ -507,6 +573,8 @@ class ChatResult(StrictModel):
     speech: list[SpeechSegment] | None = None
     # A job with `emotion`: the labels it asked for (None: the job asked for none).
     emotion: Emotions | None = None
+    # chat_scene: {"prompt"} or, for a storyboard, {"panels"}; `content` is its readable rendering.
+    scene: ScenePrompt | Storyboard | None = None
 
 
 class GenerateRequest(StrictModel):
@@ -682,6 +750,35 @@ class SummaryCheck(StrictModel):
     user_name: str = "User"
 
 
+class SceneRequest(StrictModel):
+    """A chat_scene job's prompt, for a scene output of at most `max_tokens`."""
+
+    job: ChatJob
+    max_tokens: int
+
+
+class SceneMessages(StrictModel):
+    """What a chat_scene job sends, and what its check needs: the names the prompt must not hold and the
+    character's prefix (workflows/scenes.py)."""
+
+    messages: list[Message]
+    prompt_tokens: int
+    stop: list[str] = []
+    json_schema: dict[str, Any] | None = None  # a storyboard's
+    names: list[str] = []
+    prefix: str = ""
+
+
+class SceneCheck(StrictModel):
+    output: str
+    finish_reason: str
+    scene: SceneSettings
+    names: list[str] = []
+    prefix: str = ""
+    char_name: str = ASSISTANT_NAME
+    user_name: str = "User"
+
+
 class ReplySpec(StrictModel):
     """Who is speaking in the job whose reply is checked."""
 
@@ -701,6 +798,12 @@ class Verdict(StrictModel):
     valid: bool
     reasons: list[str]
     cleaned: str
+
+
+class SceneVerdict(Verdict):
+    """A scene's verdict: `cleaned` is the readable rendering of `scene` (None: nothing could be read)."""
+
+    scene: ScenePrompt | Storyboard | None = None
 
 
 class CheckRequest(StrictModel):

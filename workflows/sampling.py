@@ -14,6 +14,8 @@ DEFAULTS: dict[JobType, tuple[int, float, float]] = {
     JobType.enhance: (256, 0.7, 0.9),
     JobType.unrestricted: (500, 0.8, 0.9),
     JobType.summarize: (SUMMARY_MAX_TOKENS, 0.3, 0.9),
+    # A storyboard's default is per panel (workflows/scenes.py, STORYBOARD_TOKENS_PER_PANEL).
+    JobType.scene: (160, 0.6, 0.9),
 }
 # An impersonated message (mode impersonate) is the user's: shorter than the character's reply.
 IMPERSONATE_MAX_TOKENS = 150

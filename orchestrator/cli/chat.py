@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import sys
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from pydantic import ValidationError
 
@@ -26,7 +26,17 @@ from characters import (
 from orchestrator.cli.command import Argument, CardFile, Command, OneOf, connected
 from orchestrator.errors import AsCliError, CliError
 from orchestrator.settings import Settings
-from workflows.models import DEFAULT_PRIORITY, ChatJob, ChatResult, JobType, Message
+from workflows.models import (
+    DEFAULT_PRIORITY,
+    PANELS_DEFAULT,
+    PANELS_MAX,
+    PANELS_MIN,
+    ChatJob,
+    ChatResult,
+    JobType,
+    Message,
+    SceneMode,
+)
 
 if TYPE_CHECKING:
     from orchestrator.client import ChatClient
@@ -70,6 +80,9 @@ def job_from_args(
         group["card_mode"] = args.card_mode
     roleplay = character is not None or members is not None
     job_type = JobType(args.job_type) if args.job_type else JobType.roleplay if roleplay else JobType.conversation
+    scene = scene_from_args(args)
+    if scene is not None:
+        job_type = JobType.scene
     sampling = {
         key: value
         for key, value in (
@@ -96,9 +109,39 @@ def job_from_args(
             emotion={"of_reply": True, "of_user": mode == "reply"} if args.emotion else None,
             user_id=args.user_id,
             priority=args.priority,
+            scene=scene,
         )
     except ValidationError as error:
         raise CliError(f"invalid job: {describe_validation_error(error, 'job')}", code=2) from None
+
+
+def scene_from_args(args: argparse.Namespace) -> dict[str, object] | None:
+    """A chat_scene job's `scene` (--scene-mode, --panels), else None."""
+    if args.scene_mode is None:
+        if args.panels is not None or args.history_file is not None:
+            raise CliError("--panels and --history-file go with --scene-mode", code=2)
+        return None
+    return {"mode": args.scene_mode} | ({"panels": args.panels} if args.panels is not None else {})
+
+
+def scene_messages(args: argparse.Namespace) -> list[Message]:
+    """What a scene is drawn from: the history file's messages, then --message as the user's."""
+    from orchestrator.cli.pipeline import history_from
+
+    messages = history_from(args.history_file)
+    if args.message is not None:
+        messages.append(Message(role="user", content=args.message))
+    if not messages:
+        raise CliError("--scene-mode needs --message or --history-file", code=2)
+    return messages
+
+
+async def one_scene(chat: ChatClient, args: argparse.Namespace) -> None:
+    """A chat_scene job: its readable rendering on stdout (the prompt, or the storyboard's panels)."""
+    job = job_from_args(args, scene_messages(args))
+    result = await reply_of(chat, job)
+    print(result.content)
+    print(summary_line(result), file=sys.stderr)
 
 
 def failure_message(job: ChatJob, error: BaseException) -> str:
@@ -325,6 +368,10 @@ async def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     character = profile(character_from_args(args))
     members = [profile(name) for name in members_from_args(args) or []]
     speaker = character.name if character else members[0].name if members else ASSISTANT_NAME
+    if args.scene_mode is not None:
+        job_from_args(args, scene_messages(args))  # bad input fails before connecting
+        await one_scene(ChatClient(await connected(settings), settings), args)
+        return 0
     if args.message is not None:
         job_from_args(args, [Message(role="user", content=args.message)])  # bad input fails before connecting
     chat = ChatClient(await connected(settings), settings)
@@ -345,10 +392,14 @@ CHAT = Command(
     "--message: an interactive conversation that shows the character's greeting, streams each reply and "
     "keeps the history between turns; type /regenerate, /continue, /impersonate (the model writes your next "
     "message in your persona; an empty line sends it, anything else is sent instead) or /quit. With --character "
-    "given 2-8 times: a group scene, a round of replies per line (/as NAME picks who replies next).",
+    "given 2-8 times: a group scene, a round of replies per line (/as NAME picks who replies next). With "
+    "--scene-mode: a chat_scene job instead of a reply: the image prompt of the chat (--history-file, then "
+    "--message) on stdout, or with --scene-mode storyboard its --panels panels, one caption and prompt each.",
     epilog="examples: python -m orchestrator chat --character Mira --message 'Evening, Mira.' --stream\n"
     "          python -m orchestrator chat --character Mira\n"
-    "          python -m orchestrator chat --character Mira --character 'Theo Marlowe' --group-strategy list",
+    "          python -m orchestrator chat --character Mira --character 'Theo Marlowe' --group-strategy list\n"
+    "          python -m orchestrator chat --character Mira --scene-mode last_message --history-file c.json\n"
+    "          python -m orchestrator chat --character Mira --scene-mode storyboard --panels 3 --history-file c.json",
     formatter_class=argparse.RawDescriptionHelpFormatter,
     arguments=(
         Argument("-m", "--message", help="the user's message (omit it for an interactive conversation)"),
@@ -416,6 +467,23 @@ CHAT = Command(
             choices=["swap", "join"],
             default="swap",
             help="a group's cards in the prompt: the speaker's (swap, default) or every member's (join)",
+        ),
+        Argument(
+            "--scene-mode",
+            choices=list(get_args(SceneMode)),
+            help="write the chat's image prompt (a chat_scene job) instead of a reply: the character (full body), "
+            "face, user (the persona), last_message (what it shows), story (recent events), background (the place), "
+            "or storyboard (--panels prompts with captions)",
+        ),
+        Argument(
+            "--panels",
+            type=int,
+            help=f"a storyboard's panels, {PANELS_MIN}-{PANELS_MAX} (default: {PANELS_DEFAULT})",
+        ),
+        Argument(
+            "--history-file",
+            metavar="PATH",
+            help='with --scene-mode: the chat as a JSON list of {"role", "content"}, oldest first (any role last)',
         ),
     ),
     run=cmd_chat,

@@ -7,11 +7,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
-from characters import ASSISTANT_NAME, UnknownCharacter, describe_validation_error, listed, resolve
+from characters import ASSISTANT_NAME, Character, UnknownCharacter, describe_validation_error, listed, resolve
 from orchestrator.cli.command import NO_SETTINGS, Argument, CardFile, Command
 from orchestrator.errors import AsCliError, CliError
 from orchestrator.settings import ENGINE_LIMITS, Settings
@@ -25,11 +25,15 @@ from workflows.models import (
     JobStatus,
     JobType,
     Message,
+    SceneCheck,
+    SceneMode,
+    SceneSettings,
     StreamEvent,
     SummaryCheck,
     job_problems,
 )
 from workflows.policy import load_policy
+from workflows.scenes import SCENE_REASONS, scene_names, validate_scene
 from workflows.summary_validation import SUMMARY_REASONS, validate_summary
 from workflows.validation import ReplySpec, validate
 
@@ -73,6 +77,8 @@ async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
             summary=reply, finish_reason=args.finish_reason, char_name=args.char_name, user_name=args.user_name
         )
         return emit(validate_summary(check, policy).model_dump())
+    if JobType(args.job_type) is JobType.scene:
+        return emit(validate_scene(scene_check(args, reply), policy).model_dump())
     spec = ReplySpec(
         job_type=JobType(args.job_type),
         char_name=args.char_name,
@@ -82,6 +88,25 @@ async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     )
     verdict = validate(reply, spec, history, args.finish_reason, policy)
     return emit(verdict.model_dump())
+
+
+def scene_check(args: argparse.Namespace, output: str) -> SceneCheck:
+    """The check of a chat_scene output from the command line (the names it must not hold: the character's and
+    the user's)."""
+    if args.scene_mode is None:
+        raise CliError("--job-type chat_scene needs --scene-mode", code=2)
+    try:
+        scene = SceneSettings(mode=args.scene_mode, panels=args.panels)
+    except ValidationError as error:
+        raise CliError(describe_validation_error(error, "scene"), code=2) from None
+    return SceneCheck(
+        output=output,
+        finish_reason=args.finish_reason,
+        scene=scene,
+        names=scene_names(Character(name=args.char_name), args.user_name),
+        char_name=args.char_name,
+        user_name=args.user_name,
+    )
 
 
 def group_scene(job: ChatJob, speaker: str | None) -> GroupScene | None:
@@ -146,7 +171,9 @@ VALIDATE = Command(
     "with --other), speaks_for_character (--mode "
     "impersonate: the file is the user's next message), cut_off, policy. With --job-type "
     "chat_summarize the file is a story summary, checked as the workflow checks summaries: "
-    f"{', '.join(SUMMARY_REASONS)}.",
+    f"{', '.join(SUMMARY_REASONS)}. With --job-type chat_scene and --scene-mode the file is a scene prompt (a "
+    "storyboard's JSON with --scene-mode storyboard), checked and cleaned as the workflow does, with its `scene`: "
+    f"{', '.join(SCENE_REASONS)}.",
     arguments=(
         Argument("--job-type", required=True, choices=[t.value for t in JobType]),
         Argument("--reply-file", required=True, metavar="PATH", help="the reply; - reads stdin"),
@@ -172,6 +199,10 @@ VALIDATE = Command(
             default="reply",
             help="the job's mode; impersonate: the reply is the user's next message (default: reply)",
         ),
+        Argument(
+            "--scene-mode", choices=list(get_args(SceneMode)), help="with --job-type chat_scene: the scene's mode"
+        ),
+        Argument("--panels", type=int, help="with --scene-mode storyboard: the panels asked for (default: 4)"),
     ),
     reads=frozenset({"policy_file"}),
     run=cmd_validate,

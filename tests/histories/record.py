@@ -141,6 +141,20 @@ JOBS = {
         sampling={"max_tokens": 24, "seed": 7},
         deadline_seconds=600,
     ),
+    # chat_scene (workflows/scenes.py): prepare, prepare_scene, then per attempt generate and check_scene.
+    "scene_last_message": ChatJob(
+        job_id="history-scene-last-message",
+        job_type="chat_scene",
+        scene={"mode": "last_message"},
+        messages=[
+            {"role": "user", "content": "*shakes the rain off* Evening, Mira. One ale, please."},
+            {"role": "assistant", "content": "*Mira slides a mug across the bar and nods at the fire.*"},
+        ],
+        character="Mira",
+        user_name="Tam",
+        sampling={"max_tokens": 32, "seed": 5},
+        deadline_seconds=600,
+    ),
 }
 # Recorded with small engine limits, so a short chat's window drops turns.
 SMALL_LIMITS = {"roleplay_memory_summarized": {"max_input_tokens": 640, "max_total_tokens": 1024}}
