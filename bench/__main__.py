@@ -38,7 +38,13 @@ from bench.report import BenchConfig, BenchRun, checked, previous_run, table, wr
 from bench.standin import StandInProcess
 from orchestrator.client import ChatClient, connect
 from orchestrator.codec import new_key_line
-from orchestrator.devstack import TEMPORAL_DEV_SERVER, DevStack, settings_on_free_ports
+from orchestrator.devstack import (
+    DEV_SERVER_DYNAMIC_CONFIG,
+    DEV_SERVER_WITHOUT_FAIRNESS,
+    TEMPORAL_DEV_SERVER,
+    DevStack,
+    settings_on_free_ports,
+)
 from orchestrator.settings import Settings
 from orchestrator.tokens import installed_gguf, offline_counter
 from orchestrator.worker import engine_client, job_activities, settings_engine, workers_running
@@ -148,6 +154,13 @@ def parser() -> argparse.ArgumentParser:
         help="encrypt every payload with a throwaway key (CHAT_WORKER_PAYLOAD_KEYS_FILE), to measure the codec's cost",
     )
     root.add_argument(
+        "--fairness",
+        choices=["on", "off"],
+        default="on",
+        help="the Temporal dev server's fair matcher (matching.enableFairness), on as `dev` and compose run it; off: "
+        "the priority-aware matcher alone, to measure the fair matcher's cost (default on)",
+    )
+    root.add_argument(
         "--results-dir", type=Path, default=RESULTS, help="where runs are saved and the previous one is read"
     )
     return root
@@ -185,6 +198,7 @@ def config_from(args: argparse.Namespace, root: argparse.ArgumentParser) -> Benc
         context_turns=args.context_turns,
         long_chat_budget=args.long_chat_budget,
         encrypted=args.encrypt,
+        fairness=args.fairness == "on",
         reply_lengths=[*REPLY_LENGTHS, LONG_REPLY] if args.long_replies else REPLY_LENGTHS,
         quality=args.quality,
         subscribers=args.subscribers,
@@ -321,7 +335,8 @@ def run(config: BenchConfig, results: Path) -> BenchRun:
         )
         counter = offline_counter(settings)
         reuse = asyncio.run(measure_prefix_reuse(100, 4096, None, None, counter, counter.name, progress))
-        with DevStack(settings, progress=progress) as stack:
+        dynamic_config = DEV_SERVER_DYNAMIC_CONFIG if config.fairness else DEV_SERVER_WITHOUT_FAIRNESS
+        with DevStack(settings, progress=progress, dynamic_config=dynamic_config) as stack:
             measured = asyncio.run(stack_benchmarks(stack, settings, config, progress))
         long_chat = asyncio.run(measure_long_chat(config.long_chat_budget, config.long_chat_turns, progress))
     return checked(

@@ -31,6 +31,7 @@ class BenchConfig(BaseModel):
     context_turns: int
     context_repeats: int
     encrypted: bool = False  # payloads through the AES-GCM codec (--encrypt)
+    fairness: bool = True  # the Temporal dev server's fair matcher (--fairness)
     first_token_pairs: int = 10
     growth_repeats: int = 3
     reply_lengths: list[int] = [100, 300]  # max_tokens of the history-growth jobs (--long-replies adds 1,000)
@@ -515,7 +516,9 @@ def title(run: BenchRun, previous: dict[str, Any] | None, previous_name: str | N
     load = " ".join(f"{value:.2f}" for value in run.load_average_end)
     quick = " (--quick)" if value_at(previous, "config.quick") else ""
     before = " (encrypted)" if value_at(previous, "config.encrypted") else ""
+    before += " (fair matcher off)" if value_at(previous, "config.fairness") is False else ""
     now = " · payloads encrypted" if run.config.encrypted else ""
+    now += " · fair matcher off" if not run.config.fairness else ""
     took = f" · took {run.duration_seconds / 60:.1f} min" if run.duration_seconds is not None else ""
     return (
         f"chat-worker benchmark{now} · {run.machine.describe()} · load average at the end {load}{took}\n"

@@ -38,6 +38,13 @@ DEV_SERVER_DYNAMIC_CONFIG: dict[str, bool | int] = {
     "matching.numTaskqueueReadPartitions": 1,
     "matching.numTaskqueueWritePartitions": 1,
 }
+# The same without the fair matcher (`python -m bench --fairness off`, to measure its cost): the priority-aware one,
+# which ChatJob.priority still needs; ChatJob.user_id then orders nothing.
+DEV_SERVER_WITHOUT_FAIRNESS: dict[str, bool | int] = {
+    **DEV_SERVER_DYNAMIC_CONFIG,
+    "matching.enableFairness": False,
+    "matching.useNewMatcher": True,
+}
 
 
 # The local model's KV cache per token (30 layers × 3 KV heads × 64 dims × K and V × 2 bytes; llama.cpp saves
@@ -147,10 +154,10 @@ def codec_flags(settings: Settings) -> list[str]:
     return [] if settings.payload_keys_file is None else ["--ui-codec-endpoint", codec_endpoint(settings)]
 
 
-def dynamic_config_flags() -> list[str]:
+def dynamic_config_flags(dynamic_config: dict[str, bool | int]) -> list[str]:
     return [
         flag
-        for key, value in DEV_SERVER_DYNAMIC_CONFIG.items()
+        for key, value in dynamic_config.items()
         for flag in ("--dynamic-config-value", f"{key}={json.dumps(value)}")
     ]
 
@@ -164,7 +171,7 @@ def prompt_cache_flags(settings: Settings) -> list[str]:
     return ["--cache", "True", "--cache_type", "ram", "--cache_size", str(size), "--logits_all", "False"]
 
 
-def services(settings: Settings) -> list[Service]:
+def services(settings: Settings, dynamic_config: dict[str, bool | int] = DEV_SERVER_DYNAMIC_CONFIG) -> list[Service]:
     from orchestrator.visibility import dev_server_flags  # imports temporalio: only when a stack starts
 
     state = settings.state_dir.resolve()
@@ -192,7 +199,7 @@ def services(settings: Settings) -> list[Service]:
             "--log-level",
             "warn",
             *dev_server_flags(),
-            *dynamic_config_flags(),
+            *dynamic_config_flags(dynamic_config),
             *codec_flags(settings),
         ],
         ready_url=(
@@ -290,16 +297,23 @@ def stopped(running: list[tuple[Service, subprocess.Popen[bytes]]], progress: Ca
 class DevStack:
     """Start with `with DevStack(settings): ...`; both servers stop on exit, Ctrl-C included."""
 
-    def __init__(self, settings: Settings, *, progress: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        progress: Callable[[str], None] = print,
+        dynamic_config: dict[str, bool | int] = DEV_SERVER_DYNAMIC_CONFIG,
+    ) -> None:
         self.settings = settings
         self._progress = progress
+        self._dynamic_config = dynamic_config
         self._running: list[tuple[Service, subprocess.Popen[bytes]]] = []
 
     def start(self) -> None:
         taken = ports_in_use(self.settings)
         if taken:
             raise DevStackError("cannot start the dev stack:\n  " + "\n  ".join(taken))
-        wanted = services(self.settings)
+        wanted = services(self.settings, self._dynamic_config)
         (self.settings.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         try:
             for service in wanted:

@@ -26,6 +26,7 @@ from orchestrator.engines import Engine, detected_engine
 from orchestrator.health import engine_is_down
 from orchestrator.inference import InferenceClient
 from orchestrator.metrics import worker_client_serving_metrics
+from orchestrator.sandbox import WorkflowRunner
 from orchestrator.settings import Settings
 from orchestrator.tokens import token_counter
 from orchestrator.visibility import check_search_attributes
@@ -103,6 +104,7 @@ async def build_workers(client: Client, settings: Settings, engine: Engine, watc
         client,
         task_queue=settings.task_queue,
         workflows=[ChatWorkflow],
+        workflow_runner=WorkflowRunner(),
         # Local activities: they run in this worker and hold no generation slot.
         activities=[
             jobs.prepare,

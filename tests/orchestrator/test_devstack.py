@@ -2,7 +2,16 @@
 
 from pathlib import Path
 
-from orchestrator.devstack import LLAMA_SERVER, SMOLLM2_KV_BYTES_PER_TOKEN, TEMPORAL_DEV_SERVER, DevStack
+from bench.__main__ import config_from, parser
+from orchestrator.devstack import (
+    DEV_SERVER_WITHOUT_FAIRNESS,
+    LLAMA_SERVER,
+    SMOLLM2_KV_BYTES_PER_TOKEN,
+    TEMPORAL_DEV_SERVER,
+    DevStack,
+    services,
+    settings_on_free_ports,
+)
 
 
 def command_line(pid: int) -> str:
@@ -22,6 +31,23 @@ def test_the_dev_server_runs_with_the_fair_matcher_and_one_partition_per_queue(s
         "--dynamic-config-value matching.enableFairness=true",
         "--dynamic-config-value matching.numTaskqueueReadPartitions=1",
         "--dynamic-config-value matching.numTaskqueueWritePartitions=1",
+    ):
+        assert flag in line
+
+
+def test_the_bench_can_run_the_dev_server_with_the_priority_matcher_alone(tmp_path: Path) -> None:
+    args = parser().parse_args(["--fairness", "off"])
+    assert config_from(args, parser()).fairness is False
+    [temporal] = [
+        s
+        for s in services(settings_on_free_ports(tmp_path), DEV_SERVER_WITHOUT_FAIRNESS)
+        if s.name == TEMPORAL_DEV_SERVER
+    ]
+    line = " ".join(temporal.command)
+    for flag in (
+        "--dynamic-config-value matching.enableFairness=false",
+        "--dynamic-config-value matching.useNewMatcher=true",
+        "--dynamic-config-value matching.numTaskqueueReadPartitions=1",
     ):
         assert flag in line
 
