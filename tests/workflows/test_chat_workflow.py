@@ -20,7 +20,15 @@ from characters import Character
 from orchestrator.client import ChatClient, InvalidJob, JobConflict
 from orchestrator.settings import Settings
 from tests.fake_engine import FakeEngine, Scripted, reply_stream
-from tests.helpers import USER_TEXT, job, start_and_wait_with_the_temporal_cli, worker_against
+from tests.helpers import (
+    USER_TEXT,
+    change_versions,
+    job,
+    patch_ids,
+    start_and_wait_with_the_temporal_cli,
+    worker_against,
+)
+from workflows.chat import RELEASE_2026_11
 from workflows.models import ChatResult, JobType
 from workflows.sampling import reminders_after
 
@@ -305,6 +313,9 @@ async def test_each_job_type_runs_with_its_defaults(chat: ChatClient, client: Cl
         called_for |= wanted
     summary_prompt = int(job_type is JobType.summarize)
     assert len(local_activities) == 2 + result.attempts + prepared_again + summary_prompt
+    # One patch for every change released in it: one marker and one TemporalChangeVersion upsert per job.
+    assert patch_ids(history) == [RELEASE_2026_11]
+    assert change_versions(history) == [[RELEASE_2026_11]]
 
 
 async def test_a_rejected_reply_is_regenerated_and_the_result_says_why(
