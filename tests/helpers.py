@@ -311,6 +311,15 @@ def patch_ids(history: WorkflowHistory) -> list[str]:
     ]
 
 
+def upserted_keys(history: WorkflowHistory) -> list[list[str]]:
+    """The search attributes each of the job's upserts sets, by name (sorted), in the order recorded."""
+    return [
+        sorted(event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields)
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+    ]
+
+
 def change_versions(history: WorkflowHistory) -> list[list[str]]:
     """What each of the job's upserts of TemporalChangeVersion (the SDK's, one per patch marker) set it to."""
     return [

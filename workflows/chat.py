@@ -25,7 +25,7 @@ import json
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import Priority, RawValue, RetryPolicy
+from temporalio.common import Priority, RawValue, RetryPolicy, SearchAttributeKey
 from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import (
     ActivityError,
@@ -263,6 +263,15 @@ def adopted(patch_id: str) -> bool:
     return workflow.patched(RELEASE_2026_11) or workflow.patched(patch_id)
 
 
+def upserted(key: SearchAttributeKey[str], value: str) -> None:
+    """Sets search attribute `key` to `value` unless the run's start did (ChatClient sets JobType and
+    CharacterName when it knows them; a raw start sets none): a run begun under the release skips that upsert,
+    one event and one visibility write; a run begun before it upserts as it did."""
+    if workflow.patched(RELEASE_2026_11) and workflow.info().typed_search_attributes.get(key) == value:
+        return
+    workflow.upsert_search_attributes([key.value_set(value)])
+
+
 def generation_priority(job_priority: int, later: bool, fairness_key: str | None = None) -> Priority:
     """A job's first generation queues at the job's priority; its later ones (a regeneration after a rejected
     reply, the retry on a shrunk context) one level higher, so they do not wait behind new jobs' first ones."""
@@ -344,7 +353,7 @@ class ChatWorkflow:
         self._job_type = chat_job.job_type.value
         workflow.patched(RELEASE_2026_11)  # decided once, in the run's first workflow task (see adopted)
         started = workflow.now()
-        workflow.upsert_search_attributes([JOB_TYPE.value_set(chat_job.job_type.value)])
+        upserted(JOB_TYPE, chat_job.job_type.value)
         if chat_job.characters is not None:
             return await self._group_round(chat_job, started)
         self._stage = "building_context"
@@ -352,7 +361,7 @@ class ChatWorkflow:
         self._summary = row_summary(chat_job, prepared.character)
         workflow.set_current_details(self._summary)
         if prepared.character is not None:
-            workflow.upsert_search_attributes([CHARACTER_NAME.value_set(prepared.character.name)])
+            upserted(CHARACTER_NAME, prepared.character.name)
         deadline = workflow.info().start_time + timedelta(seconds=prepared.deadline_seconds)
         if chat_job.job_type is JobType.summarize:
             return await self._summarize_job(chat_job, prepared, deadline, started)

@@ -119,7 +119,9 @@ JOBS = {
         sampling={"max_tokens": 24, "seed": 4},
         deadline_seconds=600,
     ),
-    # After release-2026-11: one patch marker (and one TemporalChangeVersion upsert) for all the changes above.
+    # After release-2026-11: one patch marker (and one TemporalChangeVersion upsert) for all the changes above, and
+    # JobType and CharacterName set by ChatClient's start, not upserted. (roleplay_release_2026_11_start_without_
+    # attributes.json is the same job recorded before ChatClient set them: the workflow's upserts, as a raw start.)
     "roleplay_release_2026_11": ChatJob(
         job_id="history-roleplay-release-2026-11",
         messages=[{"role": "user", "content": "Evening, Mira. Is the stew still warm?"}],

@@ -21,6 +21,7 @@ from tests.helpers import (
     generate_requests,
     patch_ids,
     start_and_wait_with_the_temporal_cli,
+    upserted_keys,
     worker_against,
 )
 from workflows.chat import RELEASE_2026_11
@@ -109,6 +110,8 @@ async def test_list_with_joined_cards_has_every_member_reply_in_order(chat: Chat
     history = await client.get_workflow_handle(f"chat-{job.job_id}").fetch_history()
     assert patch_ids(history) == [RELEASE_2026_11]
     assert change_versions(history) == [[RELEASE_2026_11]]
+    # JobType came with ChatClient's start; the first speaker, chosen in the round, is the workflow's to set.
+    assert upserted_keys(history) == [["TemporalChangeVersion"], ["CharacterName"], ["Attempts", "Outcome"]]
 
 
 async def test_natural_swap_starts_with_the_member_mentioned(chat: ChatClient, client: Client) -> None:
