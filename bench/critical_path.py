@@ -63,6 +63,7 @@ class HistoryFigures(BaseModel):
     workflow_tasks: int  # completed
     signals: int
     updates: int  # accepted
+    upserts: int = 0  # search-attribute upserts (each a visibility write on the server); 0 in runs before it
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ def history_figures(events: Sequence[Event], size_bytes: int) -> HistoryFigures:
         workflow_tasks=len(times(events, E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)),
         signals=len(times(events, E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)),
         updates=len(times(events, E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED)),
+        upserts=len(times(events, E.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES)),
     )
 
 

@@ -197,6 +197,7 @@ HISTORY_LABELS: dict[str, tuple[str, dict[str, Any]]] = {
     "workflow_tasks": ("workflow tasks", {"digits": 0}),
     "signals": ("signals", {"digits": 0}),
     "updates": ("updates", {"digits": 0}),
+    "upserts": ("search-attribute upserts (visibility writes)", {"digits": 0}),
 }
 
 

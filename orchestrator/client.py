@@ -36,6 +36,7 @@ from workflows.models import (
     generate_task_queue,
     limit_problems,
 )
+from workflows.search_attributes import at_start
 from workflows.summaries import row_summary
 
 STREAM_EVENT = TypeAdapter(StreamEvent)
@@ -182,6 +183,7 @@ class ChatClient:
     async def _started(self, job: ChatJob) -> WorkflowHandle[ChatWorkflow, ChatResult]:
         """The job's workflow, started now or found started with the same job."""
         assert job.deadline_seconds is not None
+        character = resolve(job.character)
         try:
             return await self.temporal.start_workflow(
                 ChatWorkflow.run,
@@ -192,8 +194,9 @@ class ChatClient:
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 result_type=ChatResult,
-                # Search attributes are the workflow's to set, also for jobs started without this client.
-                static_summary=row_summary(job, resolve(job.character)),
+                # The workflow sets those a start lacks (a raw start's, a group's speaker) or gets wrong.
+                search_attributes=at_start(job.job_type.value, character.name if character else None),
+                static_summary=row_summary(job, character),
             )
         except WorkflowAlreadyStartedError:  # running or finished: the same job again, or a conflict
             if await self.submitted_job(job.job_id) != job:

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType, PendingActivityState
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 
 from orchestrator.client import ChatClient, connect
@@ -301,6 +301,36 @@ async def generate_requests(client: Client, workflow_id: str) -> list[GenerateRe
         )
         found.append(GenerateRequest.model_validate(value))
     return found
+
+
+def patch_ids(history: WorkflowHistory) -> list[str]:
+    """The ids of the job's workflow.patched markers ("core_patch"), in the order recorded."""
+    return [
+        json.loads(event.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and event.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+
+
+def upserted_keys(history: WorkflowHistory) -> list[list[str]]:
+    """The search attributes each of the job's upserts sets, by name (sorted), in the order recorded."""
+    return [
+        sorted(event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields)
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+    ]
+
+
+def change_versions(history: WorkflowHistory) -> list[list[str]]:
+    """What each of the job's upserts of TemporalChangeVersion (the SDK's, one per patch marker) set it to."""
+    return [
+        json.loads(fields["TemporalChangeVersion"].data)
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+        and "TemporalChangeVersion"
+        in (fields := event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields)
+    ]
 
 
 async def temporal_cli(settings: Settings, *args: str) -> tuple[int, str, str]:

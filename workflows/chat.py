@@ -28,7 +28,7 @@ import json
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import Priority, RawValue, RetryPolicy
+from temporalio.common import Priority, RawValue, RetryPolicy, SearchAttributeKey
 from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import (
     ActivityError,
@@ -182,6 +182,26 @@ PREPARE_LOCAL_RETRY_THRESHOLD = timedelta(seconds=1)
 # only prepare learns; until then prepare waits this long, JobLimits' own default.
 PREPARE_DEADLINE_UNLESS_GIVEN = JobLimits().default_deadline_seconds
 
+# One release patch for the changes above: a run begun under it takes every one of them without their own
+# markers (each workflow.patched costs a job a marker and a TemporalChangeVersion upsert, a visibility write);
+# runs begun before it ask each change's patch where they always did. A change after it gets its own patch.
+RELEASE_2026_11 = "release-2026-11"
+RELEASED_2026_11 = frozenset(
+    {
+        SHRINK_IS_NOT_AN_ATTEMPT,
+        DEADLINE_IS_NOT_A_CANCEL,
+        BEST_REPLY_AT_DEADLINE,
+        METRICS_NEVER_COST_THE_REPLY,
+        GENERATE_RETRIES_UNTIL_DEADLINE,
+        LATER_ATTEMPTS_GO_FIRST,
+        ESCALATION_PER_REASON,
+        STORY_MEMORY,
+        GROUP_SCENES,
+        JOB_PRIORITY_AND_FAIRNESS,
+        PREPARE_WAITS_FOR_THE_ENGINE,
+    }
+)
+
 
 def parsed_job(raw: RawValue) -> ChatJob:
     """The job from its payload as stored. Every way it can fail (a key this worker lacks, bytes that are not
@@ -245,7 +265,25 @@ def ended_by_deadline(error: BaseException, deadline: datetime) -> bool:
         return True
     if isinstance(error, ApplicationError):
         return error.type == ErrorType.deadline.value
-    return is_cancelled_exception(error) and workflow.now() >= deadline and workflow.patched(DEADLINE_IS_NOT_A_CANCEL)
+    return is_cancelled_exception(error) and workflow.now() >= deadline and adopted(DEADLINE_IS_NOT_A_CANCEL)
+
+
+def adopted(patch_id: str) -> bool:
+    """Whether this run takes the change `patch_id` (one of RELEASED_2026_11): a run begun under the release
+    does, with no marker of its own (the release's one marker is recorded in the run's first workflow task, see
+    `ChatWorkflow._run`); a run begun before it, as that change's own `workflow.patched` says."""
+    if patch_id not in RELEASED_2026_11:
+        raise ValueError(f"{patch_id} is not in release {RELEASE_2026_11}: call workflow.patched")
+    return workflow.patched(RELEASE_2026_11) or workflow.patched(patch_id)
+
+
+def upserted(key: SearchAttributeKey[str], value: str) -> None:
+    """Sets search attribute `key` to `value` unless the run's start did (ChatClient sets JobType and
+    CharacterName when it knows them; a raw start sets none): a run begun under the release skips that upsert,
+    one event and one visibility write; a run begun before it upserts as it did."""
+    if workflow.patched(RELEASE_2026_11) and workflow.info().typed_search_attributes.get(key) == value:
+        return
+    workflow.upsert_search_attributes([key.value_set(value)])
 
 
 def generation_priority(job_priority: int, later: bool, fairness_key: str | None = None) -> Priority:
@@ -328,8 +366,9 @@ class ChatWorkflow:
     async def _run(self, job: RawValue) -> ChatResult:
         chat_job = parsed_job(job)
         self._job_type = chat_job.job_type.value
+        workflow.patched(RELEASE_2026_11)  # decided once, in the run's first workflow task (see adopted)
         started = workflow.now()
-        workflow.upsert_search_attributes([JOB_TYPE.value_set(chat_job.job_type.value)])
+        upserted(JOB_TYPE, chat_job.job_type.value)
         if chat_job.characters is not None:
             return await self._group_round(chat_job, started)
         self._stage = "building_context"
@@ -339,7 +378,7 @@ class ChatWorkflow:
         self._summary = row_summary(chat_job, prepared.character)
         workflow.set_current_details(self._summary)
         if prepared.character is not None:
-            workflow.upsert_search_attributes([CHARACTER_NAME.value_set(prepared.character.name)])
+            upserted(CHARACTER_NAME, prepared.character.name)
         deadline = workflow.info().start_time + timedelta(seconds=prepared.deadline_seconds)
         if chat_job.job_type is JobType.summarize:
             return await self._summarize_job(chat_job, prepared, deadline, started)
@@ -362,7 +401,7 @@ class ChatWorkflow:
         """The deadline passed before a valid reply: the best rejected one so far, flagged with reason
         `deadline`, rather than nothing (a backlog costs quality, not the reply); none to return: Deadline."""
         best = best_returnable(self._attempts)
-        if best is None or not workflow.patched(BEST_REPLY_AT_DEADLINE):
+        if best is None or not adopted(BEST_REPLY_AT_DEADLINE):
             raise deadline_passed()
         emotion = await self._emotions(job, best, until=workflow.now())  # no time left: the reply's is neutral
         return await self._finish(job, prepared, best, started=started, late=True, memory=job.memory, emotion=emotion)
@@ -372,7 +411,7 @@ class ChatWorkflow:
         retried on its own (the attempt loop, per speaker); a member with no reply that can be returned is left out
         (flagged). The job's deadline covers the round: a speaker cut short returns its best rejected reply, those
         not reached are left out, and the result is flagged."""
-        workflow.patched(GROUP_SCENES)
+        adopted(GROUP_SCENES)
         self._stage = "building_context"
         try:
             members = await workflow.execute_local_activity_method(
@@ -459,7 +498,7 @@ class ChatWorkflow:
         self, job: ChatJob, budget_share: float = 1.0, reminders: list[Reminder] | None = None
     ) -> Prepared:
         before = workflow.now()
-        waits = workflow.patched(PREPARE_WAITS_FOR_THE_ENGINE)
+        waits = adopted(PREPARE_WAITS_FOR_THE_ENGINE)
         deadline = workflow.info().start_time + timedelta(seconds=job.deadline_seconds or PREPARE_DEADLINE_UNLESS_GIVEN)
         if waits and deadline <= before:
             raise deadline_passed()
@@ -512,7 +551,7 @@ class ChatWorkflow:
                 if error.type != ErrorType.input_too_long.value or shrunk:
                     raise
                 shrunk = True
-                if workflow.patched(SHRINK_IS_NOT_AN_ATTEMPT):
+                if adopted(SHRINK_IS_NOT_AN_ATTEMPT):
                     self._attempt -= 1  # the engine saw no reply: this attempt runs again on the smaller context
                 self._stage = "building_context"
                 prepared = await self._prepare(job, SHRUNK_BUDGET_SHARE, reminders)
@@ -529,7 +568,7 @@ class ChatWorkflow:
             self._attempts.append(attempt)
             if verdict.valid:
                 return attempt
-            if not workflow.patched(ESCALATION_PER_REASON):
+            if not adopted(ESCALATION_PER_REASON):
                 sampling = escalated_sampling(sampling, verdict.reasons, seed=self._new_seed())
                 continue
             roleplay = job.job_type is JobType.roleplay and prepared.character is not None
@@ -586,9 +625,9 @@ class ChatWorkflow:
         remaining = deadline - before
         if remaining <= timedelta(0):
             raise deadline_passed()
-        until_deadline = workflow.patched(GENERATE_RETRIES_UNTIL_DEADLINE)
+        until_deadline = adopted(GENERATE_RETRIES_UNTIL_DEADLINE)
         self._generations += 1
-        if priority is None and workflow.patched(LATER_ATTEMPTS_GO_FIRST):
+        if priority is None and adopted(LATER_ATTEMPTS_GO_FIRST):
             level, fairness_key = self._queue_place(job)
             priority = generation_priority(level, later=self._generations > 1, fairness_key=fairness_key)
         try:
@@ -635,7 +674,7 @@ class ChatWorkflow:
         block = prepared.context.memory
         if job.memory is None or block is None or block.summarize_until is None:
             return job.memory
-        if not workflow.patched(STORY_MEMORY):
+        if not adopted(STORY_MEMORY):
             return job.memory
         until = min(deadline, workflow.now() + SUMMARY_WINDOW)
         try:
@@ -660,7 +699,7 @@ class ChatWorkflow:
         """A chat_summarize job: the whole conversation merged into the job's memory; its summary is the reply.
         When no summary passes, the best rejected one is returned flagged, as a reply would be, and the memory as
         it came (a bad summary never becomes memory)."""
-        workflow.patched(STORY_MEMORY)
+        adopted(STORY_MEMORY)
         before = job.memory or Memory()
         memory = await self._summarized(job, prepared, before, len(job.messages), deadline, self._attempts, None)
         valid = [a for a in self._attempts if a.verdict.valid]
@@ -852,7 +891,7 @@ class ChatWorkflow:
                 summary="record metrics",
             )
         except FailureError as error:  # the reply is the job's point: it is returned all the same
-            if is_cancelled_exception(error) or not workflow.patched(METRICS_NEVER_COST_THE_REPLY):
+            if is_cancelled_exception(error) or not adopted(METRICS_NEVER_COST_THE_REPLY):
                 raise
             workflow.logger.warning("metrics not recorded for job %s: %s", job.job_id, type(error).__name__)
 
@@ -916,7 +955,7 @@ class ChatWorkflow:
 
     def _queue_place(self, job: ChatJob) -> tuple[int, str | None]:
         """The job's priority level and fairness key."""
-        if workflow.patched(JOB_PRIORITY_AND_FAIRNESS):
+        if adopted(JOB_PRIORITY_AND_FAIRNESS):
             return job.priority, job.user_id
         return DEFAULT_PRIORITY, None
 

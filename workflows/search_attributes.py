@@ -5,7 +5,7 @@ job registers exactly `registration_spec()`. Never chat text: search attributes 
 
 from __future__ import annotations
 
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 JOB_TYPE = SearchAttributeKey.for_keyword("JobType")
 CHARACTER_NAME = SearchAttributeKey.for_keyword("CharacterName")
@@ -23,3 +23,12 @@ def cli_type(key: SearchAttributeKey) -> str:
 def registration_spec() -> str:
     """`JobType=Keyword CharacterName=Keyword …`: what deploy/temporal/setup-namespace.sh registers."""
     return " ".join(f"{key.name}={cli_type(key)}" for key in SEARCH_ATTRIBUTES)
+
+
+def at_start(job_type: str, character_name: str | None) -> TypedSearchAttributes:
+    """What a client that knows them sets when it starts a job (part of the start's own visibility record): the
+    workflow then upserts neither (see workflows.chat.upserted)."""
+    pairs = [SearchAttributePair(JOB_TYPE, job_type)]
+    if character_name is not None:
+        pairs.append(SearchAttributePair(CHARACTER_NAME, character_name))
+    return TypedSearchAttributes(pairs)

@@ -21,7 +21,14 @@ def flat(value: float) -> Spread:
 
 
 def growth(tokens: int, events: int) -> LengthFigures:
-    history = {"events": events, "bytes": events * 200, "workflow_tasks": events // 4, "signals": 3, "updates": 0}
+    history = {
+        "events": events,
+        "bytes": events * 200,
+        "workflow_tasks": events // 4,
+        "signals": 3,
+        "updates": 0,
+        "upserts": 4,
+    }
     return LengthFigures(
         max_tokens=tokens,
         repeats=2,
@@ -102,7 +109,14 @@ def sample_run(
         ),
         growth=GrowthResult(
             lengths={"100": growth(100, 60), "300": growth(300, 100)},
-            per_100_tokens={"events": 20.0, "bytes": 4000.0, "workflow_tasks": 5.0, "signals": 0.0, "updates": 0.0},
+            per_100_tokens={
+                "events": 20.0,
+                "bytes": 4000.0,
+                "workflow_tasks": 5.0,
+                "signals": 0.0,
+                "updates": 0.0,
+                "upserts": 0.0,
+            },
         ),
         capacity=CapacityResult(
             jobs=3,

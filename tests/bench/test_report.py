@@ -10,7 +10,7 @@ from bench.overhead import (
     SubscribersResult,
 )
 from bench.prefix_reuse import ReuseResult
-from bench.report import Row, checked, format_table, previous_run, table, write_run
+from bench.report import HISTORY_LABELS, Row, checked, format_table, previous_run, table, write_run
 from tests.bench.samples import flat, sample_run
 
 CONTRACT_LABELS = [  # other scripts read these rows: the label verbatim, then this run's value
@@ -170,7 +170,7 @@ def test_the_subscribers_section_shows_each_count_beside_the_previous_run() -> N
     lines = table(checked(sample_run().model_copy(update={"subscribers": measured})), before.model_dump(), "b")
     lines = lines.splitlines()
     start = next(i for i, line in enumerate(lines) if "Subscribers, real model" in line)
-    section = lines[start : start + 1 + 3 * 8]
+    section = lines[start : start + 1 + 3 * (1 + len(HISTORY_LABELS) + 2)]  # heading, history, CPU per count
     headings = [line.strip() for line in section if line.strip().endswith("subscribers:")]
     assert headings == ["0 subscribers:", "1 subscribers:", "3 subscribers:"]
     updates = [line for line in section if line.strip().startswith("updates per job")]

@@ -113,10 +113,21 @@ def test_signal_tasks_during_the_generation_are_not_added_time() -> None:
     assert beside.workflow_task_ms == pytest.approx(80)
 
 
-def test_history_figures_count_tasks_signals_and_updates() -> None:
-    updated = [*STREAMED, (E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED, 0.5)]
+def test_history_figures_count_tasks_signals_updates_and_upserts() -> None:
+    updated = [
+        *STREAMED,
+        (E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED, 0.5),
+        *[(E.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES, 0.04)] * 2,
+    ]
     figures = history_figures(updated, size_bytes=4321)
-    assert figures.model_dump() == {"events": 20, "bytes": 4321, "workflow_tasks": 4, "signals": 2, "updates": 1}
+    assert figures.model_dump() == {
+        "events": 22,
+        "bytes": 4321,
+        "workflow_tasks": 4,
+        "signals": 2,
+        "updates": 1,
+        "upserts": 2,
+    }
 
 
 def test_spread_gives_quartiles_and_extremes() -> None:

@@ -155,12 +155,33 @@ JOBS = {
         sampling={"max_tokens": 32, "seed": 5},
         deadline_seconds=600,
     ),
+    # After release-2026-11: one patch marker (and one TemporalChangeVersion upsert) for all the changes above, and
+    # JobType and CharacterName set by ChatClient's start, not upserted. (roleplay_release_2026_11_start_without_
+    # attributes.json is the same job recorded before ChatClient set them: the workflow's upserts, as a raw start.)
+    "roleplay_release_2026_11": ChatJob(
+        job_id="history-roleplay-release-2026-11",
+        messages=[{"role": "user", "content": "Evening, Mira. Is the stew still warm?"}],
+        character="Mira",
+        user_name="Tam",
+        sampling={"max_tokens": 48, "seed": 11},
+        user_id="history-user-1",
+        priority=2,
+    ),
+    # The same release with a rejected first reply: the regeneration's sampling chosen by its reason, queued
+    # one level up, without those changes' own markers.
+    "roleplay_regenerated_release_2026_11": ChatJob(
+        job_id="history-roleplay-regenerated-release-2026-11",
+        messages=[{"role": "user", "content": "?"}],
+        character="Mira",
+        user_name="Tam",
+        sampling={"max_tokens": 12, "seed": 3},
+    ),
 }
 # Recorded with small engine limits, so a short chat's window drops turns.
 SMALL_LIMITS = {"roleplay_memory_summarized": {"max_input_tokens": 640, "max_total_tokens": 1024}}
 # Recorded by a worker whose policy forbids every reply but "?", with 2 attempts: the first reply is rejected,
 # so the history has a regeneration (queued one priority level up), and the job ends NoValidReply.
-REJECTED = {"roleplay_regenerated", "roleplay_regenerated_per_reason"}
+REJECTED = {"roleplay_regenerated", "roleplay_regenerated_per_reason", "roleplay_regenerated_release_2026_11"}
 EVERY_REPLY_FORBIDDEN = {"patterns": [{"pattern": r"^(?!\?$)[\s\S]", "why": "forbid every reply"}]}
 
 

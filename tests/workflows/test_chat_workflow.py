@@ -20,9 +20,19 @@ from characters import Character
 from orchestrator.client import ChatClient, InvalidJob, JobConflict
 from orchestrator.settings import Settings
 from tests.fake_engine import FakeEngine, Scripted, reply_stream
-from tests.helpers import USER_TEXT, job, start_and_wait_with_the_temporal_cli, worker_against
+from tests.helpers import (
+    USER_TEXT,
+    change_versions,
+    job,
+    patch_ids,
+    start_and_wait_with_the_temporal_cli,
+    upserted_keys,
+    worker_against,
+)
+from workflows.chat import RELEASE_2026_11
 from workflows.models import ChatResult, JobType
 from workflows.sampling import reminders_after
+from workflows.search_attributes import CHARACTER_NAME, JOB_TYPE
 
 
 async def generate_events(client: Client, workflow_id: str) -> tuple[list, list]:
@@ -306,6 +316,14 @@ async def test_each_job_type_runs_with_its_defaults(chat: ChatClient, client: Cl
         called_for |= wanted
     own_prompt = int(job_type in (JobType.summarize, JobType.scene))
     assert len(local_activities) == 2 + result.attempts + prepared_again + own_prompt
+    # One patch for every change released in it: one marker and one TemporalChangeVersion upsert per job.
+    assert patch_ids(history) == [RELEASE_2026_11]
+    assert change_versions(history) == [[RELEASE_2026_11]]
+    # JobType and CharacterName came with ChatClient's start: the job's only upserts are the patch's and its end's.
+    assert upserted_keys(history) == [["TemporalChangeVersion"], ["Attempts", "Outcome"]]
+    attributes = (await client.get_workflow_handle(handle.id).describe()).typed_search_attributes
+    assert attributes.get(JOB_TYPE) == job_type.value
+    assert attributes.get(CHARACTER_NAME) == ("Mira" if job_type is JobType.roleplay else None)
 
 
 async def test_a_rejected_reply_is_regenerated_and_the_result_says_why(

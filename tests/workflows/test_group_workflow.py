@@ -16,7 +16,15 @@ from temporalio.exceptions import ApplicationError
 from orchestrator.client import ChatClient
 from orchestrator.settings import Settings
 from tests.fake_engine import FakeEngine, Scripted, reply_stream
-from tests.helpers import generate_requests, start_and_wait_with_the_temporal_cli, worker_against
+from tests.helpers import (
+    change_versions,
+    generate_requests,
+    patch_ids,
+    start_and_wait_with_the_temporal_cli,
+    upserted_keys,
+    worker_against,
+)
+from workflows.chat import RELEASE_2026_11
 from workflows.models import ChatJob, ChatResult, GenerateRequest, Message, StreamEvent
 from workflows.search_attributes import CHARACTER_NAME
 
@@ -98,6 +106,12 @@ async def test_list_with_joined_cards_has_every_member_reply_in_order(chat: Chat
     assert all("Character: Bram Holt" in q.messages[0].content for q in requests)
     assert all("Character: Lena" in q.messages[0].content for q in requests)
     assert await first_speaker_attribute(client, job) == "Bram Holt"
+    # A round under the release patch: its one marker, none of group-scenes' or the generations' own.
+    history = await client.get_workflow_handle(f"chat-{job.job_id}").fetch_history()
+    assert patch_ids(history) == [RELEASE_2026_11]
+    assert change_versions(history) == [[RELEASE_2026_11]]
+    # JobType came with ChatClient's start; the first speaker, chosen in the round, is the workflow's to set.
+    assert upserted_keys(history) == [["TemporalChangeVersion"], ["CharacterName"], ["Attempts", "Outcome"]]
 
 
 async def test_natural_swap_starts_with_the_member_mentioned(chat: ChatClient, client: Client) -> None:
