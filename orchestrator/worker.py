@@ -110,6 +110,8 @@ async def build_workers(client: Client, settings: Settings, engine: Engine, watc
             jobs.check_reply,
             jobs.prepare_summary,
             jobs.check_summary,
+            jobs.prepare_card,
+            jobs.check_card,
             jobs.record_metrics,
         ],
     )

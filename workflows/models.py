@@ -45,6 +45,13 @@ class JobType(StrEnum):
     unrestricted = "chat_unrestricted"
     # Summarise the conversation (merged with the job's memory): the summary is the job's reply.
     summarize = "chat_summarize"
+    # A Character Card V3 for one of the conversation's characters (`character`; default the assistant's):
+    # ChatResult.card, and `content` a readable rendering of it (workflows/card.py).
+    character = "chat_character"
+
+
+# Job types that read the conversation rather than continue it: any role may come last in `messages`.
+ANY_ROLE_LAST = frozenset({JobType.summarize, JobType.character})
 
 
 class Message(StrictModel):
@@ -152,7 +159,7 @@ def group_problem(job: ChatJob) -> ValidationError | None:
         if job.group is not None:
             return field_error(("group",), "group_without_characters", "needs `characters` (2-8 members)")
         last = [m for m in job.messages if m.role != "system"][-1]
-        if job.mode == "reply" and last.role == "assistant" and job.job_type is not JobType.summarize:
+        if job.mode == "reply" and last.role == "assistant" and job.job_type not in ANY_ROLE_LAST:
             return field_error(
                 ("messages",), "last_message", "in mode 'reply' the last non-system message must be the user's"
             )
@@ -238,6 +245,8 @@ class ChatJob(StrictModel):
         if mode == "impersonate" and job_type is not None and job_type not in IMPERSONATING_JOBS:
             chats = ", ".join(sorted(IMPERSONATING_JOBS))
             raise ValueError(f"'impersonate' needs a chat job type ({chats}), not {job_type.value!r}")
+        if mode != "reply" and job_type is JobType.character:
+            raise ValueError(f"a chat_character job takes mode 'reply', not {mode!r}")
         return mode
 
     @field_validator("messages")
@@ -252,6 +261,10 @@ class ChatJob(StrictModel):
         if info.data.get("job_type") is JobType.summarize:
             if mode != "reply" or not turns:
                 raise ValueError("a chat_summarize job takes mode 'reply' and at least one non-system message")
+            return messages  # any role may come last
+        if info.data.get("job_type") is JobType.character:
+            if not turns:
+                raise ValueError("a chat_character job needs at least one non-system message")
             return messages  # any role may come last
         wanted = "user" if mode == "reply" else "assistant"  # continue, impersonate
         if not turns or turns[-1].role != wanted:
@@ -390,6 +403,9 @@ class ChatResult(StrictModel):
     memory: Memory | None = None
     # A group job: the round's replies in order (`content` is the first's; `attempts` and token counts are sums).
     replies: list[GroupReply] = []
+    # chat_character: the Character Card V3 (`{"spec": "chara_card_v3", "spec_version": "3.0", "data": {…}}`), as
+    # `characters import` reads it; `content` is its readable rendering.
+    card: dict[str, Any] | None = None
 
 
 class GenerateRequest(StrictModel):
@@ -553,6 +569,30 @@ class SummaryCheck(StrictModel):
     user_name: str = "User"
 
 
+# chat_character (workflows/card.py): at most this many tokens for the card's JSON by default.
+CARD_MAX_TOKENS = 700
+
+
+class CardPrompt(StrictModel):
+    """What a card generation sends: the newest messages that fit the budget, from `first_message` on."""
+
+    messages: list[Message]
+    prompt_tokens: int
+    budget: int
+    first_message: int
+
+
+class CardCheck(StrictModel):
+    """A card the model wrote, and what it is checked against: the starting profile (bundled, inline, or a bare
+    name), the user's name, and whether the conversation has the character's own lines."""
+
+    reply: str
+    finish_reason: str
+    profile: Character
+    user_name: str = "User"
+    character_spoke: bool = True
+
+
 class ReplySpec(StrictModel):
     """Who is speaking in the job whose reply is checked."""
 
@@ -572,6 +612,12 @@ class Verdict(StrictModel):
     valid: bool
     reasons: list[str]
     cleaned: str
+
+
+class CardVerdict(Verdict):
+    """`cleaned` is the card's readable rendering; `card` the card itself (None when none could be read)."""
+
+    card: dict[str, Any] | None = None
 
 
 class CheckRequest(StrictModel):
