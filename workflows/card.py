@@ -1,11 +1,12 @@
 """Characters from chat (job type chat_character): the card's prompt, the JSON schema its output is held to, and
 the Character Card V3 made of that output. Pure: no I/O.
 
-The model writes five parts of the card as one JSON object (CARD_SCHEMA, sent as the engine's own constrained
+The model writes five parts of the card as one JSON object (`card_schema`, sent as the engine's own constrained
 decoding: GenerateRequest.json_schema): description, personality, scenario, first_mes, and one or two example
-exchanges that become mes_example. The output is parsed leniently all the same (an engine that ignores the schema
-may wrap the object in prose or a code fence), and a card that is not whole, or copies the starting profile where
-the conversation says more, is rejected and regenerated like a reply. The rest of the card is the starting
+exchanges that become mes_example; each bounded in characters, so that the card fits the attempt's max_tokens.
+The output is parsed leniently all the same (an engine that ignores the schema may wrap the object in prose or a
+code fence), and a card that is not whole, or copies the starting profile where the conversation says more, is
+rejected and regenerated like a reply. The rest of the card is the starting
 profile's: its name, and every field the model does not write (tags, lorebook, extensions, ...)."""
 
 from __future__ import annotations
@@ -24,42 +25,51 @@ from workflows.prompts import system_prompt
 from workflows.summary_validation import speaker_label
 from workflows.validation import is_repetitive
 
-# The texts the model writes, each with its (min, max) length in characters: the maxima keep the whole card
-# within CARD_MAX_TOKENS; the minima keep a constrained model from closing a field at once.
-TEXT_FIELDS: dict[str, tuple[int, int]] = {
-    "description": (20, 500),
-    "personality": (3, 250),
-    "scenario": (10, 300),
-    "first_mes": (10, 400),
+# The texts the model writes: each field's share of the characters the card may take, and its fewest characters
+# (a constrained model could otherwise close a field at once). The example exchanges' shares are per exchange.
+TEXT_FIELDS: dict[str, tuple[float, int]] = {
+    "description": (0.25, 20),
+    "personality": (0.10, 3),
+    "scenario": (0.13, 10),
+    "first_mes": (0.20, 10),
 }
 EXAMPLES = "example_dialogue"
-EXAMPLE_LINE_CHARS = {"user": 150, "char": 250}
+EXAMPLE_LINES: dict[str, tuple[float, int]] = {"user": (0.06, 1), "char": (0.10, 1)}
 MAX_EXAMPLES = 2
+# The characters a card of `max_tokens` tokens may take: English runs about 4 characters per token, so at 3 the
+# card fits its tokens with the JSON's keys and punctuation (JSON_TOKENS) besides, and is seldom cut off.
+CARD_CHARS_PER_TOKEN = 3
+JSON_TOKENS = 40
 
 
-def _text(shortest: int, longest: int) -> dict[str, Any]:
-    return {"type": "string", "minLength": shortest, "maxLength": longest}
+def _text(share: float, shortest: int, room: int) -> dict[str, Any]:
+    return {"type": "string", "minLength": shortest, "maxLength": max(shortest, int(share * room))}
 
 
-CARD_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        **{field: _text(*bounds) for field, bounds in TEXT_FIELDS.items()},
-        EXAMPLES: {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": MAX_EXAMPLES,
-            "items": {
-                "type": "object",
-                "properties": {role: _text(1, longest) for role, longest in EXAMPLE_LINE_CHARS.items()},
-                "required": list(EXAMPLE_LINE_CHARS),
-                "additionalProperties": False,
+def card_schema(max_tokens: int) -> dict[str, Any]:
+    """The JSON schema the card's output is held to (the engine's constrained decoding): every field required and
+    no other, each bounded so that the whole card fits `max_tokens`."""
+    room = max(0, max_tokens - JSON_TOKENS) * CARD_CHARS_PER_TOKEN
+    return {
+        "type": "object",
+        "properties": {
+            **{field: _text(*bounds, room) for field, bounds in TEXT_FIELDS.items()},
+            EXAMPLES: {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_EXAMPLES,
+                "items": {
+                    "type": "object",
+                    "properties": {role: _text(*bounds, room) for role, bounds in EXAMPLE_LINES.items()},
+                    "required": list(EXAMPLE_LINES),
+                    "additionalProperties": False,
+                },
             },
         },
-    },
-    "required": [*TEXT_FIELDS, EXAMPLES],
-    "additionalProperties": False,
-}
+        "required": [*TEXT_FIELDS, EXAMPLES],
+        "additionalProperties": False,
+    }
+
 
 CARD_REASONS: dict[str, str] = {
     "not_json": "no JSON object could be read from the output",
@@ -205,7 +215,7 @@ def written_examples(card: dict[str, Any], profile: Character, user_name: str) -
     for exchange in exchanges[:MAX_EXAMPLES]:
         if not isinstance(exchange, dict):
             continue
-        lines = [exchange.get(role) for role in EXAMPLE_LINE_CHARS]
+        lines = [exchange.get(role) for role in EXAMPLE_LINES]
         if all(isinstance(line, str) for line in lines):
             user, char = (cleaned_text(str(line), profile, user_name, spoken=True) for line in lines)
             if user and char:

@@ -45,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from characters import Character, describe_validation_error, listed
     from characters.base import not_unicode_fields
     from workflows.activities import ChatActivities, JobActivities, invalid_job
-    from workflows.card import CARD_SCHEMA, character_spoke, starting_profile
+    from workflows.card import card_schema, character_spoke, starting_profile
     from workflows.context import char_name
     from workflows.group import SpeakerTurn, chosen_speakers, round_result
     from workflows.memory import merged_memory
@@ -660,7 +660,7 @@ class ChatWorkflow:
     async def _character_job(
         self, job: ChatJob, prepared: Prepared, deadline: datetime, started: datetime
     ) -> ChatResult:
-        """A chat_character job: prepare_card (local) → generate the card's JSON, constrained to CARD_SCHEMA →
+        """A chat_character job: prepare_card (local) → generate the card's JSON, held to `card_schema` →
         check_card (local) → (rejected: again, new seed, adjusted sampling). No card passes: the best rejected one
         is returned flagged; the deadline passing returns it flagged too (none to return: NoValidReply, Deadline).
         No patch: no run begun before chat_character existed reaches this branch."""
@@ -691,7 +691,7 @@ class ChatWorkflow:
                 messages=prompt.messages,
                 sampling=sampling,
                 purpose="card",
-                json_schema=CARD_SCHEMA,
+                json_schema=card_schema(sampling.max_tokens),
             )
             try:
                 result = await self._generation(job, request, deadline, f"{self._summary} · card {self._attempt}")

@@ -13,8 +13,8 @@ from characters import Character, bundled_character, describe_validation_error, 
 from tests.helpers import job
 from workflows.card import (
     CARD_REASONS,
-    CARD_SCHEMA,
     card_prompt,
+    card_schema,
     card_texts,
     character_spoke,
     reply_object,
@@ -66,15 +66,26 @@ def checked(
 
 
 def test_the_schema_asks_for_every_field_and_nothing_else() -> None:
-    jsonschema.Draft202012Validator.check_schema(CARD_SCHEMA)
-    jsonschema.validate(WRITTEN, CARD_SCHEMA)
+    schema = card_schema(700)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(WRITTEN, schema)
     for field in WRITTEN:
         with pytest.raises(jsonschema.ValidationError):
-            jsonschema.validate({k: v for k, v in WRITTEN.items() if k != field}, CARD_SCHEMA)
+            jsonschema.validate({k: v for k, v in WRITTEN.items() if k != field}, schema)
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**WRITTEN, "name": "Someone else"}, CARD_SCHEMA)
+        jsonschema.validate({**WRITTEN, "name": "Someone else"}, schema)
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**WRITTEN, "description": "x" * 501}, CARD_SCHEMA)
+        jsonschema.validate({**WRITTEN, "description": "x" * 501}, schema)
+
+
+@pytest.mark.parametrize("max_tokens", [60, 250, 700, 2048])
+def test_the_longest_card_the_schema_allows_fits_its_tokens_at_three_characters_each(max_tokens: int) -> None:
+    schema = card_schema(max_tokens)["properties"]
+    exchange = schema["example_dialogue"]["items"]["properties"]
+    longest = sum(schema[field]["maxLength"] for field in ("description", "personality", "scenario", "first_mes"))
+    longest += schema["example_dialogue"]["maxItems"] * sum(line["maxLength"] for line in exchange.values())
+    assert longest <= max(max_tokens - 40, 0) * 3 or max_tokens < 100
+    assert all(schema[f]["maxLength"] >= schema[f]["minLength"] for f in ("description", "personality", "first_mes"))
 
 
 def test_a_whole_card_is_valid_and_reads_back_through_the_card_import() -> None:
