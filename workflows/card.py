@@ -76,6 +76,7 @@ CARD_REASONS: dict[str, str] = {
     "cut_off": "the engine stopped at the token limit before the object was complete",
     "missing_fields": "a field of the card is missing or not text (example_dialogue: not a list of exchanges)",
     "empty_field": "a field of the card is empty (example_dialogue: no exchange with both lines)",
+    "placeholder": "a field or example line is only a name: its own field's, the character's or the user's",
     "copied_profile": "a field is the starting profile's, word for word, although the character speaks in the chat",
     "stray_macro": "a field holds braces that are no card macro (only {{char}} and {{user}} are)",
     "repetitive": "a field repeats its own sentences or phrases",
@@ -232,16 +233,27 @@ def same_text(one: str, other: str) -> bool:
     return bool(other.strip()) and " ".join(one.lower().split()) == " ".join(other.lower().split())
 
 
+def placeholder(text: str, field: str, check: CardCheck) -> bool:
+    """Whether the text is only a name a weak model puts where a field's content belongs."""
+    names = {field, "{{user}}", "{{char}}", check.user_name, check.profile.name, char_name(check.profile)}
+    return " ".join(text.strip(" .:'\"").lower().split()) in {name.lower() for name in names}
+
+
 def card_reasons(
     texts: dict[str, str | None], pairs: list[tuple[str, str]] | None, check: CardCheck, policy: Policy | None
 ) -> list[str]:
     written = [text for text in texts.values() if text] + [line for pair in pairs or [] for line in pair]
+    placeholders = [placeholder(text, field, check) for field, text in texts.items() if text]
+    placeholders += [
+        placeholder(line, role, check) for pair in pairs or [] for role, line in zip(EXAMPLE_LINES, pair, strict=True)
+    ]
     copied = check.character_spoke and any(
         text is not None and same_text(text, getattr(check.profile, field)) for field, text in texts.items()
     )
     checks = [
         ("missing_fields", pairs is None or any(text is None for text in texts.values())),
         ("empty_field", pairs == [] or any(text == "" for text in texts.values())),
+        ("placeholder", any(placeholders)),
         ("copied_profile", copied),
         ("stray_macro", any(STRAY_MACRO.search(text) for text in written)),
         ("repetitive", any(is_repetitive(text) for text in written)),

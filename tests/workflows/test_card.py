@@ -10,6 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from characters import Character, bundled_character, describe_validation_error, export_card, parse_card
+from characters.cards import chunk_bytes, png_text_chunks
+from tests.characters.cardfiles import REAL_CARDS
 from tests.helpers import job
 from workflows.card import (
     CARD_REASONS,
@@ -129,6 +131,9 @@ def test_a_field_copied_from_the_profile_is_rejected_only_when_the_chat_says_mor
         ({**WRITTEN, "personality": 7}, "missing_fields"),
         ({**WRITTEN, "example_dialogue": "none"}, "missing_fields"),
         ({**WRITTEN, "first_mes": "   "}, "empty_field"),
+        ({**WRITTEN, "personality": "Personality."}, "placeholder"),
+        ({**WRITTEN, "example_dialogue": [{"user": "Tam", "char": "Hello there, love."}]}, "placeholder"),
+        ({**WRITTEN, "scenario": " mira "}, "placeholder"),
         ({**WRITTEN, "example_dialogue": [{"user": "hi"}]}, "empty_field"),
         ({**WRITTEN, "description": "{{Mira.first_mes}} keeps a tavern by the harbour."}, "stray_macro"),
         ({**WRITTEN, "personality": "She pours the ale. " * 4}, "repetitive"),
@@ -215,3 +220,20 @@ def test_any_role_may_come_last_and_bad_options_name_the_field() -> None:
     assert error_of(mode="continue").startswith("job.mode: Value error, a chat_character job takes mode 'reply'")
     assert error_of(messages=[{"role": "system", "content": "x"}]).startswith("job.messages: Value error, a chat_")
     assert error_of(characters=["Mira", "Theo"], character=None).startswith("job.job_type:")
+
+
+def test_a_card_from_a_real_sillytavern_card_keeps_its_lorebook_and_has_every_key_such_a_card_has() -> None:
+    # The real card (read in place beside the checkout) as the starting profile, inline as a job would carry it.
+    seraphina_png = (REAL_CARDS / "default_Seraphina.png").read_bytes()
+    seraphina = parse_card(seraphina_png).character
+    written = {**WRITTEN, "description": "Seraphina guards the glade; pink hair, amber eyes, a healer's calm."}
+    verdict = checked(written, seraphina)
+    assert verdict.valid, verdict.reasons
+    data = verdict.card["data"]
+    real = json.loads(chunk_bytes("chara", png_text_chunks(seraphina_png)["chara"]))["data"]
+    assert set(real) <= set(data)
+    assert data["name"] == "Seraphina" and len(data["character_book"]["entries"]) == len(
+        real["character_book"]["entries"]
+    )
+    back = parse_card(export_card(parse_card(json.dumps(verdict.card).encode()).character, "v3-png")).character
+    assert back.character_book == seraphina.character_book and back.description == written["description"]
