@@ -23,7 +23,7 @@ from workflows.models import CardCheck, CardPrompt, CardVerdict, ChatJob, JobTyp
 from workflows.policy import Policy
 from workflows.prompts import system_prompt
 from workflows.summary_validation import speaker_label
-from workflows.validation import is_repetitive
+from workflows.validation import is_repetitive, trimmed_to_sentence
 
 # The texts the model writes: each field's share of the characters the card may take, and its fewest characters
 # (a constrained model could otherwise close a field at once). The example exchanges' shares are per exchange.
@@ -33,6 +33,8 @@ TEXT_FIELDS: dict[str, tuple[float, int]] = {
     "scenario": (0.13, 10),
     "first_mes": (0.20, 10),
 }
+# Fields cut after their last full sentence (personality is a list of traits).
+PROSE_FIELDS = frozenset({"description", "scenario", "first_mes"})
 EXAMPLES = "example_dialogue"
 EXAMPLE_LINES: dict[str, tuple[float, int]] = {"user": (0.06, 1), "char": (0.10, 1)}
 MAX_EXAMPLES = 2
@@ -185,10 +187,13 @@ def reply_object(raw: str) -> dict[str, Any] | None:
     return None
 
 
-def cleaned_text(text: str, profile: Character, user_name: str, spoken: bool = False) -> str:
-    """A field as the card keeps it: trimmed, the user's name made `{{user}}` (the card serves any user), and a
-    spoken line's leading speaker label ("Mira:") dropped."""
+def cleaned_text(text: str, profile: Character, user_name: str, spoken: bool = False, prose: bool = False) -> str:
+    """A field as the card keeps it: trimmed, the user's name made `{{user}}` (the card serves any user), a
+    spoken line's leading speaker label ("Mira:") dropped, and prose cut after its last full sentence (a field
+    the schema's length stopped mid-sentence), when it has one."""
     text = text.strip()
+    if prose:
+        text = trimmed_to_sentence(text) or text
     if spoken:
         for name in (profile.name, char_name(profile), user_name):
             label = speaker_label(name).match(text)
@@ -203,7 +208,10 @@ def written_texts(card: dict[str, Any], profile: Character, user_name: str) -> d
     texts: dict[str, str | None] = {}
     for field in TEXT_FIELDS:
         value = card.get(field)
-        texts[field] = cleaned_text(value, profile, user_name, field == "first_mes") if isinstance(value, str) else None
+        if isinstance(value, str):
+            texts[field] = cleaned_text(value, profile, user_name, field == "first_mes", field in PROSE_FIELDS)
+        else:
+            texts[field] = None
     return texts
 
 

@@ -108,6 +108,15 @@ def test_a_whole_card_is_valid_and_reads_back_through_the_card_import() -> None:
     assert "Example dialogue:\n<START>" in verdict.cleaned
 
 
+def test_prose_stopped_mid_sentence_keeps_its_full_sentences() -> None:
+    cut = {**WRITTEN, "description": "Mira keeps a tavern. She loves to talk about", "personality": "loyal, sly and"}
+    data = checked(cut).card["data"]
+    assert data["description"] == "Mira keeps a tavern." and data["personality"] == "loyal, sly and"
+    assert checked({**WRITTEN, "scenario": "a rainy night at the bar"}).card["data"]["scenario"] == (
+        "a rainy night at the bar"
+    )
+
+
 def test_the_starting_profile_keeps_what_the_model_does_not_write() -> None:
     mira = bundled_character("Mira")
     verdict = checked(WRITTEN, mira)
