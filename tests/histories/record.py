@@ -130,7 +130,7 @@ JOBS = {
         ],
         character="Mira",
         user_name="Tam",
-        sampling={"seed": 4},
+        sampling={"max_tokens": 200, "seed": 4},
         deadline_seconds=600,
     ),
 }
