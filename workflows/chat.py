@@ -662,8 +662,8 @@ class ChatWorkflow:
     ) -> ChatResult:
         """A chat_character job: prepare_card (local) → generate the card's JSON, held to `card_schema` →
         check_card (local) → (rejected: again, new seed, adjusted sampling). No card passes: the best rejected one
-        is returned flagged; the deadline passing returns it flagged too (none to return: NoValidReply, Deadline).
-        No patch: no run begun before chat_character existed reaches this branch."""
+        is returned flagged; the deadline passing returns it flagged too (none to return: NoValidReply, Deadline). The
+        job's memory comes back as it came. No patch: no run begun before chat_character existed reaches this branch."""
         prompt = await workflow.execute_local_activity_method(
             JobActivities.prepare_card,
             job,
@@ -721,7 +721,7 @@ class ChatWorkflow:
                 type=ErrorType.no_valid_reply.value,
                 non_retryable=True,
             )
-        result = await self._finish(job, prepared, chosen, started=started, late=late)
+        result = await self._finish(job, prepared, chosen, started=started, late=late, memory=job.memory)
         card = chosen.verdict.card if isinstance(chosen.verdict, CardVerdict) else None
         return result.model_copy(update={"card": card})
 

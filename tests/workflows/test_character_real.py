@@ -87,10 +87,12 @@ async def test_a_card_from_a_chat_on_the_real_model_reads_back_and_exports_as_a_
         character=MIRA,
         sampling={"max_tokens": 250, "seed": 3},
         deadline_seconds=500,
+        memory={"summary": "Tam, a sailor, came to the Drowned Lantern looking for his brother.", "covers": 0},
     )
     handle = await chat.submit(submitted)
     result = await asyncio.wait_for(handle.result(), JOB_TIMEOUT)
     card = assert_whole_card(result.model_dump(mode="json"), "Mira")
+    assert result.memory == submitted.memory  # a card job keeps the chat's memory as it came
     if result.outcome == "ok":  # the chat says more than the profile: nothing of it copied word for word
         assert card["data"]["description"] != MIRA["description"]
     # The starting profile's other fields carry over.
@@ -106,6 +108,7 @@ async def test_a_card_from_a_chat_on_the_real_model_reads_back_and_exports_as_a_
         r.purpose == "card" and r.json_schema == s and r.stop == [] for r, s in zip(requests, schemas, strict=True)
     )
     assert requests[0].messages[1].content.endswith("Write the character card of Mira as JSON.")
+    assert "The story so far:\nTam, a sailor, came to the Drowned Lantern" in requests[0].messages[1].content
     for output, schema in zip(outputs, schemas, strict=False):
         if output.finish_reason == "stop":
             jsonschema.validate(json.loads(output.content), schema)
