@@ -91,6 +91,7 @@ CONVERSATION_HEADER = "The conversation:"
 REQUEST = "Write the character card of {name} as JSON."
 # Double braces around anything but the two macros every card reader fills: a front end would show them as they are.
 STRAY_MACRO = re.compile(r"\{\{(?!(?:char|user)\}\})|(?<!\{\{char)(?<!\{\{user)\}\}", re.IGNORECASE)
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
 
 
@@ -172,14 +173,15 @@ def card_prompt(job: ChatJob, profile: Character, *, budget: int, count: TokenCo
 
 def reply_object(raw: str) -> dict[str, Any] | None:
     """The JSON object in the output: all of it, or (an engine that ignored the schema) the span from its first
-    `{` to its last `}`, a code fence around it dropped; None when there is none."""
+    `{` to its last `}`, a code fence around it dropped; None when there is none. Control characters inside its
+    strings are taken (llama-cpp-python's grammar lets them through)."""
     text = FENCE.sub("", raw.strip())
     candidates = [text]
     if "{" in text and "}" in text:
         candidates.append(text[text.index("{") : text.rindex("}") + 1])
     for candidate in candidates:
         try:
-            value = json.loads(candidate)
+            value = json.loads(candidate, strict=False)  # a raw control character in a string: llama.cpp lets it
         except ValueError:
             continue
         if isinstance(value, dict):
@@ -188,10 +190,10 @@ def reply_object(raw: str) -> dict[str, Any] | None:
 
 
 def cleaned_text(text: str, profile: Character, user_name: str, spoken: bool = False, prose: bool = False) -> str:
-    """A field as the card keeps it: trimmed, the user's name made `{{user}}` (the card serves any user), a
-    spoken line's leading speaker label ("Mira:") dropped, and prose cut after its last full sentence (a field
-    the schema's length stopped mid-sentence), when it has one."""
-    text = text.strip()
+    """A field as the card keeps it: control characters but line breaks and tabs gone, trimmed, the user's name
+    made `{{user}}` (the card serves any user), a spoken line's leading speaker label ("Mira:") dropped, and prose
+    cut after its last full sentence (a field the schema's length stopped mid-sentence), when it has one."""
+    text = CONTROL.sub("", text).strip()
     if prose:
         text = trimmed_to_sentence(text) or text
     if spoken:

@@ -163,6 +163,14 @@ def test_output_that_is_no_object_is_not_json_or_cut_off_and_has_no_card() -> No
     assert verdict.reasons == ["not_json"] and verdict.card is None and verdict.cleaned == ""
 
 
+def test_control_characters_inside_strings_are_read_and_dropped() -> None:
+    raw = json.dumps(WRITTEN).replace("Mira keeps", "Mira\x0b keeps\x01").replace("teasing", "tea\tsing")
+    raw = raw.replace("\\u000b", "\x0b").replace("\\u0001", "\x01").replace("\\t", "\t")
+    assert "\x0b" in raw and "\t" in raw  # raw control characters, as llama-cpp-python's grammar lets them through
+    data = checked(raw).card["data"]
+    assert data["description"].startswith("Mira keeps the") and data["personality"].startswith("tea\tsing")
+
+
 def test_an_object_wrapped_in_prose_or_a_fence_is_read() -> None:
     assert reply_object('```json\n{"a": 1}\n```') == {"a": 1}
     assert reply_object('Here is the card: {"a": {"b": 2}} Enjoy!') == {"a": {"b": 2}}
