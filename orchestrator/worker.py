@@ -115,6 +115,8 @@ async def build_workers(client: Client, settings: Settings, engine: Engine, watc
             jobs.emotion_prompt,
             jobs.prepare_scene,
             jobs.check_scene,
+            jobs.prepare_card,
+            jobs.check_card,
             jobs.record_metrics,
         ],
     )

@@ -24,6 +24,7 @@ from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError
 
 from characters import Character, UnknownCharacter, listed, resolve
+from workflows.card import card_prompt, card_texts, starting_profile, validate_card
 from workflows.context import ContextTooLarge, TextsCounter, budgeted_context, token_budget
 from workflows.emotion import emotion_messages
 from workflows.group import GroupScene, other_names, scene_of
@@ -31,6 +32,9 @@ from workflows.memory import summary_budget, summary_prompt, summary_texts
 from workflows.metrics import generation_metrics
 from workflows.models import (
     STREAM_TOPIC,
+    CardCheck,
+    CardPrompt,
+    CardVerdict,
     ChatJob,
     CheckRequest,
     DeltaEvent,
@@ -58,6 +62,7 @@ from workflows.models import (
     limit_problems,
 )
 from workflows.policy import Policy
+from workflows.sampling import max_tokens_for
 from workflows.scenes import SceneTooLarge, scene_prompt, scene_texts, validate_scene
 from workflows.summary_validation import validate_summary
 from workflows.validation import SHORT_CHARS, validate
@@ -275,6 +280,28 @@ class JobActivities:
     @activity.defn(name="check_scene")
     async def check_scene(self, check: SceneCheck) -> SceneVerdict:
         return validate_scene(check, self._policy)
+
+    @activity.defn(name="prepare_card")
+    async def prepare_card(self, job: ChatJob) -> CardPrompt:
+        """A chat_character job's prompt: the newest messages that fit the engine's budget beside the card's
+        output (see workflows/card.py)."""
+        profile = starting_profile(resolved_character(job))
+        counts = await self._counter.count_many(card_texts(job, profile))
+        limits = self._engine_limits
+        budget = token_budget(
+            limits.max_input_tokens,
+            limits.max_total_tokens,
+            max_tokens_for(job.job_type, job.sampling),
+            limits.margin_tokens,
+        )
+        try:
+            return card_prompt(job, profile, budget=budget, count=counts.__getitem__)
+        except ContextTooLarge as error:
+            raise ApplicationError(str(error), type=ErrorType.context_too_large.value, non_retryable=True) from None
+
+    @activity.defn(name="check_card")
+    async def check_card(self, check: CardCheck) -> CardVerdict:
+        return validate_card(check, self._policy)
 
     @activity.defn(name="record_metrics")
     async def record_metrics(self, metrics: JobMetrics) -> None:

@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
     from characters import Character, describe_validation_error, listed
     from characters.base import not_unicode_fields
     from workflows.activities import ChatActivities, JobActivities, invalid_job
+    from workflows.card import card_schema, character_spoke, starting_profile
     from workflows.context import char_name
     from workflows.emotion import EMOTION_SCHEMA, FALLBACK, emotion_label, emotion_sampling
     from workflows.group import SpeakerTurn, chosen_speakers, round_result
@@ -64,6 +65,8 @@ with workflow.unsafe.imports_passed_through():
         SUMMARY_MAX_TOKENS,
         WORKFLOW_TYPE,
         CancelledEvent,
+        CardCheck,
+        CardVerdict,
         ChatJob,
         ChatResult,
         CheckRequest,
@@ -384,6 +387,8 @@ class ChatWorkflow:
             return await self._summarize_job(chat_job, prepared, deadline, started)
         if chat_job.job_type is JobType.scene:
             return await self._scene_job(chat_job, prepared, deadline, started)
+        if chat_job.job_type is JobType.character:
+            return await self._character_job(chat_job, prepared, deadline, started)
         try:
             chosen = await asyncio.wait_for(
                 self._attempts_until_valid(chat_job, prepared, deadline),
@@ -712,6 +717,74 @@ class ChatWorkflow:
                 non_retryable=True,
             )
         return await self._finish(job, prepared, chosen, started=started, memory=memory)
+
+    async def _character_job(
+        self, job: ChatJob, prepared: Prepared, deadline: datetime, started: datetime
+    ) -> ChatResult:
+        """A chat_character job: prepare_card (local) → generate the card's JSON, held to `card_schema` →
+        check_card (local) → (rejected: again, new seed, adjusted sampling). No card passes: the best rejected one
+        is returned flagged; the deadline passing returns it flagged too (none to return: NoValidReply, Deadline). The
+        job's memory comes back as it came. No patch: no run begun before chat_character existed reaches this branch."""
+        prompt = await workflow.execute_local_activity_method(
+            JobActivities.prepare_card,
+            job,
+            start_to_close_timeout=LOCAL_TIMEOUT,
+            retry_policy=LOCAL_RETRY,
+            summary="prepare card",
+        )
+        sampling = first_sampling(job.job_type, job.sampling, seed=self._new_seed())
+        base = max_tokens_for(job.job_type, job.sampling)
+        ceiling = max_tokens_ceiling(job.sampling, base, prepared.max_tokens_cap, prompt.budget, prompt.prompt_tokens)
+        check = CardCheck(
+            reply="",
+            finish_reason="",
+            profile=starting_profile(prepared.character),
+            user_name=job.user_name,
+            character_spoke=character_spoke(job),
+        )
+        late = False
+        while self._attempt < prepared.max_attempts:
+            self._attempt += 1
+            self._stage = "generating"
+            request = GenerateRequest(
+                job_id=job.job_id,
+                attempt=self._attempt,
+                messages=prompt.messages,
+                sampling=sampling,
+                purpose="card",
+                json_schema=card_schema(sampling.max_tokens),
+            )
+            try:
+                result = await self._generation(job, request, deadline, f"{self._summary} · card {self._attempt}")
+            except ApplicationError as error:
+                if error.type != ErrorType.deadline.value or best_returnable(self._attempts) is None:
+                    raise
+                late = True
+                break
+            self._stage = "validating"
+            verdict = await workflow.execute_local_activity_method(
+                JobActivities.check_card,
+                check.model_copy(update={"reply": result.content, "finish_reason": result.finish_reason}),
+                start_to_close_timeout=LOCAL_TIMEOUT,
+                retry_policy=LOCAL_RETRY,
+                summary=f"check card · attempt {self._attempt}",
+            )
+            self._attempts.append(Attempt(self._attempt, sampling, result, verdict))
+            if verdict.valid:
+                break
+            sampling = next_sampling(sampling, verdict.reasons, self._new_seed(), ceiling)
+        valid = [a for a in self._attempts if a.verdict.valid]
+        chosen = valid[-1] if valid else best_returnable(self._attempts)
+        if chosen is None:
+            reasons = ", ".join(r for a in self._attempts for r in a.verdict.reasons) or "none"
+            raise ApplicationError(
+                f"no card that can be returned in {len(self._attempts)} attempts (reasons: {reasons})",
+                type=ErrorType.no_valid_reply.value,
+                non_retryable=True,
+            )
+        result = await self._finish(job, prepared, chosen, started=started, late=late, memory=job.memory)
+        card = chosen.verdict.card if isinstance(chosen.verdict, CardVerdict) else None
+        return result.model_copy(update={"card": card})
 
     async def _summarized(
         self,

@@ -47,6 +47,13 @@ class JobType(StrEnum):
     summarize = "chat_summarize"
     # An image prompt (or a storyboard) of the chat's scene, for the image and video workers (workflows/scenes.py).
     scene = "chat_scene"
+    # A Character Card V3 for one of the conversation's characters (`character`; default the assistant's):
+    # ChatResult.card, and `content` a readable rendering of it (workflows/card.py).
+    character = "chat_character"
+
+
+# Job types that read the conversation rather than continue it: any role may come last in `messages`.
+ANY_ROLE_LAST = frozenset({JobType.summarize, JobType.scene, JobType.character})
 
 
 class Message(StrictModel):
@@ -191,8 +198,7 @@ def group_problem(job: ChatJob) -> ValidationError | None:
         if job.group is not None:
             return field_error(("group",), "group_without_characters", "needs `characters` (2-8 members)")
         last = [m for m in job.messages if m.role != "system"][-1]
-        any_last = job.job_type in (JobType.summarize, JobType.scene)
-        if job.mode == "reply" and last.role == "assistant" and not any_last:
+        if job.mode == "reply" and last.role == "assistant" and job.job_type not in ANY_ROLE_LAST:
             return field_error(
                 ("messages",), "last_message", "in mode 'reply' the last non-system message must be the user's"
             )
@@ -355,6 +361,8 @@ class ChatJob(StrictModel):
         if mode == "impersonate" and job_type is not None and job_type not in IMPERSONATING_JOBS:
             chats = ", ".join(sorted(IMPERSONATING_JOBS))
             raise ValueError(f"'impersonate' needs a chat job type ({chats}), not {job_type.value!r}")
+        if mode != "reply" and job_type is JobType.character:
+            raise ValueError(f"a chat_character job takes mode 'reply', not {mode!r}")
         return mode
 
     @field_validator("speech")
@@ -386,6 +394,10 @@ class ChatJob(StrictModel):
         if info.data.get("job_type") is JobType.scene and mode == "reply":
             if not turns:
                 raise ValueError("a chat_scene job takes at least one non-system message")
+            return messages  # any role may come last
+        if info.data.get("job_type") is JobType.character:
+            if not turns:
+                raise ValueError("a chat_character job needs at least one non-system message")
             return messages  # any role may come last
         wanted = "user" if mode == "reply" else "assistant"  # continue, impersonate
         if not turns or turns[-1].role != wanted:
@@ -575,6 +587,9 @@ class ChatResult(StrictModel):
     emotion: Emotions | None = None
     # chat_scene: {"prompt"} or, for a storyboard, {"panels"}; `content` is its readable rendering.
     scene: ScenePrompt | Storyboard | None = None
+    # chat_character: the Character Card V3 (`{"spec": "chara_card_v3", "spec_version": "3.0", "data": {…}}`), as
+    # `characters import` reads it; `content` is its readable rendering.
+    card: dict[str, Any] | None = None
 
 
 class GenerateRequest(StrictModel):
@@ -779,6 +794,30 @@ class SceneCheck(StrictModel):
     user_name: str = "User"
 
 
+# chat_character (workflows/card.py): at most this many tokens for the card's JSON by default.
+CARD_MAX_TOKENS = 700
+
+
+class CardPrompt(StrictModel):
+    """What a card generation sends: the newest messages that fit the budget, from `first_message` on."""
+
+    messages: list[Message]
+    prompt_tokens: int
+    budget: int
+    first_message: int
+
+
+class CardCheck(StrictModel):
+    """A card the model wrote, and what it is checked against: the starting profile (bundled, inline, or a bare
+    name), the user's name, and whether the conversation has the character's own lines."""
+
+    reply: str
+    finish_reason: str
+    profile: Character
+    user_name: str = "User"
+    character_spoke: bool = True
+
+
 class ReplySpec(StrictModel):
     """Who is speaking in the job whose reply is checked."""
 
@@ -804,6 +843,12 @@ class SceneVerdict(Verdict):
     """A scene's verdict: `cleaned` is the readable rendering of `scene` (None: nothing could be read)."""
 
     scene: ScenePrompt | Storyboard | None = None
+
+
+class CardVerdict(Verdict):
+    """`cleaned` is the card's readable rendering; `card` the card itself (None when none could be read)."""
+
+    card: dict[str, Any] | None = None
 
 
 class CheckRequest(StrictModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from workflows.models import SUMMARY_MAX_TOKENS, JobType, Reminder, ResolvedSampling, Sampling
+from workflows.models import CARD_MAX_TOKENS, SUMMARY_MAX_TOKENS, JobType, Reminder, ResolvedSampling, Sampling
 
 # (max_tokens, temperature, top_p) per job type, as the original worker used them.
 DEFAULTS: dict[JobType, tuple[int, float, float]] = {
@@ -16,6 +16,9 @@ DEFAULTS: dict[JobType, tuple[int, float, float]] = {
     JobType.summarize: (SUMMARY_MAX_TOKENS, 0.3, 0.9),
     # A storyboard's default is per panel (workflows/scenes.py, STORYBOARD_TOKENS_PER_PANEL).
     JobType.scene: (160, 0.6, 0.9),
+    # Room for the card's JSON at its longest (workflows/card.py bounds each field); a cooler temperature, as the
+    # card describes what the conversation shows.
+    JobType.character: (CARD_MAX_TOKENS, 0.5, 0.9),
 }
 # An impersonated message (mode impersonate) is the user's: shorter than the character's reply.
 IMPERSONATE_MAX_TOKENS = 150

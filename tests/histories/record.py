@@ -176,6 +176,20 @@ JOBS = {
         user_name="Tam",
         sampling={"max_tokens": 12, "seed": 3},
     ),
+    # chat_character: prepare, prepare_card, then per attempt a generation constrained to the card's schema and
+    # check_card, record_metrics.
+    "character_card": ChatJob(
+        job_id="history-character-card",
+        job_type="chat_character",
+        messages=[
+            {"role": "user", "content": "Evening, Mira. Got a dry room for a tired sailor?"},
+            {"role": "assistant", "content": '*Mira looks up from the ledger.* "One room left, under the eaves."'},
+        ],
+        character="Mira",
+        user_name="Tam",
+        sampling={"max_tokens": 200, "seed": 4},
+        deadline_seconds=600,
+    ),
 }
 # Recorded with small engine limits, so a short chat's window drops turns.
 SMALL_LIMITS = {"roleplay_memory_summarized": {"max_input_tokens": 640, "max_total_tokens": 1024}}

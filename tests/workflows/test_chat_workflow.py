@@ -287,6 +287,7 @@ async def test_each_job_type_runs_with_its_defaults(chat: ChatClient, client: Cl
         JobType.enhance: [{"role": "user", "content": "a lighthouse keeper at dusk"}],
         JobType.conversation: [{"role": "user", "content": "Suggest a name for a tavern by the sea."}],
         JobType.summarize: SUMMARIZED_CONVERSATION,  # a summary is of a conversation, not of one line
+        JobType.character: SUMMARIZED_CONVERSATION[:4],  # a card too; any role may come last
     }.get(job_type, [{"role": "user", "content": USER_TEXT}])
     submitted = job(
         job_type=job_type,
@@ -299,14 +300,17 @@ async def test_each_job_type_runs_with_its_defaults(chat: ChatClient, client: Cl
     result = await handle.result()
     assert result.content and result.attempts >= 1
     assert len(result.attempt_details) == result.attempts
-    default_max_tokens = {JobType.roleplay: 300, JobType.enhance: 256, JobType.scene: 160}.get(job_type, 500)
+    default_max_tokens = {JobType.roleplay: 300, JobType.enhance: 256, JobType.scene: 160, JobType.character: 700}.get(
+        job_type, 500
+    )
     assert all(a.completion_tokens <= default_max_tokens for a in result.attempt_details)
     history = await client.get_workflow_handle(handle.id).fetch_history()
     markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
     local_activities = [m for m in markers if m.marker_recorded_event_attributes.marker_name == "core_local_activity"]
     # prepare, one check per attempt, record_metrics: each a local activity marker in the history (the others
     # are workflow.patched's version markers); prepare once more after each rejected reply that called for a
-    # new reminder after the history; a summary job's prompt is prepare_summary's, a scene job's prepare_scene's.
+    # new reminder after the history; a summary job's prompt is prepare_summary's, a scene job's prepare_scene's,
+    # a card job's prepare_card's.
     roleplay = job_type is JobType.roleplay
     called_for: set[str] = set()
     prepared_again = 0
@@ -314,7 +318,7 @@ async def test_each_job_type_runs_with_its_defaults(chat: ChatClient, client: Cl
         wanted = set(reminders_after(rejected.reasons, roleplay))
         prepared_again += bool(wanted - called_for)
         called_for |= wanted
-    own_prompt = int(job_type in (JobType.summarize, JobType.scene))
+    own_prompt = int(job_type in (JobType.summarize, JobType.scene, JobType.character))
     assert len(local_activities) == 2 + result.attempts + prepared_again + own_prompt
     # One patch for every change released in it: one marker and one TemporalChangeVersion upsert per job.
     assert patch_ids(history) == [RELEASE_2026_11]
@@ -323,7 +327,7 @@ async def test_each_job_type_runs_with_its_defaults(chat: ChatClient, client: Cl
     assert upserted_keys(history) == [["TemporalChangeVersion"], ["Attempts", "Outcome"]]
     attributes = (await client.get_workflow_handle(handle.id).describe()).typed_search_attributes
     assert attributes.get(JOB_TYPE) == job_type.value
-    assert attributes.get(CHARACTER_NAME) == ("Mira" if job_type is JobType.roleplay else None)
+    assert attributes.get(CHARACTER_NAME) == ("Mira" if job_type in (JobType.roleplay, JobType.scene) else None)
 
 
 async def test_a_rejected_reply_is_regenerated_and_the_result_says_why(

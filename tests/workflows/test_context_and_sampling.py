@@ -181,6 +181,7 @@ def test_first_sampling_takes_job_values_then_job_type_defaults() -> None:
         (500, 0.8, 0.9),
         (200, 0.3, 0.9),  # chat_summarize
         (160, 0.6, 0.9),  # chat_scene (a storyboard: per panel, workflows/scenes.py)
+        (700, 0.5, 0.9),  # chat_character
     ]
     chosen = job(sampling={"temperature": 0.3, "max_tokens": 20, "seed": 1}).sampling
     resolved = first_sampling(JobType.conversation, chosen, seed=5)
