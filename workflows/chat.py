@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.common import Priority, RawValue, RetryPolicy, SearchAttributeKey
@@ -97,6 +100,7 @@ with workflow.unsafe.imports_passed_through():
         SummaryCheck,
         SummaryRequest,
         Timings,
+        Verdict,
         generate_task_queue,
     )
     from workflows.results import Attempt, best_returnable, chat_result, job_metrics
@@ -204,6 +208,21 @@ RELEASED_2026_11 = frozenset(
         PREPARE_WAITS_FOR_THE_ENGINE,
     }
 )
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What a structured output's attempts generate (`ChatWorkflow._output_attempts`): the prompt, the first
+    sampling, the most a later attempt may generate, and the JSON schema for an attempt's max_tokens (None: free
+    text); `what` names the output in a NoValidReply's message."""
+
+    purpose: Literal["scene", "card"]
+    what: str
+    messages: list[Message]
+    sampling: ResolvedSampling
+    ceiling: int
+    schema: Callable[[int], dict[str, Any] | None]
+    stop: list[str] = field(default_factory=list)
 
 
 def parsed_job(raw: RawValue) -> ChatJob:
@@ -721,10 +740,9 @@ class ChatWorkflow:
     async def _character_job(
         self, job: ChatJob, prepared: Prepared, deadline: datetime, started: datetime
     ) -> ChatResult:
-        """A chat_character job: prepare_card (local) → generate the card's JSON, held to `card_schema` →
-        check_card (local) → (rejected: again, new seed, adjusted sampling). No card passes: the best rejected one
-        is returned flagged; the deadline passing returns it flagged too (none to return: NoValidReply, Deadline). The
-        job's memory comes back as it came. No patch: no run begun before chat_character existed reaches this branch."""
+        """A chat_character job: prepare_card (local) → the output attempts, each held to `card_schema` and checked
+        by check_card (local). The job's memory comes back as it came. No patch: no run begun before
+        chat_character existed reaches this branch."""
         prompt = await workflow.execute_local_activity_method(
             JobActivities.prepare_card,
             job,
@@ -732,9 +750,7 @@ class ChatWorkflow:
             retry_policy=LOCAL_RETRY,
             summary="prepare card",
         )
-        sampling = first_sampling(job.job_type, job.sampling, seed=self._new_seed())
         base = max_tokens_for(job.job_type, job.sampling)
-        ceiling = max_tokens_ceiling(job.sampling, base, prepared.max_tokens_cap, prompt.budget, prompt.prompt_tokens)
         check = CardCheck(
             reply="",
             finish_reason="",
@@ -742,46 +758,32 @@ class ChatWorkflow:
             user_name=job.user_name,
             character_spoke=character_spoke(job),
         )
-        late = False
-        while self._attempt < prepared.max_attempts:
-            self._attempt += 1
-            self._stage = "generating"
-            request = GenerateRequest(
-                job_id=job.job_id,
-                attempt=self._attempt,
-                messages=prompt.messages,
-                sampling=sampling,
-                purpose="card",
-                json_schema=card_schema(sampling.max_tokens),
-            )
-            try:
-                result = await self._generation(job, request, deadline, f"{self._summary} · card {self._attempt}")
-            except ApplicationError as error:
-                if error.type != ErrorType.deadline.value or best_returnable(self._attempts) is None:
-                    raise
-                late = True
-                break
-            self._stage = "validating"
-            verdict = await workflow.execute_local_activity_method(
+
+        async def checked(result: GenerateResult) -> Verdict:
+            return await workflow.execute_local_activity_method(
                 JobActivities.check_card,
                 check.model_copy(update={"reply": result.content, "finish_reason": result.finish_reason}),
                 start_to_close_timeout=LOCAL_TIMEOUT,
                 retry_policy=LOCAL_RETRY,
                 summary=f"check card · attempt {self._attempt}",
             )
-            self._attempts.append(Attempt(self._attempt, sampling, result, verdict))
-            if verdict.valid:
-                break
-            sampling = next_sampling(sampling, verdict.reasons, self._new_seed(), ceiling)
-        valid = [a for a in self._attempts if a.verdict.valid]
-        chosen = valid[-1] if valid else best_returnable(self._attempts)
-        if chosen is None:
-            reasons = ", ".join(r for a in self._attempts for r in a.verdict.reasons) or "none"
-            raise ApplicationError(
-                f"no card that can be returned in {len(self._attempts)} attempts (reasons: {reasons})",
-                type=ErrorType.no_valid_reply.value,
-                non_retryable=True,
-            )
+
+        chosen, late = await self._output_attempts(
+            job,
+            prepared,
+            deadline,
+            OutputSpec(
+                purpose="card",
+                what="card",
+                messages=prompt.messages,
+                sampling=first_sampling(job.job_type, job.sampling, seed=self._new_seed()),
+                ceiling=max_tokens_ceiling(
+                    job.sampling, base, prepared.max_tokens_cap, prompt.budget, prompt.prompt_tokens
+                ),
+                schema=card_schema,
+            ),
+            checked,
+        )
         result = await self._finish(job, prepared, chosen, started=started, late=late, memory=job.memory)
         card = chosen.verdict.card if isinstance(chosen.verdict, CardVerdict) else None
         return result.model_copy(update={"card": card})
@@ -859,9 +861,8 @@ class ChatWorkflow:
         return None
 
     async def _scene_job(self, job: ChatJob, prepared: Prepared, deadline: datetime, started: datetime) -> ChatResult:
-        """A chat_scene job (workflows/scenes.py): prepare_scene (local) → generate → check_scene (local), again
-        with a new seed and adjusted sampling while rejected; the result's `scene` is the chosen attempt's. No
-        valid scene: the best rejected one, flagged (also when the deadline passes), as a reply would be."""
+        """A chat_scene job (workflows/scenes.py): prepare_scene (local) → the output attempts, each checked by
+        check_scene (local); the result's `scene` is the chosen attempt's."""
         assert job.scene is not None
         sampling = scene_sampling(job, self._new_seed())
         prompt = await workflow.execute_local_activity_method(
@@ -880,8 +881,47 @@ class ChatWorkflow:
             char_name=char_name(prepared.character),
             user_name=job.user_name,
         )
-        late = False
-        chosen: Attempt | None = None
+
+        async def checked(result: GenerateResult) -> Verdict:
+            return await workflow.execute_local_activity_method(
+                JobActivities.check_scene,
+                check.model_copy(update={"output": result.content, "finish_reason": result.finish_reason}),
+                start_to_close_timeout=LOCAL_TIMEOUT,
+                retry_policy=LOCAL_RETRY,
+                summary=f"check scene · attempt {self._attempt}",
+            )
+
+        chosen, late = await self._output_attempts(
+            job,
+            prepared,
+            deadline,
+            OutputSpec(
+                purpose="scene",
+                what="scene prompt",
+                messages=prompt.messages,
+                stop=prompt.stop,
+                sampling=sampling,
+                ceiling=sampling.max_tokens,
+                schema=lambda _: prompt.json_schema,
+            ),
+            checked,
+        )
+        result = await self._finish(job, prepared, chosen, started=started, late=late)
+        return result.model_copy(update={"scene": getattr(chosen.verdict, "scene", None)})
+
+    async def _output_attempts(
+        self,
+        job: ChatJob,
+        prepared: Prepared,
+        deadline: datetime,
+        spec: OutputSpec,
+        checked: Callable[[GenerateResult], Awaitable[Verdict]],
+    ) -> tuple[Attempt, bool]:
+        """A structured output's attempts (chat_scene, chat_character): generate → check, again with a new seed and
+        sampling changed by the reasons while rejected. The chosen attempt: the valid one, else the best rejected
+        one (flagged; also when the deadline ends the attempts, then `late`); none to return: NoValidReply, or
+        Deadline when the deadline came first."""
+        sampling, chosen, late = spec.sampling, None, False
         try:
             while self._attempt < prepared.max_attempts and chosen is None:
                 self._attempt += 1
@@ -889,25 +929,22 @@ class ChatWorkflow:
                 request = GenerateRequest(
                     job_id=job.job_id,
                     attempt=self._attempt,
-                    messages=prompt.messages,
+                    messages=spec.messages,
                     sampling=sampling,
-                    stop=prompt.stop,
-                    purpose="scene",
-                    json_schema=prompt.json_schema,
+                    stop=spec.stop,
+                    purpose=spec.purpose,
+                    json_schema=spec.schema(sampling.max_tokens),
                 )
-                result = await self._generation(job, request, deadline, f"{self._summary} · scene {self._attempt}")
+                result = await self._generation(
+                    job, request, deadline, f"{self._summary} · {spec.purpose} {self._attempt}"
+                )
                 self._stage = "validating"
-                verdict = await workflow.execute_local_activity_method(
-                    JobActivities.check_scene,
-                    check.model_copy(update={"output": result.content, "finish_reason": result.finish_reason}),
-                    start_to_close_timeout=LOCAL_TIMEOUT,
-                    retry_policy=LOCAL_RETRY,
-                    summary=f"check scene · attempt {self._attempt}",
-                )
+                verdict = await checked(result)
                 self._attempts.append(Attempt(self._attempt, sampling, result, verdict))
                 if verdict.valid:
                     chosen = self._attempts[-1]
-                sampling = next_sampling(sampling, verdict.reasons, self._new_seed(), sampling.max_tokens)
+                else:
+                    sampling = next_sampling(sampling, verdict.reasons, self._new_seed(), spec.ceiling)
         except ApplicationError as error:
             if error.type != ErrorType.deadline.value:
                 raise
@@ -918,12 +955,11 @@ class ChatWorkflow:
                 raise deadline_passed()
             reasons = ", ".join(r for a in self._attempts for r in a.verdict.reasons) or "none"
             raise ApplicationError(
-                f"no scene prompt that can be returned in {len(self._attempts)} attempts (reasons: {reasons})",
+                f"no {spec.what} that can be returned in {len(self._attempts)} attempts (reasons: {reasons})",
                 type=ErrorType.no_valid_reply.value,
                 non_retryable=True,
             )
-        result = await self._finish(job, prepared, chosen, started=started, late=late)
-        return result.model_copy(update={"scene": getattr(chosen.verdict, "scene", None)})
+        return chosen, late
 
     async def _finish(
         self,
