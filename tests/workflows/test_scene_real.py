@@ -32,6 +32,7 @@ from workflows.scenes import (
     PANEL_PROMPT_CHARS,
     SCENE_REASONS,
     STORYBOARD_TOKENS_PER_PANEL,
+    SUBJECTS,
     rendered,
     storyboard_schema,
 )
@@ -94,6 +95,30 @@ async def test_a_scene_prompt_of_the_character_on_the_real_model(chat: ChatClien
     assert (result.outcome == "ok") == checked[result.returned_attempt - 1].valid
     # A rejected attempt is retried with a new seed.
     assert len({r.sampling.seed for r in requests}) == len(requests)
+
+
+@pytest.mark.parametrize("mode", ["face", "last_message", "story", "background"])
+async def test_each_other_scene_mode_on_the_real_model(chat: ChatClient, client: Client, mode: str) -> None:
+    # The modes the tests above and below leave out (character, storyboard, user): each asks for its own subject
+    # and comes back a cleaned prompt, the character's prefix first where the picture shows the character.
+    submitted = job(
+        job_type="chat_scene",
+        scene={"mode": mode},
+        character=MIRA,
+        messages=CHAT,
+        sampling={"max_tokens": 24, "seed": 5},
+        deadline_seconds=300,
+    )
+    handle = await chat.submit(submitted)
+    result = await handle.result()
+
+    assert result.outcome in ("ok", "flagged") and isinstance(result.scene, ScenePrompt)
+    assert result.content == result.scene.prompt
+    assert_keywords(result.scene.prompt, "" if mode == "background" else PREFIX)
+    subject = SUBJECTS[mode].replace("{{char}}", "Mira Vale")
+    for request in await generate_requests(client, handle.id):
+        assert request.purpose == "scene" and request.json_schema is None
+        assert subject in request.messages[-1].content
 
 
 async def test_a_raw_json_storyboard_from_the_temporal_cli(
