@@ -115,7 +115,7 @@ async def test_each_other_scene_mode_on_the_real_model(chat: ChatClient, client:
     assert result.outcome in ("ok", "flagged") and isinstance(result.scene, ScenePrompt)
     assert result.content == result.scene.prompt
     assert_keywords(result.scene.prompt, "" if mode == "background" else PREFIX)
-    subject = SUBJECTS[mode].replace("{{char}}", "Mira Vale")
+    subject = SUBJECTS[mode].replace("{{char}}", "Mira")  # the nickname, as the macros give it
     for request in await generate_requests(client, handle.id):
         assert request.purpose == "scene" and request.json_schema is None
         assert subject in request.messages[-1].content
