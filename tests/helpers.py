@@ -345,9 +345,8 @@ async def temporal_cli(settings: Settings, *args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-async def start_and_wait_with_the_temporal_cli(settings: Settings, workflow_id: str, raw_job: str) -> dict:
-    """A job started as raw JSON with the `temporal` CLI, as a backend in another language does, and how it
-    ended, as the CLI prints it (`workflow result --output json`)."""
+async def start_with_the_temporal_cli(settings: Settings, workflow_id: str, raw_job: str) -> None:
+    """A job started as raw JSON with the `temporal` CLI, as a backend in another language does."""
     code, _, err = await temporal_cli(
         settings,
         "workflow",
@@ -362,6 +361,12 @@ async def start_and_wait_with_the_temporal_cli(settings: Settings, workflow_id: 
         raw_job,
     )
     assert code == 0, err
+
+
+async def start_and_wait_with_the_temporal_cli(settings: Settings, workflow_id: str, raw_job: str) -> dict:
+    """A job started as raw JSON with the `temporal` CLI and how it ended, as the CLI prints it (`workflow result
+    --output json`)."""
+    await start_with_the_temporal_cli(settings, workflow_id, raw_job)
     _, out, _ = await temporal_cli(settings, "workflow", "result", "--workflow-id", workflow_id, "--output", "json")
     return json.loads(out)
 

@@ -25,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from characters import Character, UnknownCharacter, listed, resolve
 from workflows.card import card_prompt, card_texts, starting_profile, validate_card
-from workflows.context import ContextTooLarge, TextsCounter, budgeted_context, token_budget
+from workflows.context import ContextTooLarge, TextsCounter, budget_beside, budgeted_context
 from workflows.emotion import emotion_messages
 from workflows.group import GroupScene, other_names, scene_of
 from workflows.memory import summary_budget, summary_prompt, summary_texts
@@ -63,7 +63,7 @@ from workflows.models import (
 )
 from workflows.policy import Policy
 from workflows.sampling import max_tokens_for
-from workflows.scenes import SceneTooLarge, scene_prompt, scene_texts, validate_scene
+from workflows.scenes import scene_prompt, scene_texts, validate_scene
 from workflows.summary_validation import validate_summary
 from workflows.validation import SHORT_CHARS, validate
 
@@ -268,13 +268,10 @@ class JobActivities:
         job = request.job
         character = resolved_character(job)
         counts = await self._counter.count_many(scene_texts(job, character))
-        limits = self._engine_limits
-        budget = token_budget(
-            limits.max_input_tokens, limits.max_total_tokens, request.max_tokens, limits.margin_tokens
-        )
+        budget = budget_beside(self._engine_limits, request.max_tokens)
         try:
             return scene_prompt(job, character, budget=budget, count=counts.__getitem__)
-        except SceneTooLarge as error:
+        except ContextTooLarge as error:
             raise ApplicationError(str(error), type=ErrorType.context_too_large.value, non_retryable=True) from None
 
     @activity.defn(name="check_scene")
@@ -287,13 +284,7 @@ class JobActivities:
         output (see workflows/card.py)."""
         profile = starting_profile(resolved_character(job))
         counts = await self._counter.count_many(card_texts(job, profile))
-        limits = self._engine_limits
-        budget = token_budget(
-            limits.max_input_tokens,
-            limits.max_total_tokens,
-            max_tokens_for(job.job_type, job.sampling),
-            limits.margin_tokens,
-        )
+        budget = budget_beside(self._engine_limits, max_tokens_for(job.job_type, job.sampling))
         try:
             return card_prompt(job, profile, budget=budget, count=counts.__getitem__)
         except ContextTooLarge as error:

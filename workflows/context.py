@@ -135,6 +135,11 @@ def token_budget(max_input_tokens: int, max_total_tokens: int, max_tokens: int, 
     return min(max_input_tokens, max_total_tokens - max_tokens) - margin
 
 
+def budget_beside(limits: EngineLimits, max_tokens: int) -> int:
+    """The prompt's tokens the engine takes beside an output of `max_tokens`."""
+    return token_budget(limits.max_input_tokens, limits.max_total_tokens, max_tokens, limits.margin_tokens)
+
+
 class LorePiece(BaseModel):
     index: int  # the entry's place in the book
     order: int  # its place in insertion order
@@ -798,12 +803,7 @@ async def budgeted_context(
     stall the event loop that the worker's other jobs share."""
     pieces = await asyncio.to_thread(context_pieces, job, character, reminders, scene, user_emotion)
     counts = await counter.count_many(pieces.texts())
-    budget = token_budget(
-        limits.max_input_tokens,
-        limits.max_total_tokens,
-        max_tokens_for(job.job_type, job.sampling, job.mode),
-        limits.margin_tokens,
-    )
+    budget = budget_beside(limits, max_tokens_for(job.job_type, job.sampling, job.mode))
     return await asyncio.to_thread(
         assemble,
         pieces,

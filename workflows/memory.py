@@ -9,7 +9,7 @@ a conversation longer than one prompt is summarised over several steps."""
 from __future__ import annotations
 
 from characters import Character, fill_macros
-from workflows.context import MESSAGE_OVERHEAD, REPLY_PRIMER, TokenCounter, char_name, token_budget
+from workflows.context import MESSAGE_OVERHEAD, REPLY_PRIMER, TokenCounter, budget_beside, char_name
 from workflows.models import (
     SUMMARY_MAX_TOKENS,
     ChatJob,
@@ -60,7 +60,7 @@ def previous_summary(memory: Memory) -> str:
 
 
 def summary_budget(limits: EngineLimits) -> int:
-    return token_budget(limits.max_input_tokens, limits.max_total_tokens, SUMMARY_MAX_TOKENS, limits.margin_tokens)
+    return budget_beside(limits, SUMMARY_MAX_TOKENS)
 
 
 def summary_prompt(

@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from characters import Character, fill_macros
-from workflows.context import MESSAGE_OVERHEAD, REPLY_PRIMER, TokenCounter, char_name
+from workflows.context import MESSAGE_OVERHEAD, REPLY_PRIMER, ContextTooLarge, TokenCounter, char_name
 from workflows.models import (
     ChatJob,
     JobType,
@@ -164,10 +164,6 @@ def scene_texts(job: ChatJob, character: Character | None) -> list[str]:
     return [*fixed_texts(job, character, job.scene), *transcript(job, character, job.scene)]
 
 
-class SceneTooLarge(ValueError):
-    """The instruction and the sheets alone do not fit the budget."""
-
-
 def scene_prompt(job: ChatJob, character: Character | None, *, budget: int, count: TokenCounter) -> SceneMessages:
     """The scene's messages: the instruction; then the sheets, the newest messages that fit `budget` (at least the
     last, cut to fit when it alone does not) and the request."""
@@ -176,7 +172,7 @@ def scene_prompt(job: ChatJob, character: Character | None, *, budget: int, coun
     instruction, sheets, request = fixed_texts(job, character, settings)
     used = 2 * MESSAGE_OVERHEAD + REPLY_PRIMER + count(instruction) + count(sheets) + count(request) + 4
     if used > budget:
-        raise SceneTooLarge(f"the scene's instruction and profiles take {used} tokens, over the budget of {budget}")
+        raise ContextTooLarge(f"the scene's instruction and profiles take {used} tokens, over the budget of {budget}")
     kept: list[str] = []
     for line in reversed(transcript(job, character, settings)):
         price = count(line) + 1

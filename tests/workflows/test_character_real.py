@@ -22,6 +22,7 @@ from tests.helpers import (
     one_json_object,
     run,
     start_and_wait_with_the_temporal_cli,
+    start_with_the_temporal_cli,
     temporal_cli,
 )
 from workflows.card import TEXT_FIELDS, card_schema
@@ -139,20 +140,7 @@ async def test_raw_json_card_of_the_assistant_from_the_temporal_cli(
         "sampling": {"max_tokens": 150, "seed": 5},  # a small card: the pipeline, not the writing
         "deadline_seconds": 500,
     }
-    code, _, err = await temporal_cli(
-        settings,
-        "workflow",
-        "start",
-        "--type",
-        "ChatWorkflow",
-        "--task-queue",
-        settings.task_queue,
-        "--workflow-id",
-        workflow_id,
-        "--input",
-        json.dumps(raw_job),
-    )
-    assert code == 0, err
+    await start_with_the_temporal_cli(settings, workflow_id, json.dumps(raw_job))
     # The card takes longer than the CLI's own wait allows on a loaded machine: the client waits, the CLI reads.
     await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), JOB_TIMEOUT)
     _, out, _ = await temporal_cli(settings, "workflow", "result", "--workflow-id", workflow_id, "--output", "json")

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from characters import Character, describe_validation_error, export_card, parse_card
 from tests.helpers import job
-from workflows.context import estimate_tokens
+from workflows.context import ContextTooLarge, estimate_tokens
 from workflows.models import ChatJob, ChatResult, Message, SceneCheck, ScenePrompt, SceneSettings, Storyboard
 from workflows.policy import Policy
 from workflows.scenes import (
@@ -19,7 +19,6 @@ from workflows.scenes import (
     MAX_PROMPT_CHARS,
     PANEL_PROMPT_CHARS,
     STORYBOARD_TOKENS_PER_PANEL,
-    SceneTooLarge,
     rendered,
     scene_names,
     scene_prompt,
@@ -212,7 +211,7 @@ def test_the_newest_messages_that_fit_go_in_and_the_fixed_part_must_fit() -> Non
     small = scene_prompt(scene_job("story", messages=messages), MIRA, budget=600, count=estimate_tokens)
     body = small.messages[1].content
     assert "line 29" in body and "line 10 " not in body and small.prompt_tokens <= 600
-    with pytest.raises(SceneTooLarge):
+    with pytest.raises(ContextTooLarge):
         scene_prompt(scene_job("story"), MIRA, budget=50, count=estimate_tokens)
 
 
