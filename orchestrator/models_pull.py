@@ -12,6 +12,7 @@ models pull`, is in orchestrator/cli/models.py."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -113,6 +114,10 @@ async def in_daemon_thread(function: Callable[[], T]) -> T:
             outcome(value)
 
     def run() -> None:
+        # Ctrl-C must reach the main thread: a SIGINT the kernel hands to this thread (or to the download threads,
+        # which inherit its mask) only flags Python's handler, and the event loop, asleep with no wakeup fd, would
+        # not run it until something else woke it (seen as a pull that ignored Ctrl-C).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             result = function()
         except BaseException as error:  # handed to the awaiting coroutine, which re-raises it

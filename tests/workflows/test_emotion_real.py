@@ -12,6 +12,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from characters.macros import fill_macros
 from orchestrator.client import ChatClient
 from orchestrator.settings import Settings
 from tests.helpers import (
@@ -25,6 +26,7 @@ from tests.helpers import (
 )
 from workflows.emotion import EMOTION_SCHEMA, EMOTIONS, emotion_messages
 from workflows.models import GenerateRequest, GenerateResult, Message
+from workflows.prompts import REMINDERS
 
 USER_TEXT = "*slumps onto a stool, eyes red* My brother never came home from the sea."
 NOTE = "[Tam feels {emotion}; Mira notices it and responds to it.]"
@@ -74,11 +76,19 @@ async def test_both_labels_come_from_constrained_generations_on_the_real_model(
         assert json.loads(output.content)["emotion"] in EMOTIONS
     assert json.loads(user_output.content)["emotion"] == result.emotion.user
     assert json.loads(reply_output.content)["emotion"] == result.emotion.reply
-    # The user's label is the reply's prompt's last message (none for neutral), after the user's message.
-    for request, _ in replies:
-        expected = [Message(role="system", content=NOTE.format(emotion=result.emotion.user))]
+    # The user's label follows the user's message (none for neutral); after it, only a regeneration's reminders.
+    note = (
+        []
+        if result.emotion.user == "neutral"
+        else [Message(role="system", content=NOTE.format(emotion=result.emotion.user))]
+    )
+    reminders = {fill_macros(text, char="Mira", user="Tam") for text in REMINDERS.values()}
+    for number, (request, _) in enumerate(replies, start=1):
         after_user = request.messages[[m.content for m in request.messages].index(USER_TEXT) + 1 :]
-        assert after_user == ([] if result.emotion.user == "neutral" else expected)
+        assert after_user[: len(note)] == note
+        added = after_user[len(note) :]
+        assert all(m.role == "system" and m.content in reminders for m in added), added
+        assert number > 1 or not added
 
 
 async def test_raw_json_with_the_reply_label_from_the_temporal_cli(

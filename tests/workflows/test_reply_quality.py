@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from workflows.models import JobType, Message, ReplySpec, Verdict
+from workflows.models import ANY_ROLE_LAST, JobType, Message, ReplySpec, Verdict
 from workflows.validation import REASONS, WARNINGS, validate
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "replies"
@@ -128,8 +128,9 @@ def test_the_labelled_set_is_well_formed() -> None:
     every = [e for split in (*SPLITS, FRESH) for e in entries(split)]
     assert len({e.id for e in every}) == len(every)
     assert sum(e.id.startswith("m") for e in every) >= 150
-    # Every job type whose reply this validator judges (a chat_summarize summary has its own: test_memory.py).
-    assert {e.spec.job_type for e in every} == set(JobType) - {JobType.summarize}
+    # Every job type whose reply this validator judges (the types that read the conversation rather than continue
+    # it have their own: a summary test_memory.py, a scene test_scenes.py, a card test_card.py).
+    assert {e.spec.job_type for e in every} == set(JobType) - ANY_ROLE_LAST
     for entry in every:
         assert entry.reasons <= set(CLASSES), entry.id
         assert entry.cleaned is None or entry.valid, entry.id
