@@ -5,7 +5,6 @@ could not serve it before its deadline (Overloaded)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 
@@ -18,11 +17,11 @@ from temporalio.common import RawValue, WorkflowIDConflictPolicy, WorkflowIDReus
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.converter import DataConverter
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
 
 from characters import UnknownCharacter, describe_validation_error, listed, resolve
 from orchestrator.codec import KeysFileError, data_converter, read_keys
 from orchestrator.errors import StartupError
+from orchestrator.rpc import given_up_retried
 from orchestrator.settings import Settings
 from workflows.chat import ChatWorkflow
 from workflows.models import (
@@ -43,13 +42,6 @@ STREAM_EVENT = TypeAdapter(StreamEvent)
 
 # The workflow enforces the job's deadline itself; this is Temporal's backstop past it.
 EXECUTION_TIMEOUT_MARGIN = timedelta(seconds=60)
-# A start that fails with one of these may or may not have started the workflow: the server gave up on the call
-# (the dev server under heavy load answers CANCELLED, "operation was canceled"). Temporal's client retries
-# UNAVAILABLE and RESOURCE_EXHAUSTED itself, not these. The workflow id makes a start safe to repeat: a retry that
-# finds the job started returns it. Tries at most, the waits between them doubling from the first, ~7.5 s in all.
-START_RETRY_STATUSES = frozenset({RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED})
-START_TRIES = 5
-START_FIRST_WAIT = timedelta(seconds=0.5)
 
 
 class JobConflict(ValueError):
@@ -162,23 +154,15 @@ class ChatClient:
         """Start the job (or find it started). With `refuse_when_overloaded`, raise Overloaded instead when the
         generations queued ahead of it would outlast its deadline at the recent service rate (not when that
         rate is unknown: see `estimated_wait`); checked before the start, so also for a resubmitted id. A start
-        the server gave up on (START_RETRY_STATUSES) is tried again, up to START_TRIES times."""
+        the server gave up on is tried again (orchestrator/rpc.py): the workflow id makes a repeat find the job
+        started."""
         job = self.prepared(job)
         assert job.deadline_seconds is not None
         if refuse_when_overloaded:
             wait = estimated_wait(await self.generation_backlog(job.priority))
             if wait is not None and wait.total_seconds() > job.deadline_seconds:
                 raise Overloaded(job.job_id, wait, job.deadline_seconds)
-        pause = START_FIRST_WAIT
-        for _ in range(START_TRIES - 1):
-            try:
-                return await self._started(job)
-            except RPCError as error:
-                if error.status not in START_RETRY_STATUSES:
-                    raise
-            await asyncio.sleep(pause.total_seconds())
-            pause *= 2
-        return await self._started(job)
+        return await given_up_retried(lambda: self._started(job))
 
     async def _started(self, job: ChatJob) -> WorkflowHandle[ChatWorkflow, ChatResult]:
         """The job's workflow, started now or found started with the same job."""

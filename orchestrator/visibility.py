@@ -11,6 +11,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.client import Client, WorkflowExecution
 
 from orchestrator.errors import StartupError
+from orchestrator.rpc import given_up_retried
 from workflows.models import WORKFLOW_TYPE
 from workflows.search_attributes import ATTEMPTS, CHARACTER_NAME, JOB_TYPE, OUTCOME, SEARCH_ATTRIBUTES, cli_type
 
@@ -20,7 +21,9 @@ class SearchAttributesMissing(StartupError):
 
 
 async def missing_search_attributes(client: Client, namespace: str) -> list[str]:
-    listed = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
+    listed = await given_up_retried(
+        lambda: client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
+    )
     return [key.name for key in SEARCH_ATTRIBUTES if key.name not in listed.custom_attributes]
 
 

@@ -28,6 +28,18 @@ def hub_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf-home"), **extra}
 
 
+def as_in_a_terminal() -> None:
+    """The child gets Ctrl-C as a terminal's foreground command does, whatever the test runner inherited (a
+    runner started in the background by a non-interactive shell has SIGINT ignored, and exec keeps that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def signal_lines(pid: int) -> list[str]:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return [line for line in status if line.startswith(("SigBlk", "SigIgn", "SigCgt"))]
+
+
 def pull(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return run("models", "pull", *args, env=env)
 
@@ -181,10 +193,16 @@ async def test_ctrl_c_stops_a_pull_at_once_and_says_how_to_continue(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=as_in_a_terminal,
     )
     assert await asyncio.to_thread(hub.asked.wait, 60), "the pull never reached the Hub"
+    dispositions = signal_lines(process.pid)
     process.send_signal(signal.SIGINT)
-    _, err = await asyncio.wait_for(process.communicate(), timeout=60)  # a hang guard, not a timing assert
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), timeout=60)  # a hang guard, not a timing assert
+    except TimeoutError:
+        process.kill()
+        raise AssertionError(f"the pull ignored Ctrl-C for 60 s; its signal state when sent: {dispositions}") from None
     assert process.returncode == 130
     assert "interrupted: 0 unfinished file(s) removed; rerun to continue" in err.decode()
     assert "Traceback" not in err.decode()

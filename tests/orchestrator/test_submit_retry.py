@@ -20,7 +20,8 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from orchestrator.client import START_TRIES, ChatClient
+from orchestrator.client import ChatClient
+from orchestrator.rpc import TRIES as START_TRIES
 from orchestrator.settings import Settings
 from tests.helpers import job
 
