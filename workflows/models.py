@@ -122,10 +122,10 @@ class AuthorNote(StrictModel):
     every: int = Field(default=1, ge=1, le=AUTHOR_NOTE_MAX_EVERY)
 
 
-# The job types in which the model may write the user's next message (mode "impersonate"): the chats.
-IMPERSONATING_JOBS = frozenset({JobType.conversation, JobType.roleplay, JobType.unrestricted})
-# The job types whose reply a character (or the assistant) speaks, so that `speech` may ask for its segments.
-SPEAKING_JOBS = frozenset({JobType.conversation, JobType.roleplay, JobType.unrestricted})
+# The chats: the job types whose result is a chat message a character (or the assistant) speaks. Only they take
+# mode "impersonate" (the user's next message), `speech` and `emotion` (not chat_enhance's image prompt, not a
+# summary, scene or card).
+CHAT_JOBS = frozenset({JobType.conversation, JobType.roleplay, JobType.unrestricted})
 
 
 GROUP_MIN = 2
@@ -260,9 +260,6 @@ Emotion = Literal[
     "surprise",
     "neutral",
 ]
-# The job types whose result is a chat message, which an emotion label is for (not chat_enhance's image prompt,
-# not a summary).
-EMOTION_JOBS = frozenset({JobType.conversation, JobType.roleplay, JobType.unrestricted})
 
 
 class EmotionOptions(StrictModel):
@@ -286,8 +283,8 @@ def emotion_problem(job: ChatJob) -> ValidationError | None:
         return None
     if job.characters is not None:
         return field_error(("emotion",), "group_emotion", "emotion labels are not supported in group jobs")
-    if job.job_type not in EMOTION_JOBS:
-        chats = ", ".join(sorted(EMOTION_JOBS))
+    if job.job_type not in CHAT_JOBS:
+        chats = ", ".join(sorted(CHAT_JOBS))
         return field_error(
             ("emotion",),
             "emotion_job_type",
@@ -358,8 +355,8 @@ class ChatJob(StrictModel):
     @classmethod
     def _mode_fits_the_job_type(cls, mode: str, info: ValidationInfo) -> str:
         job_type = info.data.get("job_type")
-        if mode == "impersonate" and job_type is not None and job_type not in IMPERSONATING_JOBS:
-            chats = ", ".join(sorted(IMPERSONATING_JOBS))
+        if mode == "impersonate" and job_type is not None and job_type not in CHAT_JOBS:
+            chats = ", ".join(sorted(CHAT_JOBS))
             raise ValueError(f"'impersonate' needs a chat job type ({chats}), not {job_type.value!r}")
         if mode != "reply" and job_type is JobType.character:
             raise ValueError(f"a chat_character job takes mode 'reply', not {mode!r}")
@@ -371,8 +368,8 @@ class ChatJob(StrictModel):
         """Only a reply that a character or the assistant speaks is split into speech (not an image prompt or a
         summary), and never the user's own next message (the user's persona never speaks in a reply)."""
         job_type, mode = info.data.get("job_type"), info.data.get("mode")
-        if speech and job_type is not None and job_type not in SPEAKING_JOBS:
-            kinds = ", ".join(sorted(SPEAKING_JOBS))
+        if speech and job_type is not None and job_type not in CHAT_JOBS:
+            kinds = ", ".join(sorted(CHAT_JOBS))
             raise PydanticCustomError("speech_job_type", f"needs a job type whose reply is spoken ({kinds})")
         if speech and mode == "impersonate":
             raise PydanticCustomError("speech_impersonate", "an impersonation is the user's message: no speech")
