@@ -44,7 +44,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
     from pydantic_core import from_json
     from temporalio.api.common.v1 import Payload
 
@@ -213,8 +213,9 @@ RELEASED_2026_11 = frozenset(
 @dataclass(frozen=True)
 class OutputSpec:
     """What a structured output's attempts generate (`ChatWorkflow._output_attempts`): the prompt, the first
-    sampling, the most a later attempt may generate, and the JSON schema for an attempt's max_tokens (None: free
-    text); `what` names the output in a NoValidReply's message."""
+    sampling, the most a later attempt may generate, the JSON schema for an attempt's max_tokens (None: free
+    text), and the local activity that checks an output with its input for that output; `what` names the output
+    in a NoValidReply's message."""
 
     purpose: Literal["scene", "card"]
     what: str
@@ -222,6 +223,8 @@ class OutputSpec:
     sampling: ResolvedSampling
     ceiling: int
     schema: Callable[[int], dict[str, Any] | None]
+    check: Callable[[JobActivities, Any], Awaitable[Verdict]]
+    check_input: Callable[[GenerateResult], BaseModel]
     stop: list[str] = field(default_factory=list)
 
 
@@ -759,15 +762,6 @@ class ChatWorkflow:
             character_spoke=character_spoke(job),
         )
 
-        async def checked(result: GenerateResult) -> Verdict:
-            return await workflow.execute_local_activity_method(
-                JobActivities.check_card,
-                check.model_copy(update={"reply": result.content, "finish_reason": result.finish_reason}),
-                start_to_close_timeout=LOCAL_TIMEOUT,
-                retry_policy=LOCAL_RETRY,
-                summary=f"check card · attempt {self._attempt}",
-            )
-
         chosen, late = await self._output_attempts(
             job,
             prepared,
@@ -781,8 +775,11 @@ class ChatWorkflow:
                     job.sampling, base, prepared.max_tokens_cap, prompt.budget, prompt.prompt_tokens
                 ),
                 schema=card_schema,
+                check=JobActivities.check_card,
+                check_input=lambda result: check.model_copy(
+                    update={"reply": result.content, "finish_reason": result.finish_reason}
+                ),
             ),
-            checked,
         )
         result = await self._finish(job, prepared, chosen, started=started, late=late, memory=job.memory)
         card = chosen.verdict.card if isinstance(chosen.verdict, CardVerdict) else None
@@ -882,15 +879,6 @@ class ChatWorkflow:
             user_name=job.user_name,
         )
 
-        async def checked(result: GenerateResult) -> Verdict:
-            return await workflow.execute_local_activity_method(
-                JobActivities.check_scene,
-                check.model_copy(update={"output": result.content, "finish_reason": result.finish_reason}),
-                start_to_close_timeout=LOCAL_TIMEOUT,
-                retry_policy=LOCAL_RETRY,
-                summary=f"check scene · attempt {self._attempt}",
-            )
-
         chosen, late = await self._output_attempts(
             job,
             prepared,
@@ -903,8 +891,11 @@ class ChatWorkflow:
                 sampling=sampling,
                 ceiling=sampling.max_tokens,
                 schema=lambda _: prompt.json_schema,
+                check=JobActivities.check_scene,
+                check_input=lambda result: check.model_copy(
+                    update={"output": result.content, "finish_reason": result.finish_reason}
+                ),
             ),
-            checked,
         )
         result = await self._finish(job, prepared, chosen, started=started, late=late)
         return result.model_copy(update={"scene": getattr(chosen.verdict, "scene", None)})
@@ -915,7 +906,6 @@ class ChatWorkflow:
         prepared: Prepared,
         deadline: datetime,
         spec: OutputSpec,
-        checked: Callable[[GenerateResult], Awaitable[Verdict]],
     ) -> tuple[Attempt, bool]:
         """A structured output's attempts (chat_scene, chat_character): generate → check, again with a new seed and
         sampling changed by the reasons while rejected. The chosen attempt: the valid one, else the best rejected
@@ -939,7 +929,13 @@ class ChatWorkflow:
                     job, request, deadline, f"{self._summary} · {spec.purpose} {self._attempt}"
                 )
                 self._stage = "validating"
-                verdict = await checked(result)
+                verdict = await workflow.execute_local_activity_method(
+                    spec.check,
+                    spec.check_input(result),
+                    start_to_close_timeout=LOCAL_TIMEOUT,
+                    retry_policy=LOCAL_RETRY,
+                    summary=f"check {spec.purpose} · attempt {self._attempt}",
+                )
                 self._attempts.append(Attempt(self._attempt, sampling, result, verdict))
                 if verdict.valid:
                     chosen = self._attempts[-1]
