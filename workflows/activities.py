@@ -103,6 +103,11 @@ class ChatEngine(Protocol):
     ) -> GenerateResult: ...
 
 
+def context_too_large(error: ContextTooLarge) -> ApplicationError:
+    """The job's own failure (never retried): what must go in does not fit the engine's budget (counts, no text)."""
+    return ApplicationError(str(error), type=ErrorType.context_too_large.value, non_retryable=True)
+
+
 def invalid_job(problem: str) -> ApplicationError:
     """The job's own failure (never retried): `problem` names the field and why."""
     return ApplicationError(f"invalid job: {problem}", type=ErrorType.invalid_job.value, non_retryable=True)
@@ -207,7 +212,7 @@ class JobActivities:
                 request.user_emotion,
             )
         except ContextTooLarge as error:
-            raise ApplicationError(str(error), type=ErrorType.context_too_large.value, non_retryable=True) from None
+            raise context_too_large(error) from None
         return Prepared(
             context=context,
             character=character,
@@ -272,7 +277,7 @@ class JobActivities:
         try:
             return scene_prompt(job, character, budget=budget, count=counts.__getitem__)
         except ContextTooLarge as error:
-            raise ApplicationError(str(error), type=ErrorType.context_too_large.value, non_retryable=True) from None
+            raise context_too_large(error) from None
 
     @activity.defn(name="check_scene")
     async def check_scene(self, check: SceneCheck) -> SceneVerdict:
@@ -288,7 +293,7 @@ class JobActivities:
         try:
             return card_prompt(job, profile, budget=budget, count=counts.__getitem__)
         except ContextTooLarge as error:
-            raise ApplicationError(str(error), type=ErrorType.context_too_large.value, non_retryable=True) from None
+            raise context_too_large(error) from None
 
     @activity.defn(name="check_card")
     async def check_card(self, check: CardCheck) -> CardVerdict:
