@@ -6,6 +6,7 @@ Used by `python -m orchestrator dev|demo` and by the test suite, so both run the
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import signal
 import socket
@@ -83,10 +84,30 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
+def listening_port_range() -> range:
+    """Ports below the kernel's ephemeral range: a port chosen there cannot be taken between the choice and
+    the service's bind by the local end of some outgoing connection (what the kernel's own `bind(0)` choice
+    risks on a busy machine)."""
+    try:
+        ephemeral_low = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    return range(max(1024, ephemeral_low - 12000), ephemeral_low)
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A free 127.0.0.1 port outside the ephemeral range, never the same twice in one process."""
+    candidates = listening_port_range()
+    for _ in range(200):
+        port = random.choice(candidates)
+        if port not in _handed_out and port_is_free("127.0.0.1", port):
+            _handed_out.add(port)
+            return port
+    raise DevStackError(f"no free port in {candidates.start}-{candidates.stop - 1} after 200 tries")
 
 
 def settings_on_free_ports(state_dir: Path, **overrides: object) -> Settings:

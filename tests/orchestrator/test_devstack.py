@@ -9,6 +9,9 @@ from orchestrator.devstack import (
     SMOLLM2_KV_BYTES_PER_TOKEN,
     TEMPORAL_DEV_SERVER,
     DevStack,
+    free_port,
+    listening_port_range,
+    port_is_free,
     services,
     settings_on_free_ports,
 )
@@ -16,6 +19,14 @@ from orchestrator.devstack import (
 
 def command_line(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def test_free_ports_are_distinct_free_and_below_the_ephemeral_range() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    assert all(port in listening_port_range() and port < low for port in ports)
+    assert all(port_is_free("127.0.0.1", port) for port in ports)
 
 
 def test_pids_name_the_running_servers(stack: DevStack) -> None:
