@@ -5,13 +5,17 @@ It never retries: Temporal owns retries, so every attempt shows in the workflow'
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx2
 from huggingface_hub import AsyncInferenceClient, set_async_client_factory
+from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import (
     GenerationError,
     HfHubHTTPError,
@@ -44,16 +48,45 @@ async def _read_error_body(response: httpx2.Response) -> None:
         await response.aread()
 
 
-def engine_http_client() -> httpx2.AsyncClient:
-    """The HTTP client of one generation. Every generation opens its own (see `stream_chat`), all with one TLS
-    context (`tls_context`)."""
-    return httpx2.AsyncClient(
-        verify=tls_context(), follow_redirects=True, timeout=None, event_hooks={"response": [_read_error_body]}
-    )
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient] = weakref.WeakKeyDictionary()
+
+
+def shared_http_client() -> httpx2.AsyncClient:
+    """The running loop's one HTTP client to engines, where building one per generation cost each about 1 ms of the
+    worker's CPU. It lives as long as its loop: every worker and client in the process shares it, so none closes it.
+    Connections are not kept: huggingface_hub stops reading a stream at its `[DONE]`, before the body's end, so only
+    an error's answer could leave one open, and an engine that then closes it would fail the next generation."""
+    loop = asyncio.get_running_loop()
+    client = _shared.get(loop)
+    if client is None or client.is_closed:
+        client = _shared[loop] = httpx2.AsyncClient(
+            verify=tls_context(),
+            follow_redirects=True,
+            timeout=None,
+            event_hooks={"response": [_read_error_body]},
+            limits=httpx2.Limits(max_keepalive_connections=0),
+        )
+    return client
+
+
+class SharedSession(AbstractAsyncContextManager[httpx2.AsyncClient]):
+    """What each AsyncInferenceClient enters as its HTTP client: the shared one, left open when it closes. Closing
+    it still closes its streamed response and with it the connection, which stops a cancelled generation at the
+    engine."""
+
+    async def __aenter__(self) -> httpx2.AsyncClient:
+        return shared_http_client()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
 
 
 # huggingface_hub's documented hook for its async clients' configuration; only InferenceClient uses them here.
-set_async_client_factory(engine_http_client)
+set_async_client_factory(SharedSession)  # type: ignore[arg-type]
+# huggingface_hub builds each request's User-Agent with its telemetry, which fetches a list of "agent harnesses" from
+# the Hub (blocking, up to 3 s, on the worker's event loop; again in every process while the Hub is unreachable). The
+# worker talks to its engine only: telemetry off, as HF_HUB_DISABLE_TELEMETRY=1 sets it.
+hf_constants.HF_HUB_DISABLE_TELEMETRY = True
 
 
 class ChatChunk(BaseModel):
@@ -202,7 +235,7 @@ class InferenceClient:
         """The reply as it is generated, constrained to `json_schema` when given. Closing the iterator closes
         the connection, which stops the generation at the engine."""
         constrained = {} if json_schema is None else {"response_format": self.engine.response_format(json_schema)}
-        # One HTTP client per generation: it keeps the stream's response open until closed.
+        # Closing `hf` closes the stream's response (see SharedSession).
         async with AsyncInferenceClient(base_url=self.base_url, api_key=self._api_key, timeout=self._timeout) as hf:
             try:
                 stream = await hf.chat_completion(

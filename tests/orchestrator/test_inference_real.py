@@ -1,9 +1,16 @@
 """The inference client against the real llama.cpp server and the real SmolLM2 model."""
 
+import asyncio
 import json
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpcore2
+import httpx2
 import pytest
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.utils import _detect_agent
 
 from orchestrator.devstack import DevStack, free_port
 from orchestrator.engines import ENGINES, EngineKind
@@ -116,3 +123,63 @@ async def test_a_json_schema_constrains_the_reply_on_llama_cpp(stack: DevStack, 
     with pytest.raises(json.JSONDecodeError):
         json.loads(free.content)
     assert json.loads(constrained.content)["label"] in ("joy", "anger", "neutral")
+
+
+def connections_to(base_url: str) -> set[int]:
+    """The local ports of this process's established TCP connections to the engine at `base_url`."""
+    port = urlsplit(base_url).port
+    ours = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            ours.add(target[len("socket:[") : -1])
+    found = set()
+    for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+        if state == "01" and inode in ours and int(remote.split(":")[1], 16) == port:
+            found.add(int(local.split(":")[1], 16))
+    return found
+
+
+async def test_generations_share_one_http_client(engine: InferenceClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    await engine.complete(MESSAGES, sampling(max_tokens=2))
+    built = []
+    build = httpx2.AsyncClient.__init__
+    monkeypatch.setattr(httpx2.AsyncClient, "__init__", lambda *a, **kw: built.append(1) or build(*a, **kw))
+    for _ in range(3):
+        assert (await engine.complete(MESSAGES, sampling(max_tokens=2))).content
+    assert built == []
+
+
+async def test_the_engine_client_never_contacts_the_hub(
+    engine: InferenceClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # huggingface_hub's telemetry fetches an "agent harnesses" list from the Hub to build the User-Agent, unless off.
+    hub = await asyncio.start_server(lambda reader, writer: contacted.append(1) or writer.close(), "127.0.0.1", 0)
+    contacted: list[int] = []
+    port = hub.sockets[0].getsockname()[1]
+    monkeypatch.setattr(hf_constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(hf_constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agent_harnesses.json"))
+    monkeypatch.setattr(_detect_agent, "_registry", None)
+    async with hub:
+        assert (await engine.complete(MESSAGES, sampling(max_tokens=2))).content
+        await asyncio.sleep(0.1)
+    assert contacted == []
+
+
+async def test_a_stream_left_early_closes_its_connection(engine: InferenceClient, settings: Settings) -> None:
+    # What stops a cancelled generation at the engine: its connection goes, though the HTTP client stays.
+    before = connections_to(settings.inference_base_url)
+    stream = engine.stream_chat(MESSAGES, sampling(max_tokens=200))
+    async for chunk in stream:
+        if chunk.text:
+            break
+    during = connections_to(settings.inference_base_url)
+    await stream.aclose()
+    after = connections_to(settings.inference_base_url)
+    assert len(during - after) == 1 and after <= before
+    assert (await engine.complete(MESSAGES, sampling(max_tokens=4))).content
