@@ -359,9 +359,6 @@ def run(config: BenchConfig, results: Path) -> BenchRun:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # As deployed (pip compiles the bytecode at install): with PYTHONDONTWRITEBYTECODE set, as on the project's
-    # machines, Temporal's sandbox compiled workflows/chat.py from source for every job (~5 ms of worker CPU each).
-    sys.dont_write_bytecode = False
     root = parser()
     args = root.parse_args(argv)
     config = config_from(args, root)

@@ -4,11 +4,16 @@ runner (seen by a codec that records the contexts it is given), and replay."""
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
+import importlib
+import importlib.util
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -61,3 +66,56 @@ async def test_payload_contexts_are_the_sdk_runners(name: str) -> None:
     activities = {(c.activity_type, c.is_local) for c in ours if isinstance(c, ActivitySerializationContext)}
     assert ("generate", False) in activities
     assert ("prepare", True) in activities
+
+
+WORKFLOW_MODULE = """
+from temporalio import workflow
+
+
+@workflow.defn(name="Greeting")
+class Greeting:
+    @workflow.run
+    async def run(self) -> str:
+        return "hello"
+"""
+
+
+async def test_the_runner_caches_the_workflow_modules_bytecode_so_runs_do_not_compile_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under PYTHONDONTWRITEBYTECODE (these machines) nothing writes it, and the sandbox imports the module anew for
+    # every workflow run: each run compiled the source. (Async: a sandboxed instance needs a running loop.)
+    runs_compile_the_module_until_the_runner_caches_it(tmp_path, monkeypatch)
+
+
+def runs_compile_the_module_until_the_runner_caches_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "greeting_workflow.py").write_text(WORKFLOW_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    module = importlib.import_module("greeting_workflow")
+    cached = Path(importlib.util.cache_from_source(module.__file__))
+    assert not cached.exists()
+    definition = workflow._Definition.must_from_class(module.Greeting)
+
+    compiled: list[str] = []
+    compile_ = builtins.compile
+    monkeypatch.setattr(
+        builtins,
+        "compile",
+        lambda source, filename, *a, **kw: compiled.append(str(filename)) or compile_(source, filename, *a, **kw),
+    )
+    SandboxedWorkflowRunner().prepare_workflow(definition)  # the SDK's: a test run of the module, compiled
+    assert module.__file__ in compiled and not cached.exists()
+
+    compiled.clear()
+    runner = sandbox.WorkflowRunner()
+    runner.prepare_workflow(definition)
+    assert cached.exists() and sandbox.bytecode_current(cached, Path(module.__file__))
+    compiled.clear()
+    runner.prepare_workflow(definition)  # what each run's instance does: import the module in a new sandbox
+    assert module.__file__ not in compiled
+
+    (tmp_path / "greeting_workflow.py").write_text(WORKFLOW_MODULE.replace("hello", "hello again"))
+    assert not sandbox.bytecode_current(cached, Path(module.__file__))
+    assert sandbox.bytecode_cached("greeting_workflow") == cached
+    assert sandbox.bytecode_current(cached, Path(module.__file__))
