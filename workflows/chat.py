@@ -25,10 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.common import Priority, RawValue, RetryPolicy, SearchAttributeKey
@@ -44,7 +41,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel, ValidationError
+    from pydantic import ValidationError
     from pydantic_core import from_json
     from temporalio.api.common.v1 import Payload
 
@@ -100,9 +97,9 @@ with workflow.unsafe.imports_passed_through():
         SummaryCheck,
         SummaryRequest,
         Timings,
-        Verdict,
         generate_task_queue,
     )
+    from workflows.outputs import OutputSpec
     from workflows.results import Attempt, best_returnable, chat_result, job_metrics
     from workflows.sampling import (
         escalated_sampling,
@@ -208,24 +205,6 @@ RELEASED_2026_11 = frozenset(
         PREPARE_WAITS_FOR_THE_ENGINE,
     }
 )
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """What a structured output's attempts generate (`ChatWorkflow._output_attempts`): the prompt, the first
-    sampling, the most a later attempt may generate, the JSON schema for an attempt's max_tokens (None: free
-    text), and the local activity that checks an output with its input for that output; `what` names the output
-    in a NoValidReply's message."""
-
-    purpose: Literal["scene", "card"]
-    what: str
-    messages: list[Message]
-    sampling: ResolvedSampling
-    ceiling: int
-    schema: Callable[[int], dict[str, Any] | None]
-    check: Callable[[JobActivities, Any], Awaitable[Verdict]]
-    check_input: Callable[[GenerateResult], BaseModel]
-    stop: list[str] = field(default_factory=list)
 
 
 def parsed_job(raw: RawValue) -> ChatJob:
