@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import re
 import secrets
 from collections.abc import Iterable, Sequence
@@ -32,8 +33,9 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
+from pydantic import TypeAdapter
 from temporalio.api.common.v1 import Payload
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter, PydanticPayloadConverter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
 
 from workflows.models import ENCRYPTED_ENCODING as ENCODING
@@ -260,14 +262,33 @@ class EncryptionCodec(PayloadCodec):
             raise DecryptionError(f"payload decrypted under key id {key_id!r} is not a Temporal Payload") from None
 
 
+_type_adapters = functools.lru_cache(maxsize=1024)(TypeAdapter)
+
+
+class PayloadConverter(PydanticPayloadConverter):
+    """Temporal's pydantic payload converter (the same JSON on the wire) with one TypeAdapter per type for the
+    process. The SDK builds a payload converter for every workflow run, in its sandbox, and each built its own
+    TypeAdapters: five per job again (Prepared, GenerateResult, Verdict, the stream's PublishInput, Any), ~3.8 ms
+    of the worker's CPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for converter in self.converters.values():
+            if isinstance(converter, PydanticJSONPlainPayloadConverter):
+                converter._type_adapter = _type_adapters  # its cache of TypeAdapters (temporalio 1.35)
+
+
+PYDANTIC_DATA_CONVERTER = DataConverter(payload_converter_class=PayloadConverter)
+
+
 def data_converter(keys: KeyRing | None = None) -> DataConverter:
     """The converter for clients and workers: the project's pydantic JSON converter, and with keys, the same with
     every payload encrypted and failure messages and stack traces moved into an encrypted payload (what Temporal
     shows as the message is then "Encoded failure"; the error type stays visible)."""
     if keys is None:
-        return pydantic_data_converter
+        return PYDANTIC_DATA_CONVERTER
     return dataclasses.replace(
-        pydantic_data_converter,
+        PYDANTIC_DATA_CONVERTER,
         payload_codec=EncryptionCodec(keys),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )

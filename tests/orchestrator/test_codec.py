@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
+import pydantic
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio import workflow
@@ -22,10 +23,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from orchestrator.codec import (
+    PYDANTIC_DATA_CONVERTER,
     DecryptionError,
     EncryptionCodec,
     KeyRing,
     KeysFileError,
+    PayloadConverter,
     TamperedPayload,
     UnknownKeyId,
     data_converter,
@@ -217,15 +220,31 @@ def test_new_key_line_parses_back() -> None:
 
 
 def test_data_converter_without_keys_is_the_projects_converter() -> None:
-    assert data_converter(None) is pydantic_data_converter
+    assert data_converter(None) is PYDANTIC_DATA_CONVERTER
+    assert PYDANTIC_DATA_CONVERTER.payload_converter_class is PayloadConverter
+
+
+def test_payload_converters_share_their_type_adapters_and_write_the_sdks_json() -> None:
+    # The SDK builds a payload converter per workflow run: a TypeAdapter per type and converter was built per job.
+    job = secret_job()
+    ours = PayloadConverter().to_payloads([job])
+    assert ours == pydantic_data_converter.payload_converter.to_payloads([job])
+    PayloadConverter().from_payloads(ours, [ChatJob])
+    built = []
+    original = pydantic.TypeAdapter.__init__
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pydantic.TypeAdapter, "__init__", lambda *a, **kw: built.append(1) or original(*a, **kw))
+        for _ in range(3):
+            assert PayloadConverter().from_payloads(ours, [ChatJob]) == [job]
+    assert built == []
 
 
 def test_data_converter_with_keys_encrypts_payloads_and_failures() -> None:
     converter = data_converter(KeyRing.of(("a", KEY_A)))
     assert isinstance(converter.payload_codec, EncryptionCodec)
     assert converter.failure_converter_class is DefaultFailureConverterWithEncodedAttributes
-    assert converter.payload_converter_class is pydantic_data_converter.payload_converter_class
-    assert pydantic_data_converter.payload_codec is None  # the shared converter is left alone
+    assert converter.payload_converter_class is PayloadConverter
+    assert PYDANTIC_DATA_CONVERTER.payload_codec is None  # the shared converter is left alone
 
 
 # A real Temporal dev server: what it stores is what an operator (or a leaked backup) sees.
