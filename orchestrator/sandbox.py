@@ -57,8 +57,9 @@ def bytecode_current(cached: Path, source: Path) -> bool:
 
 
 def bytecode_cached(module_name: str) -> Path | None:
-    """The module's bytecode file, written now if missing or older than its source; None where it cannot be
-    (no source file, a read-only install), which the worker logs once: each run then compiles the source."""
+    """The module's bytecode file, written now unless the import system would already load it (`bytecode_current`);
+    None where there is none (no source file) or it cannot be written (a read-only install: logged, and every run
+    then compiles the source)."""
     source = getattr(sys.modules.get(module_name), "__file__", None)
     if source is None or not source.endswith(".py"):
         return None
