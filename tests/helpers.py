@@ -371,6 +371,13 @@ async def start_and_wait_with_the_temporal_cli(settings: Settings, workflow_id: 
     return json.loads(out)
 
 
+async def stored_result(client: Client, workflow_id: str) -> dict:
+    """The finished workflow's result as Temporal stores it (plain JSON without payload keys), where the CLI's
+    printout shows empty lists as null."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return json.loads(history.events[-1].workflow_execution_completed_event_attributes.result.payloads[0].data)
+
+
 def one_json_object(done: subprocess.CompletedProcess[str]) -> dict:
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("\n") == 1

@@ -21,6 +21,7 @@ from tests.helpers import (
     generate_requests,
     patch_ids,
     start_and_wait_with_the_temporal_cli,
+    stored_result,
     upserted_keys,
     worker_against,
 )
@@ -212,8 +213,7 @@ async def test_a_raw_json_group_job_from_the_temporal_cli(
     details = outcome["result"]["attempt_details"]
     assert list(dict.fromkeys(d["speaker"] for d in details)) == ["Mira", "Odo"]
     assert {r["speaker"] for r in outcome["result"]["replies"]} <= {"Mira", "Odo"}
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
-    payload = json.loads(history.events[-1].workflow_execution_completed_event_attributes.result.payloads[0].data)
+    payload = await stored_result(client, workflow_id)
     jsonschema.validate(payload, schemas["ChatResult"])
 
 

@@ -15,7 +15,7 @@ from temporalio.client import Client
 from characters import Character
 from orchestrator.client import ChatClient
 from orchestrator.settings import Settings
-from tests.helpers import job, start_and_wait_with_the_temporal_cli
+from tests.helpers import job, start_and_wait_with_the_temporal_cli, stored_result
 from workflows.models import SPEECH_SEGMENT_CHARS, ChatResult, SpeechSegment
 from workflows.speech import speech_segments, voice_of
 
@@ -75,9 +75,7 @@ async def test_a_raw_json_group_round_with_speech_from_the_temporal_cli(
     jsonschema.validate(raw, schemas["ChatJob"])
     outcome = await start_and_wait_with_the_temporal_cli(settings, workflow_id, json.dumps(raw))
     assert outcome["status"] == "COMPLETED", json.dumps(outcome)[:1500]
-    # The result as the workflow stored it (the CLI's printout shows empty lists as null).
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
-    payload = json.loads(history.events[-1].workflow_execution_completed_event_attributes.result.payloads[0].data)
+    payload = await stored_result(client, workflow_id)
     jsonschema.validate(payload, schemas["ChatResult"])
     result = ChatResult.model_validate(payload)
     assert (outcome["result"]["speech"] or []) == payload["speech"]
