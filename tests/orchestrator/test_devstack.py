@@ -1,5 +1,7 @@
 """DevStack's accessors, against the session's running stack."""
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from bench.__main__ import config_from, parser
@@ -44,6 +46,14 @@ def test_the_dev_server_runs_with_the_fair_matcher_and_one_partition_per_queue(s
         "--dynamic-config-value matching.numTaskqueueWritePartitions=1",
     ):
         assert flag in line
+
+
+def test_the_dev_servers_sqlite_file_keeps_a_write_ahead_log_synced_at_checkpoints(stack: DevStack) -> None:
+    database = stack.settings.state_dir / "temporal.db"
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as reader:
+        assert reader.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    # synchronous is a connection's setting, not the file's: the server's command line is what sets it.
+    assert "--sqlite-pragma synchronous=normal" in command_line(stack.pids()[TEMPORAL_DEV_SERVER])
 
 
 def test_the_bench_can_run_the_dev_server_with_the_priority_matcher_alone(tmp_path: Path) -> None:
