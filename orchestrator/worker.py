@@ -104,7 +104,7 @@ async def build_workers(client: Client, settings: Settings, engine: Engine, watc
         client,
         task_queue=settings.task_queue,
         workflows=[ChatWorkflow],
-        workflow_runner=WorkflowRunner(),
+        workflow_runner=WorkflowRunner.passing_through(ChatWorkflow),
         # Local activities: they run in this worker and hold no generation slot.
         activities=[
             jobs.prepare,

@@ -24,7 +24,7 @@ from temporalio.converter import (
     WithSerializationContext,
 )
 from temporalio.worker import Replayer, WorkflowRunner
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from orchestrator import sandbox
 from workflows.chat import ChatWorkflow
@@ -61,7 +61,7 @@ async def contexts_on_replay(name: str, runner: WorkflowRunner) -> list[Serializ
 
 @pytest.mark.parametrize("name", HISTORIES)
 async def test_payload_contexts_are_the_sdk_runners(name: str) -> None:
-    ours = await contexts_on_replay(name, sandbox.WorkflowRunner())
+    ours = await contexts_on_replay(name, sandbox.WorkflowRunner.passing_through(ChatWorkflow))
     assert ours == await contexts_on_replay(name, SandboxedWorkflowRunner())
     activities = {(c.activity_type, c.is_local) for c in ours if isinstance(c, ActivitySerializationContext)}
     assert ("generate", False) in activities
@@ -80,23 +80,15 @@ class Greeting:
 """
 
 
-async def test_the_runner_caches_the_workflow_modules_bytecode_so_runs_do_not_compile_it(
+async def test_runs_use_the_workflow_module_imported_once_where_the_sdks_runner_imports_it_per_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Under PYTHONDONTWRITEBYTECODE (these machines) nothing writes it, and the sandbox imports the module anew for
-    # every workflow run: each run compiled the source. (Async: a sandboxed instance needs a running loop.)
-    runs_compile_the_module_until_the_runner_caches_it(tmp_path, monkeypatch)
-
-
-def runs_compile_the_module_until_the_runner_caches_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # (Async: a sandboxed instance needs a running loop.)
     (tmp_path / "greeting_workflow.py").write_text(WORKFLOW_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # so that every import of the module compiles it
     module = importlib.import_module("greeting_workflow")
-    cached = Path(importlib.util.cache_from_source(module.__file__))
-    assert not cached.exists()
     definition = workflow._Definition.must_from_class(module.Greeting)
-
     compiled: list[str] = []
     compile_ = builtins.compile
     monkeypatch.setattr(
@@ -104,18 +96,15 @@ def runs_compile_the_module_until_the_runner_caches_it(tmp_path: Path, monkeypat
         "compile",
         lambda source, filename, *a, **kw: compiled.append(str(filename)) or compile_(source, filename, *a, **kw),
     )
-    SandboxedWorkflowRunner().prepare_workflow(definition)  # the SDK's: a test run of the module, compiled
-    assert module.__file__ in compiled and not cached.exists()
 
+    # prepare_workflow creates an instance the way each workflow run does.
+    SandboxedWorkflowRunner().prepare_workflow(definition)
+    assert compiled.count(module.__file__) == 1
     compiled.clear()
-    runner = sandbox.WorkflowRunner()
-    runner.prepare_workflow(definition)
-    assert cached.exists() and sandbox.bytecode_current(cached, Path(module.__file__))
-    compiled.clear()
-    runner.prepare_workflow(definition)  # what each run's instance does: import the module in a new sandbox
+    runner = sandbox.WorkflowRunner.passing_through(module.Greeting)
+    for _ in range(3):
+        runner.prepare_workflow(definition)
     assert module.__file__ not in compiled
-
-    (tmp_path / "greeting_workflow.py").write_text(WORKFLOW_MODULE.replace("hello", "hello again"))
-    assert not sandbox.bytecode_current(cached, Path(module.__file__))
-    assert sandbox.bytecode_cached("greeting_workflow") == cached
-    assert sandbox.bytecode_current(cached, Path(module.__file__))
+    assert runner.restrictions.passthrough_modules - SandboxRestrictions.default.passthrough_modules == {
+        "greeting_workflow"
+    }
