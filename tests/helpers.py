@@ -66,11 +66,17 @@ def long_chat(turns: int, seed: int = 3, mention: dict[int, str] | None = None) 
 
 
 async def submitted(
-    chat: ChatClient, count: int, *, max_tokens: int = 16, deadline_seconds: int = 90, first_seed: int = 0
+    chat: ChatClient,
+    count: int,
+    *,
+    max_tokens: int = 16,
+    deadline_seconds: int = 90,
+    first_seed: int = 0,
+    **overrides: object,
 ) -> list[str]:
-    """The ids of `count` short jobs, submitted, with seeds from `first_seed` on."""
+    """The ids of `count` short jobs (`job` with `overrides`), submitted, with seeds from `first_seed` on."""
     jobs = [
-        job(sampling={"max_tokens": max_tokens, "seed": seed}, deadline_seconds=deadline_seconds)
+        job(sampling={"max_tokens": max_tokens, "seed": seed}, deadline_seconds=deadline_seconds, **overrides)
         for seed in range(first_seed, first_seed + count)
     ]
     for chat_job in jobs:

@@ -16,6 +16,9 @@ from tests.helpers import outcomes as outcomes_within
 
 JOBS = 2
 MOVED_MAX_TOKENS = 200
+# SmolLM2 ends its reply to the usual short prompt after ~55 tokens, in under a second on a quick machine: sooner
+# than B can be stopped. Asked for a long story it writes to max_tokens (as in the bench's history section).
+LONG_REPLY_PROMPT = "Write a long story, chapter after chapter, about a quiet harbour town: its people, its boats."
 DEADLINE_SECONDS = 150
 # Guards against a stuck job, not timing assertions.
 GENERATING_WITHIN_SECONDS = 60.0
@@ -44,9 +47,14 @@ async def test_jobs_complete_on_the_worker_whose_engine_is_up(
             on_b_failed_tries = [await failed_generate_tries(chat, job_id) for job_id in on_b]
 
             # B stopped while it generates; A back: the jobs it was running and the rest complete on A.
-            # Long replies, so that B is stopped mid-generation rather than after a 16-token one ended.
+            # Long replies, so that B is stopped mid-generation rather than after a short one ended.
             moved = await submitted(
-                chat, JOBS, max_tokens=MOVED_MAX_TOKENS, deadline_seconds=DEADLINE_SECONDS, first_seed=JOBS
+                chat,
+                JOBS,
+                max_tokens=MOVED_MAX_TOKENS,
+                deadline_seconds=DEADLINE_SECONDS,
+                first_seed=JOBS,
+                messages=[{"role": "user", "content": LONG_REPLY_PROMPT}],
             )
             await mid_generation(chat, moved, GENERATING_WITHIN_SECONDS)
             await asyncio.to_thread(engine_b.stop)
