@@ -73,6 +73,16 @@ def stored_bytes(settings: Settings) -> bytes:
     return b"".join(path.read_bytes() for path in settings.state_dir.glob("temporal.db*"))
 
 
+def windows_new_to(stored: bytes, text: str, width: int = 24) -> list[bytes]:
+    """`text`'s windows of `width` characters, as UTF-8, that `stored` does not hold. The session's database holds
+    other jobs' text in plain, and a reply may open with words of its prompt (SmolLM2 echoes "Mira, in the scene
+    with"), which every such job stores: only what was not there before a job can show that job's text. Windows with
+    a quote, a backslash or a control character are left out: JSON would store them escaped."""
+    windows = {text[i : i + width] for i in range(len(text) - width + 1)}
+    plain = [w for w in windows if not any(c in w for c in '"\\') and all(c.isprintable() for c in w)]
+    return sorted(w.encode() for w in plain if w.encode() not in stored)
+
+
 @pytest.fixture
 async def encrypted(
     settings: Settings, isolated_namespace: str, tmp_path: Path
@@ -90,6 +100,7 @@ async def test_a_private_job_completes_and_its_text_is_stored_only_encrypted(
     chat, keys = encrypted
     secret = phrase()
     submitted = private_job(secret)
+    stored_before = stored_bytes(settings)
     await chat.submit(submitted)
     events = [event async for event in chat.stream(submitted.job_id)]
     result = await chat.result(submitted.job_id)
@@ -102,7 +113,9 @@ async def test_a_private_job_completes_and_its_text_is_stored_only_encrypted(
     assert secret.encode() not in history and reply.encode() not in history
     assert b"binary/encrypted" in history and b"key-a" in history
     stored = stored_bytes(settings)
-    assert secret.encode() not in stored and reply.encode() not in stored
+    novel = windows_new_to(stored_before, result.content)
+    assert novel, "every part of the reply was in the database before the job"
+    assert secret.encode() not in stored and not [window for window in novel if window in stored]
     logged = "\n".join(all_logs)
     assert submitted.job_id in logged  # the worker did log this job
     assert secret not in logged and reply not in logged
