@@ -1,6 +1,7 @@
 """The spec of a structured output's attempts (chat_scene, chat_character), which `ChatWorkflow._output_attempts`
-generates and checks. Kept out of workflows/chat.py, which the sandbox imports anew for every workflow run: building
-this dataclass was a fifth of each run's import."""
+generates and checks. Kept out of workflows/chat.py when the worker's sandbox imported that module anew for every
+run (building this dataclass was a fifth of the import); the worker now passes chat.py through (orchestrator/sandbox.py)
+and only the SDK's default sandbox, as the replay tests run it, still imports it per run."""
 
 from __future__ import annotations
 
