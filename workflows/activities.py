@@ -2,9 +2,10 @@
 
 - `generate` (a full activity on `{task_queue}-generate`): the only slow stage; that worker caps
   concurrency at the engine's slots.
-- `prepare`, `check_reply`, `record_metrics` (local activities in the workflow's worker): the worker's
-  limits, the engine's tokenizer, the policy file. Their results are markers in the history, so every
-  attempt's verdict is there to read, and replay never re-runs them.
+- `prepare`, `check_reply` (local activities in the workflow's worker): the worker's limits, the engine's
+  tokenizer, the policy file. Their results are markers in the history, so every attempt's verdict is there to
+  read, and replay never re-runs them. `record_metrics` (local) is kept for runs begun before release-2026-12;
+  newer runs write the same record from the workflow (workflows/metrics.py).
 
 Nothing here logs chat text (ids, counts, codes and timings only) unless CHAT_WORKER_LOG_CHAT_TEXT is set."""
 
@@ -29,7 +30,7 @@ from workflows.context import ContextTooLarge, TextsCounter, budget_beside, budg
 from workflows.emotion import emotion_messages
 from workflows.group import GroupScene, other_names, scene_of
 from workflows.memory import summary_budget, summary_prompt, summary_texts
-from workflows.metrics import generation_metrics
+from workflows.metrics import generation_metrics, log_job_metrics
 from workflows.models import (
     STREAM_TOPIC,
     CardCheck,
@@ -65,7 +66,7 @@ from workflows.policy import Policy
 from workflows.sampling import max_tokens_for
 from workflows.scenes import scene_prompt, scene_texts, validate_scene
 from workflows.summary_validation import validate_summary
-from workflows.validation import SHORT_CHARS, validate
+from workflows.validation import validate
 
 HEARTBEAT_EVERY_SECONDS = 1.0
 # Deltas reach subscribers in batches, one signal each, and each signal is a workflow task and history events (and
@@ -85,7 +86,6 @@ GENERATION_FAILED_TRIES = 4
 # after PREPARE_TRIES tries.
 PREPARE_TRIES = 3
 ENGINE_DOWN_MAX_RETRY_DELAY = timedelta(seconds=10)
-SLOW_SECONDS = 20.0
 # Finished replies kept by the worker for a retry of the same generation (see `FinishedReplies`).
 KEPT_REPLIES = 1024
 
@@ -139,18 +139,6 @@ def resolved_members(job: ChatJob) -> list[Character]:
         assert member is not None
         members.append(member)
     return members
-
-
-def quality_warnings(metrics: JobMetrics) -> list[str]:
-    """The original worker's quality monitoring: slow, short, out of character."""
-    warnings = []
-    if metrics.timings.total_ms > SLOW_SECONDS * 1000:
-        warnings.append("slow")
-    if metrics.response_length < SHORT_CHARS:
-        warnings.append("short")
-    if "out_of_character" in metrics.reasons:
-        warnings.append("out_of_character")
-    return warnings
 
 
 class JobActivities:
@@ -301,19 +289,7 @@ class JobActivities:
 
     @activity.defn(name="record_metrics")
     async def record_metrics(self, metrics: JobMetrics) -> None:
-        metrics = metrics.model_copy(update={"warnings": quality_warnings(metrics)})
-        logger.bind(metrics=metrics.model_dump(mode="json")).info(
-            "job done job={} type={} outcome={} attempts={} reasons={} warnings={} tokens={}+{} total_ms={:.0f}",
-            metrics.job_id,
-            metrics.job_type.value,
-            metrics.outcome,
-            metrics.attempts,
-            ",".join(metrics.reasons),
-            ",".join(metrics.warnings),
-            metrics.prompt_tokens,
-            metrics.completion_tokens,
-            metrics.timings.total_ms,
-        )
+        log_job_metrics(metrics)
 
 
 class DeltaBatches:

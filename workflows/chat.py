@@ -3,7 +3,8 @@
 parse the job → prepare (local activity: limits, policy, character, token-budget context) →
 attempt: generate (activity on `{task_queue}-generate`) → check the reply (local activity) →
 (rejected: again, with a new seed and adjusted sampling) → [a job with memory whose window starts past what its
-summary covers: summarize] → record metrics (local activity) → ChatResult.
+summary covers: summarize] → record metrics (the workflow's own log record, never written on replay; runs begun
+before release-2026-12: a local activity) → ChatResult.
 
 summarize (story memory, workflows/memory.py): prepare_summary (local) → generate on the generation queue, like
 any generation → check_summary (local) → (rejected: again, new seed, adjusted sampling); a summary that never
@@ -53,7 +54,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.emotion import EMOTION_SCHEMA, FALLBACK, emotion_label, emotion_sampling
     from workflows.group import SpeakerTurn, chosen_speakers, round_result
     from workflows.memory import merged_memory
-    from workflows.metrics import NO_ERROR, UNKNOWN_JOB_TYPE, record_job_end
+    from workflows.metrics import NO_ERROR, UNKNOWN_JOB_TYPE, log_job_metrics, record_job_end
     from workflows.models import (
         DEFAULT_PRIORITY,
         ENCRYPTED_ENCODING,
@@ -205,6 +206,15 @@ RELEASED_2026_11 = frozenset(
         PREPARE_WAITS_FOR_THE_ENGINE,
     }
 )
+# The job's metrics record is written by the workflow itself, never while it replays (workflows/metrics.py), not by
+# a local activity: one activation round trip and one marker fewer in the job's last workflow task.
+METRICS_WITHOUT_LOCAL_ACTIVITY = "metrics-without-local-activity"
+# The next release: a run begun under it takes its changes and every one of release-2026-11's, with its one
+# marker. Its changes never had patches of their own.
+RELEASE_2026_12 = "release-2026-12"
+RELEASED_2026_12 = frozenset({METRICS_WITHOUT_LOCAL_ACTIVITY})
+# Newest first, each with every change a run begun under it takes.
+RELEASES = ((RELEASE_2026_12, RELEASED_2026_12 | RELEASED_2026_11), (RELEASE_2026_11, RELEASED_2026_11))
 
 
 def parsed_job(raw: RawValue) -> ChatJob:
@@ -272,20 +282,30 @@ def ended_by_deadline(error: BaseException, deadline: datetime) -> bool:
     return is_cancelled_exception(error) and workflow.now() >= deadline and adopted(DEADLINE_IS_NOT_A_CANCEL)
 
 
+def begun_under_a_release() -> bool:
+    """Whether this run began under one of RELEASES. Asked first in the run's first workflow task (see
+    `ChatWorkflow._run`), newest release first: a new run records the newest release's marker and no other; a run
+    begun before it, replaying that task, finds its release's marker (or none) and keeps that answer."""
+    return any(workflow.patched(release) for release, _ in RELEASES)
+
+
 def adopted(patch_id: str) -> bool:
-    """Whether this run takes the change `patch_id` (one of RELEASED_2026_11): a run begun under the release
-    does, with no marker of its own (the release's one marker is recorded in the run's first workflow task, see
-    `ChatWorkflow._run`); a run begun before it, as that change's own `workflow.patched` says."""
-    if patch_id not in RELEASED_2026_11:
-        raise ValueError(f"{patch_id} is not in release {RELEASE_2026_11}: call workflow.patched")
-    return workflow.patched(RELEASE_2026_11) or workflow.patched(patch_id)
+    """Whether this run takes the change `patch_id` (one of RELEASES' changes): a run begun under a release that
+    has it does, with no marker of its own; a run begun before release-2026-11, as that change's own
+    `workflow.patched` says (release-2026-12's changes have none: runs begun before it never take them)."""
+    releases = [release for release, changes in RELEASES if patch_id in changes]
+    if not releases:
+        raise ValueError(f"{patch_id} is in no release: call workflow.patched")
+    return any(workflow.patched(release) for release in releases) or (
+        patch_id in RELEASED_2026_11 and workflow.patched(patch_id)
+    )
 
 
 def upserted(key: SearchAttributeKey[str], value: str) -> None:
     """Sets search attribute `key` to `value` unless the run's start did (ChatClient sets JobType and
-    CharacterName when it knows them; a raw start sets none): a run begun under the release skips that upsert,
-    one event and one visibility write; a run begun before it upserts as it did."""
-    if workflow.patched(RELEASE_2026_11) and workflow.info().typed_search_attributes.get(key) == value:
+    CharacterName when it knows them; a raw start sets none): a run begun under a release skips that upsert,
+    one event and one visibility write; a run begun before them upserts as it did."""
+    if begun_under_a_release() and workflow.info().typed_search_attributes.get(key) == value:
         return
     workflow.upsert_search_attributes([key.value_set(value)])
 
@@ -370,7 +390,7 @@ class ChatWorkflow:
     async def _run(self, job: RawValue) -> ChatResult:
         chat_job = parsed_job(job)
         self._job_type = chat_job.job_type.value
-        workflow.patched(RELEASE_2026_11)  # decided once, in the run's first workflow task (see adopted)
+        begun_under_a_release()  # decided once, in the run's first workflow task
         started = workflow.now()
         upserted(JOB_TYPE, chat_job.job_type.value)
         if chat_job.characters is not None:
@@ -966,10 +986,19 @@ class ChatWorkflow:
     async def _record_metrics(
         self, job: ChatJob, character: Character | None, first: ResolvedSampling, result: ChatResult
     ) -> None:
+        metrics = job_metrics(job, character, first, result)
+        if adopted(METRICS_WITHOUT_LOCAL_ACTIVITY):
+            if workflow.unsafe.is_replaying():
+                return
+            try:
+                log_job_metrics(metrics)
+            except Exception as error:  # e.g. a log sink that raises: the reply is returned all the same
+                workflow.logger.warning("metrics not recorded for job %s: %s", job.job_id, type(error).__name__)
+            return
         try:
             await workflow.execute_local_activity_method(
                 JobActivities.record_metrics,
-                job_metrics(job, character, first, result),
+                metrics,
                 start_to_close_timeout=LOCAL_TIMEOUT,
                 retry_policy=LOCAL_RETRY,
                 summary="record metrics",

@@ -1,9 +1,14 @@
-"""The jobs' own Prometheus metrics (prefix `chat_worker_`), recorded through the Temporal SDK's metric meter so
+"""The jobs' metrics: one structured log record per returned reply (`log_job_metrics`), and the jobs' own
+Prometheus metrics (prefix `chat_worker_`), recorded through the Temporal SDK's metric meter so
 that they are served on the same `/metrics` as the SDK's own `temporal_*` metrics (orchestrator/metrics.py).
 
+- Per returned reply, once (`log_job_metrics`): the loguru record "job done" with the `JobMetrics` in its
+  `extra.metrics` (numbers and codes, never chat text) and the original worker's quality warnings. Written by the
+  workflow itself, never while it replays (runs begun before release-2026-12: by the `record_metrics` local
+  activity, whose marker keeps replay from writing it again).
 - Per job, once, when it ends (`record_job_end`, from the workflow's one ending place through
   `workflow.metric_meter()`, which records nothing while the workflow replays): every outcome, failures and
-  cancellations included, which the `record_metrics` local activity (returned replies only) would miss.
+  cancellations included, which the metrics record (returned replies only) would miss.
 - Per generation, live (`generation_metrics`, in the generate activity through `activity.metric_meter()`): the
   generations in flight and how each try ended.
 
@@ -16,11 +21,13 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from loguru import logger
 from temporalio.common import MetricMeter
 from temporalio.exceptions import ApplicationError, is_cancelled_exception
 
-from workflows.models import ChatResult
+from workflows.models import ChatResult, JobMetrics
 from workflows.results import Attempt, tokens_per_second
+from workflows.validation import SHORT_CHARS
 
 JOBS = "chat_worker_jobs_total"
 ATTEMPTS = "chat_worker_job_attempts"
@@ -37,6 +44,8 @@ GENERATIONS = "chat_worker_generations_total"
 GENERATION_SLOTS = "chat_worker_generation_slots"
 ENGINE_MAX_CONCURRENT_REQUESTS = "chat_worker_engine_max_concurrent_requests"
 
+SLOW_SECONDS = 20.0
+
 # A job that ended before its type was known (it did not parse).
 UNKNOWN_JOB_TYPE = "unknown"
 NO_ERROR = "none"
@@ -49,6 +58,35 @@ HISTOGRAM_BUCKETS: dict[str, Sequence[float]] = {
     QUEUE_WAIT: [0.01, 0.05, *SECONDS_BUCKETS],
     TOKENS_PER_SECOND: [1, 2, 5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500],
 }
+
+
+def quality_warnings(metrics: JobMetrics) -> list[str]:
+    """The original worker's quality monitoring: slow, short, out of character."""
+    warnings = []
+    if metrics.timings.total_ms > SLOW_SECONDS * 1000:
+        warnings.append("slow")
+    if metrics.response_length < SHORT_CHARS:
+        warnings.append("short")
+    if "out_of_character" in metrics.reasons:
+        warnings.append("out_of_character")
+    return warnings
+
+
+def log_job_metrics(metrics: JobMetrics) -> None:
+    """The job's one structured record, with its quality warnings."""
+    metrics = metrics.model_copy(update={"warnings": quality_warnings(metrics)})
+    logger.bind(metrics=metrics.model_dump(mode="json")).info(
+        "job done job={} type={} outcome={} attempts={} reasons={} warnings={} tokens={}+{} total_ms={:.0f}",
+        metrics.job_id,
+        metrics.job_type.value,
+        metrics.outcome,
+        metrics.attempts,
+        ",".join(metrics.reasons),
+        ",".join(metrics.warnings),
+        metrics.prompt_tokens,
+        metrics.completion_tokens,
+        metrics.timings.total_ms,
+    )
 
 
 def record_job_end(

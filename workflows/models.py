@@ -856,7 +856,8 @@ class CheckRequest(StrictModel):
 
 
 class JobMetrics(StrictModel):
-    """The one structured record per job that `record_metrics` logs: numbers and codes, never chat text."""
+    """The one structured record per returned reply (workflows/metrics.py `log_job_metrics`): numbers and codes,
+    never chat text."""
 
     job_id: str
     job_type: JobType
@@ -873,7 +874,7 @@ class JobMetrics(StrictModel):
     completion_tokens: int
     tokens_per_second: float
     timings: Timings
-    warnings: list[str] = []  # quality warnings, filled in by record_metrics
+    warnings: list[str] = []  # quality warnings, filled in by log_job_metrics
 
 
 class ErrorType(StrEnum):

@@ -1,8 +1,9 @@
 """ChatWorkflow's scripted test kit: fakes registered under the real activity names and types (`prepare`,
-`check_reply`, `record_metrics` as local activities on the workflow's queue, `generate` on `{queue}-generate`),
-the workers that run them beside the real workflow, and how a job ended as its client sees it (result or failure,
-stream, Outcome search attribute). Used by the workflow tests that need a generation the real model cannot be
-made to give on demand (tests/workflows/test_chat_workflow_fast.py, test_memory_workflow.py)."""
+`check_reply` as local activities on the workflow's queue, `generate` on `{queue}-generate`), the workers that run
+them beside the real workflow (with a log sink that keeps the metrics records the workflow writes), and how a job
+ended as its client sees it (result or failure, stream, Outcome search attribute). Used by the workflow tests that
+need a generation the real model cannot be made to give on demand (tests/workflows/test_chat_workflow_fast.py,
+test_memory_workflow.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any, TypeVar
 
+import loguru
+from loguru import logger
 from pydantic import TypeAdapter
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType, IndexedValueType
@@ -138,7 +141,7 @@ class Fakes:
 
     def local_activities(self) -> list[Callable[..., Any]]:
         """What the workflow's worker runs as local activities."""
-        return [self.prepare, self.check_reply, self.record_metrics]
+        return [self.prepare, self.check_reply]
 
     @activity.defn(name="prepare")
     async def prepare(self, request: PrepareRequest) -> Prepared:
@@ -180,11 +183,13 @@ class Fakes:
             raise scripted
         return scripted
 
-    @activity.defn(name="record_metrics")
-    async def record_metrics(self, metrics: JobMetrics) -> None:
-        self.metrics.append(metrics)
+    def keep_metrics(self, message: loguru.Message) -> None:
+        """A loguru sink: keeps each metrics record the workflow writes, or raises `metrics_error` (a sink that
+        is gone) instead."""
+        record = message.record
         if self.metrics_error is not None:
             raise self.metrics_error
+        self.metrics.append(JobMetrics.model_validate(record["extra"]["metrics"]))
 
 
 @asynccontextmanager
@@ -207,7 +212,11 @@ async def workers(client: Client, fakes: Fakes) -> AsyncIterator[str]:
             max_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,
         ),
     ):
-        yield task_queue
+        sink = logger.add(fakes.keep_metrics, level="INFO", filter=lambda r: "metrics" in r["extra"], catch=False)
+        try:
+            yield task_queue
+        finally:
+            logger.remove(sink)
 
 
 @dataclass

@@ -29,7 +29,7 @@ from tests.helpers import (
     upserted_keys,
     worker_against,
 )
-from workflows.chat import RELEASE_2026_11
+from workflows.chat import RELEASE_2026_12
 from workflows.models import ChatResult, JobType
 from workflows.sampling import reminders_after
 from workflows.search_attributes import CHARACTER_NAME, JOB_TYPE
@@ -307,10 +307,10 @@ async def test_each_job_type_runs_with_its_defaults(chat: ChatClient, client: Cl
     history = await client.get_workflow_handle(handle.id).fetch_history()
     markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
     local_activities = [m for m in markers if m.marker_recorded_event_attributes.marker_name == "core_local_activity"]
-    # prepare, one check per attempt, record_metrics: each a local activity marker in the history (the others
-    # are workflow.patched's version markers); prepare once more after each rejected reply that called for a
-    # new reminder after the history; a summary job's prompt is prepare_summary's, a scene job's prepare_scene's,
-    # a card job's prepare_card's.
+    # prepare and one check per attempt: each a local activity marker in the history (the metrics record is the
+    # workflow's own; the other markers are workflow.patched's); prepare once more after each rejected reply that
+    # called for a new reminder after the history; a summary job's prompt is prepare_summary's, a scene job's
+    # prepare_scene's, a card job's prepare_card's.
     roleplay = job_type is JobType.roleplay
     called_for: set[str] = set()
     prepared_again = 0
@@ -319,10 +319,10 @@ async def test_each_job_type_runs_with_its_defaults(chat: ChatClient, client: Cl
         prepared_again += bool(wanted - called_for)
         called_for |= wanted
     own_prompt = int(job_type in (JobType.summarize, JobType.scene, JobType.character))
-    assert len(local_activities) == 2 + result.attempts + prepared_again + own_prompt
+    assert len(local_activities) == 1 + result.attempts + prepared_again + own_prompt
     # One patch for every change released in it: one marker and one TemporalChangeVersion upsert per job.
-    assert patch_ids(history) == [RELEASE_2026_11]
-    assert change_versions(history) == [[RELEASE_2026_11]]
+    assert patch_ids(history) == [RELEASE_2026_12]
+    assert change_versions(history) == [[RELEASE_2026_12]]
     # JobType and CharacterName came with ChatClient's start: the job's only upserts are the patch's and its end's.
     assert upserted_keys(history) == [["TemporalChangeVersion"], ["Attempts", "Outcome"]]
     attributes = (await client.get_workflow_handle(handle.id).describe()).typed_search_attributes

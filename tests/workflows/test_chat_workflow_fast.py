@@ -1,16 +1,18 @@
 """ChatWorkflow with its activities replaced by scripted fakes, on Temporal's time-skipping test server (and
 one test on the dev server: see `dev_env`). No engine, no model, no shared stack: each test runs the real
-workflow code against fakes registered under the real activity names and types (`prepare`, `check_reply`,
-`record_metrics` as local activities on the workflow's queue, `generate` on `{queue}-generate`), and reads
+workflow code against fakes registered under the real activity names and types (`prepare`, `check_reply` as
+local activities on the workflow's queue, `generate` on `{queue}-generate`), and reads
 how the job ended as a client does: its result or failure, its stream, its Outcome search attribute (the kit:
 tests/workflows/scripted.py; the servers: tests/workflows/conftest.py)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from loguru import logger
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
@@ -24,6 +26,7 @@ from temporalio.exceptions import (
 )
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from tests.workflows.scripted import (
     GOOD,
@@ -235,12 +238,39 @@ def test_a_reply_jobs_summary_is_one_level_below_the_job_never_below_the_lowest(
     assert summary_priority(2, "u1").fairness_key == "u1"
 
 
-async def test_metrics_that_cannot_be_recorded_do_not_cost_the_reply(env: WorkflowEnvironment) -> None:
-    fakes = Fakes(metrics_error=ApplicationError("the log sink is gone", type="LogSinkDown"))
-    ended = await run_job(env, fakes)
+async def test_metrics_that_cannot_be_recorded_do_not_cost_the_reply(
+    env: WorkflowEnvironment, caplog: pytest.LogCaptureFixture
+) -> None:
+    fakes = Fakes(metrics_error=OSError("the log sink is gone"))
+    with caplog.at_level(logging.WARNING, logger="temporalio.workflow"):
+        ended = await run_job(env, fakes)
     assert ended.ok().outcome == "ok" and ended.ok().content == GOOD
     assert [e.type for e in ended.final_events] == ["done"] and ended.outcome == "ok"
-    assert len(fakes.metrics) == 3  # LOCAL_RETRY's attempts, then the result is returned all the same
+    assert fakes.metrics == []
+    warnings = [r.getMessage() for r in caplog.records if "metrics not recorded" in r.getMessage()]
+    assert len(warnings) == 1 and "OSError" in warnings[0]
+
+
+async def test_the_workflow_writes_the_metrics_record_once_and_never_on_replay(env: WorkflowEnvironment) -> None:
+    fakes = Fakes()
+    ended = await run_job(env, fakes)
+    assert [m.job_id for m in fakes.metrics] == [ended.ok().job_id]
+    history = await env.client.get_workflow_handle(ended.workflow_id).fetch_history()
+    local = [
+        e.marker_recorded_event_attributes.marker_name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
+    assert local.count("core_local_activity") == 2  # prepare, check_reply: no record_metrics
+    sink = logger.add(fakes.keep_metrics, level="INFO", filter=lambda r: "metrics" in r["extra"], catch=False)
+    try:
+        replayed = await Replayer(workflows=[ChatWorkflow], data_converter=env.client.data_converter).replay_workflow(
+            history, raise_on_replay_failure=False
+        )
+    finally:
+        logger.remove(sink)
+    assert replayed.replay_failure is None
+    assert len(fakes.metrics) == 1
 
 
 async def test_a_check_that_keeps_failing_ends_the_job_failed(env: WorkflowEnvironment) -> None:

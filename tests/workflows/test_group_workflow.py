@@ -25,7 +25,7 @@ from tests.helpers import (
     upserted_keys,
     worker_against,
 )
-from workflows.chat import RELEASE_2026_11
+from workflows.chat import RELEASE_2026_12
 from workflows.models import ChatJob, ChatResult, GenerateRequest, Message, StreamEvent
 from workflows.search_attributes import CHARACTER_NAME
 
@@ -109,8 +109,8 @@ async def test_list_with_joined_cards_has_every_member_reply_in_order(chat: Chat
     assert await first_speaker_attribute(client, job) == "Bram Holt"
     # A round under the release patch: its one marker, none of group-scenes' or the generations' own.
     history = await client.get_workflow_handle(f"chat-{job.job_id}").fetch_history()
-    assert patch_ids(history) == [RELEASE_2026_11]
-    assert change_versions(history) == [[RELEASE_2026_11]]
+    assert patch_ids(history) == [RELEASE_2026_12]
+    assert change_versions(history) == [[RELEASE_2026_12]]
     # JobType came with ChatClient's start; the first speaker, chosen in the round, is the workflow's to set.
     assert upserted_keys(history) == [["TemporalChangeVersion"], ["CharacterName"], ["Attempts", "Outcome"]]
 
