@@ -189,7 +189,8 @@ PREPARE_DEADLINE_UNLESS_GIVEN = JobLimits().default_deadline_seconds
 
 # One release patch for the changes above: a run begun under it takes every one of them without their own
 # markers (each workflow.patched costs a job a marker and a TemporalChangeVersion upsert, a visibility write);
-# runs begun before it ask each change's patch where they always did. A change after it gets its own patch.
+# runs begun before it ask each change's patch where they always did. Later changes go into the next release
+# (RELEASES below), never into one already recorded.
 RELEASE_2026_11 = "release-2026-11"
 RELEASED_2026_11 = frozenset(
     {

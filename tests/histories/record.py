@@ -176,34 +176,6 @@ JOBS = {
         user_name="Tam",
         sampling={"max_tokens": 12, "seed": 3},
     ),
-    # After release-2026-12: its one marker (none of 2026-11's), and the metrics record written by the workflow, not
-    # a record_metrics local activity: the last workflow task has check_reply's marker and no other.
-    "roleplay_release_2026_12": ChatJob(
-        job_id="history-roleplay-release-2026-12",
-        messages=[{"role": "user", "content": "Evening, Mira. Is the stew still warm?"}],
-        character="Mira",
-        user_name="Tam",
-        sampling={"max_tokens": 48, "seed": 11},
-        user_id="history-user-1",
-        priority=2,
-    ),
-    # The same release with a rejected first reply and a group round (a group's record is written after its round).
-    "roleplay_regenerated_release_2026_12": ChatJob(
-        job_id="history-roleplay-regenerated-release-2026-12",
-        messages=[{"role": "user", "content": "?"}],
-        character="Mira",
-        user_name="Tam",
-        sampling={"max_tokens": 12, "seed": 3},
-    ),
-    "group_round_release_2026_12": ChatJob(
-        job_id="history-group-round-release-2026-12",
-        messages=[{"role": "user", "content": "*shakes the rain off* Evening, Mira. Evening, Bram."}],
-        characters=["Mira", {"name": "Bram Holt", "nickname": "Bram", "description": "A gruff blacksmith."}],
-        group={"strategy": "list"},
-        user_name="Tam",
-        sampling={"max_tokens": 24, "seed": 4},
-        deadline_seconds=600,
-    ),
     # chat_character: prepare, prepare_card, then per attempt a generation constrained to the card's schema and
     # check_card, record_metrics.
     "character_card": ChatJob(
@@ -218,6 +190,19 @@ JOBS = {
         sampling={"max_tokens": 200, "seed": 4},
         deadline_seconds=600,
     ),
+}
+# After release-2026-12: its one marker (none of 2026-11's), and the metrics record written by the workflow, not a
+# record_metrics local activity (the last workflow task has check_reply's marker and no other). The same jobs as
+# above, under ids of their own: a plain reply, a rejected first reply, a group round (its record after the round).
+JOBS |= {
+    f"{name}_release_2026_12": JOBS[source].model_copy(
+        update={"job_id": f"history-{name.replace('_', '-')}-release-2026-12"}
+    )
+    for name, source in [
+        ("roleplay", "roleplay_release_2026_11"),
+        ("roleplay_regenerated", "roleplay_regenerated_release_2026_11"),
+        ("group_round", "group_round"),
+    ]
 }
 # Recorded with small engine limits, so a short chat's window drops turns.
 SMALL_LIMITS = {"roleplay_memory_summarized": {"max_input_tokens": 640, "max_total_tokens": 1024}}
