@@ -160,12 +160,14 @@ async def worker_against(
 
 
 async def generation_started(chat: ChatClient, job_id: str, attempt: int = 1) -> None:
-    """Returns once the job's generation for this attempt runs on a worker (wrap it in a guard timeout)."""
+    """Returns once the job's generation for this attempt runs on a worker (wrap it in a guard timeout). The attempt
+    is read first: once the workflow is at it, the generations before it have ended, so a generation running then is
+    this attempt's (read the other way round, the one before could still be running when read)."""
     while True:
-        pending = (await chat.handle(job_id).describe()).raw_description.pending_activities
-        running = any(a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for a in pending)
-        if running and (await chat.status(job_id)).attempt == attempt:
-            return
+        if (await chat.status(job_id)).attempt == attempt:
+            pending = (await chat.handle(job_id).describe()).raw_description.pending_activities
+            if any(a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for a in pending):
+                return
         await asyncio.sleep(0.1)
 
 
