@@ -74,15 +74,15 @@ def stored_bytes(settings: Settings) -> bytes:
 
 
 def windows_new_to(stored: bytes, text: str, width: int = 24) -> list[bytes]:
-    """`text`'s windows of `width` characters, as UTF-8, that `stored` does not hold. The session's database holds
-    other jobs' text in plain, and a reply may open with words of its prompt (SmolLM2 echoes "Mira, in the scene
-    with"), which every such job stores: only what was not there before a job can show that job's text. Windows with
-    a quote, a backslash or a control character are left out: JSON would store them escaped. A text shorter than
-    `width` is its own one window."""
-    width = min(width, len(text))
-    windows = {text[i : i + width] for i in range(len(text) - width + 1)}
-    plain = [w for w in windows if not any(c in w for c in '"\\') and all(c.isprintable() for c in w)]
-    return sorted(w.encode() for w in plain if w.encode() not in stored)
+    """`text`'s windows of `width` characters as a JSON payload holds it (a quote, a backslash or a control
+    character escaped), as UTF-8, that `stored` does not hold. The session's database holds other jobs' text in
+    plain, and a reply may open with words of its prompt (SmolLM2 echoes "Mira, in the scene with"), which every
+    such job stores: only what was not there before a job can show that job's text. A text shorter than `width` is
+    its own one window."""
+    escaped = json.dumps(text, ensure_ascii=False)[1:-1]
+    width = min(width, len(escaped))
+    windows = {escaped[i : i + width] for i in range(len(escaped) - width + 1)}
+    return sorted(w.encode() for w in windows if w.encode() not in stored)
 
 
 @pytest.fixture
