@@ -311,6 +311,15 @@ async def generate_requests(client: Client, workflow_id: str) -> list[GenerateRe
     return found
 
 
+def local_activity_markers(history: WorkflowHistory) -> int:
+    """How many local activities the job's history records (a "core_local_activity" marker each)."""
+    return sum(
+        event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and event.marker_recorded_event_attributes.marker_name == "core_local_activity"
+        for event in history.events
+    )
+
+
 def patch_ids(history: WorkflowHistory) -> list[str]:
     """The ids of the job's workflow.patched markers ("core_patch"), in the order recorded."""
     return [

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, distribution
@@ -192,6 +192,16 @@ class Fakes:
         self.metrics.append(JobMetrics.model_validate(record["extra"]["metrics"]))
 
 
+@contextmanager
+def metrics_kept(fakes: Fakes) -> Iterator[None]:
+    """While inside: the metrics records the workflow writes go to `fakes.keep_metrics`."""
+    sink = logger.add(fakes.keep_metrics, level="INFO", filter=lambda r: "metrics" in r["extra"], catch=False)
+    try:
+        yield
+    finally:
+        logger.remove(sink)
+
+
 @asynccontextmanager
 async def workers(client: Client, fakes: Fakes) -> AsyncIterator[str]:
     """The workflow's worker (with the local activities) and the generation worker, as orchestrator.worker
@@ -212,11 +222,8 @@ async def workers(client: Client, fakes: Fakes) -> AsyncIterator[str]:
             max_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,
         ),
     ):
-        sink = logger.add(fakes.keep_metrics, level="INFO", filter=lambda r: "metrics" in r["extra"], catch=False)
-        try:
+        with metrics_kept(fakes):
             yield task_queue
-        finally:
-            logger.remove(sink)
 
 
 @dataclass

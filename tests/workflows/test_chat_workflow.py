@@ -24,6 +24,7 @@ from tests.helpers import (
     USER_TEXT,
     change_versions,
     job,
+    local_activity_markers,
     patch_ids,
     start_and_wait_with_the_temporal_cli,
     upserted_keys,
@@ -305,8 +306,6 @@ async def test_each_job_type_runs_with_its_defaults(chat: ChatClient, client: Cl
     )
     assert all(a.completion_tokens <= default_max_tokens for a in result.attempt_details)
     history = await client.get_workflow_handle(handle.id).fetch_history()
-    markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
-    local_activities = [m for m in markers if m.marker_recorded_event_attributes.marker_name == "core_local_activity"]
     # prepare and one check per attempt: each a local activity marker in the history (the metrics record is the
     # workflow's own; the other markers are workflow.patched's); prepare once more after each rejected reply that
     # called for a new reminder after the history; a summary job's prompt is prepare_summary's, a scene job's
@@ -319,7 +318,7 @@ async def test_each_job_type_runs_with_its_defaults(chat: ChatClient, client: Cl
         prepared_again += bool(wanted - called_for)
         called_for |= wanted
     own_prompt = int(job_type in (JobType.summarize, JobType.scene, JobType.character))
-    assert len(local_activities) == 1 + result.attempts + prepared_again + own_prompt
+    assert local_activity_markers(history) == 1 + result.attempts + prepared_again + own_prompt
     # One patch for every change released in it: one marker and one TemporalChangeVersion upsert per job.
     assert patch_ids(history) == [RELEASE_2026_12]
     assert change_versions(history) == [[RELEASE_2026_12]]

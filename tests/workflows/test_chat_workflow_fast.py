@@ -12,7 +12,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from loguru import logger
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
@@ -28,12 +27,14 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from tests.helpers import local_activity_markers
 from tests.workflows.scripted import (
     GOOD,
     BuildingFakes,
     Fakes,
     generation_summaries,
     job,
+    metrics_kept,
     reply,
     run_job,
     verdict,
@@ -256,19 +257,11 @@ async def test_the_workflow_writes_the_metrics_record_once_and_never_on_replay(e
     ended = await run_job(env, fakes)
     assert [m.job_id for m in fakes.metrics] == [ended.ok().job_id]
     history = await env.client.get_workflow_handle(ended.workflow_id).fetch_history()
-    local = [
-        e.marker_recorded_event_attributes.marker_name
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-    ]
-    assert local.count("core_local_activity") == 2  # prepare, check_reply: no record_metrics
-    sink = logger.add(fakes.keep_metrics, level="INFO", filter=lambda r: "metrics" in r["extra"], catch=False)
-    try:
+    assert local_activity_markers(history) == 2  # prepare, check_reply: no record_metrics
+    with metrics_kept(fakes):
         replayed = await Replayer(workflows=[ChatWorkflow], data_converter=env.client.data_converter).replay_workflow(
             history, raise_on_replay_failure=False
         )
-    finally:
-        logger.remove(sink)
     assert replayed.replay_failure is None
     assert len(fakes.metrics) == 1
 
