@@ -7,6 +7,7 @@ drain time and that every job got exactly one reply from exactly one generation 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections import Counter
@@ -19,7 +20,7 @@ from temporalio.service import RPCError
 
 from bench.machine import CpuSampler, cpu_seconds, machine_ticks
 from bench.standin import StandInProcess, StandInRequest, job_marker
-from bench.stats import Request, Spread, max_in_flight, percentile, slot_use, spread
+from bench.stats import Request, SlotUse, Spread, max_in_flight, percentile, slot_use, spread
 from orchestrator.client import ChatClient
 from workflows.models import ChatJob, ChatResult, JobType
 
@@ -45,6 +46,11 @@ class CapacityResult(BaseModel):
     slots_full_share: float  # of the time a generation waited in the queue, the share with every slot busy
     slot_occupancy: float  # of that time, the mean share of slots busy
     backlog_seconds: float
+    # The burst's intake: first submit → every job's generation queued (its start and first workflow task done;
+    # submitted at once, they queue in the dev server beside the first generations), and from then on the share
+    # of the time with every slot busy (generations still wait: the backlog drains).
+    intake_seconds: float
+    slots_full_share_after_intake: float
     max_in_flight: int  # at the stand-in
     replies: int
     failed: dict[str, int]  # error type → jobs
@@ -105,6 +111,13 @@ def clipped(request: Request, begin: float, end: float) -> Request:
         return min(max(instant, begin), end)
 
     return Request(held(request.scheduled), held(request.started), held(request.finished))
+
+
+def once_all_queued(requests: list[Request], slots: int) -> tuple[float, SlotUse]:
+    """(when the last request was queued, slot use from then on): after the burst's intake only its backlog drains,
+    so a slot left idle then is the refill's, not the intake's."""
+    queued = max((r.scheduled for r in requests), default=0.0)
+    return queued, slot_use([clipped(r, queued, math.inf) for r in requests], slots)
 
 
 def window_figures(
@@ -201,6 +214,7 @@ async def measure_capacity(
     counted = tally((job.job_id for job in burst), (run.job_id for run in replied), (r.marker for r in stats.requests))
     requests = engine_requests(runs, stats.requests)
     use = slot_use(requests, slots)
+    queued, draining = once_all_queued(requests, slots) if requests else (started, use)
     if max_in_flight(requests) != stats.max_in_flight:
         progress(f"note: in flight from intervals {max_in_flight(requests)}, counted live {stats.max_in_flight}")
     ideal = jobs * standin.delay_seconds / slots
@@ -224,6 +238,8 @@ async def measure_capacity(
         slots_full_share=use.share,
         slot_occupancy=use.occupancy,
         backlog_seconds=use.backlog_seconds,
+        intake_seconds=queued - started,
+        slots_full_share_after_intake=draining.share,
         max_in_flight=stats.max_in_flight,
         replies=len(replied),
         failed=dict(Counter(run.error for run in runs if run.error is not None)),

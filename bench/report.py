@@ -350,8 +350,11 @@ def capacity_sections(run: BenchRun, data: dict[str, Any], previous: dict[str, A
         ),
         Metric("slots busy on average meanwhile", "capacity.slot_occupancy", "%", 100, 1),
         Metric("time with generations waiting", "capacity.backlog_seconds", "s", digits=1),
+        Metric("intake: every job's generation queued after", "capacity.intake_seconds", "s", digits=1),
+        Metric("all slots busy from then on (the backlog draining)", "capacity.slots_full_share_after_intake", "%",
+               100, 1),
         Metric("max requests in flight at the stand-in", "capacity.max_in_flight"),
-    )
+    )  # fmt: skip
     failed = ", ".join(f"{kind} {n}" for kind, n in k.failed.items())
     burst = rows(
         Metric("drain time", "capacity.drain_seconds", "s", digits=1),

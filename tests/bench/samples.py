@@ -135,6 +135,8 @@ def sample_run(
             slots_full_share=0.5,
             slot_occupancy=0.9,
             backlog_seconds=0.5,
+            intake_seconds=0.2,
+            slots_full_share_after_intake=0.8,
             max_in_flight=max_in_flight,
             replies=3,
             failed={},

@@ -182,3 +182,15 @@ def test_the_subscribers_section_shows_each_count_beside_the_previous_run() -> N
         "55",
         "81",
     ]
+
+
+def test_the_intake_rows_show_this_run_and_nothing_for_a_run_before_them() -> None:
+    run = checked(sample_run(ratio=1.1))
+    before = sample_run(ratio=1.2).model_dump()
+    for dropped in ("intake_seconds", "slots_full_share_after_intake"):
+        del before["capacity"][dropped]  # a result saved before these rows existed
+    lines = table(run, before, "before.json").splitlines()
+    [intake] = [line for line in lines if line.strip().startswith("intake: every job's generation queued after")]
+    [drain] = [line for line in lines if line.strip().startswith("all slots busy from then on")]
+    assert intake.rstrip().endswith("0.2 s")  # this run's value, no previous one
+    assert drain.rstrip().endswith("80.0 %")

@@ -4,7 +4,7 @@ a job's added time went."""
 import pytest
 from temporalio.api.enums.v1 import EventType as E
 
-from bench.capacity import clipped, tally
+from bench.capacity import clipped, once_all_queued, tally
 from bench.critical_path import added_parts, history_figures, overlap
 from bench.machine import cpu_at
 from bench.stats import Request, max_in_flight, median, percentile, slot_use, spread
@@ -149,3 +149,15 @@ def test_a_window_sees_only_its_part_of_each_request() -> None:
     assert use.share == pytest.approx(1.0)
     outside = clipped(Request(5, 6, 7), 1.0, 2.0)
     assert (outside.scheduled, outside.started, outside.finished) == (2.0, 2.0, 2.0)
+
+
+def test_once_all_queued_counts_only_the_drain() -> None:
+    # One slot. The first request runs 0 → 1; the second is queued at 0.5 but starts only at 1.2 (a refill gap of
+    # 0.2 s inside the drain); the third, queued last at 0.8, runs 2.2 → 3.
+    requests = [Request(0, 0, 1), Request(0.5, 1.2, 2.2), Request(0.8, 2.2, 3)]
+    queued, use = once_all_queued(requests, slots=1)
+    assert queued == pytest.approx(0.8)
+    assert use.backlog_seconds == pytest.approx(1.4)  # 0.8 → 2.2, while the third waits
+    assert use.share == pytest.approx(1.2 / 1.4)  # busy 0.8 → 1 and 1.2 → 2.2
+    whole = slot_use(requests, cap=1)
+    assert whole.backlog_seconds == pytest.approx(1.7)  # from 0.5 on
