@@ -105,6 +105,7 @@ async def build_workers(client: Client, settings: Settings, engine: Engine, watc
         task_queue=settings.task_queue,
         workflows=[ChatWorkflow],
         workflow_runner=WorkflowRunner.passing_through(ChatWorkflow),
+        max_concurrent_workflow_tasks=settings.workflow_task_slots,
         # Local activities: they run in this worker and hold no generation slot.
         activities=[
             jobs.prepare,

@@ -15,6 +15,7 @@ def test_defaults_are_the_embedded_stack(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert settings.temporal_ui_port == 8233
     assert settings.generation_slots == 8
     assert settings.generation_reserve == 1
+    assert settings.workflow_task_slots == 8
     assert settings.state_dir == Path(".state")
 
 
@@ -22,9 +23,10 @@ def test_env_vars_with_the_prefix_override(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CHAT_WORKER_GENERATION_SLOTS", "4")
     monkeypatch.setenv("CHAT_WORKER_GENERATION_RESERVE", "0")
+    monkeypatch.setenv("CHAT_WORKER_WORKFLOW_TASK_SLOTS", "16")
     monkeypatch.setenv("CHAT_WORKER_INFERENCE_BASE_URL", "http://tgi:80/")
     settings = load_settings()
-    assert (settings.generation_slots, settings.generation_reserve) == (4, 0)
+    assert (settings.generation_slots, settings.generation_reserve, settings.workflow_task_slots) == (4, 0, 16)
     assert settings.inference_base_url == "http://tgi:80"
     assert (settings.inference_host, settings.inference_port) == ("tgi", 80)
 
@@ -49,6 +51,7 @@ def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
             "9",
             r"CHAT_WORKER_GENERATION_RESERVE \(9\) must not exceed CHAT_WORKER_GENERATION_SLOTS \(8\)",
         ),
+        ("CHAT_WORKER_WORKFLOW_TASK_SLOTS", "1", "CHAT_WORKER_WORKFLOW_TASK_SLOTS"),
         ("CHAT_WORKER_TEMPORAL_ADDRESS", "localhost", "CHAT_WORKER_TEMPORAL_ADDRESS"),
         ("CHAT_WORKER_INFERENCE_BASE_URL", "tgi:80", "CHAT_WORKER_INFERENCE_BASE_URL"),
         ("CHAT_WORKER_LOG_LEVEL", "LOUD", "CHAT_WORKER_LOG_LEVEL"),
