@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     generation_reserve: int = Field(default=1, ge=0)
     # Workflow tasks one worker runs at once (each on a thread of its own). An activation holds the GIL while it
     # runs, so more at once finish no sooner; the SDK's default, 100 (on up to 500 threads), let a burst's first
-    # workflow tasks crowd out the hand-offs that keep the engine's slots full (README "Benchmarks", issue 14).
+    # workflow tasks crowd out the hand-offs that keep the engine's slots full (README "Workflow task slots").
     # The SDK needs at least 2 (a cached workflow's task and a new one).
     workflow_task_slots: int = Field(default=8, ge=2, le=1000)
     # Worker processes sharing one engine (compose: WORKER_REPLICAS); their slots add up at the engine.
