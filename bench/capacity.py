@@ -113,10 +113,10 @@ def clipped(request: Request, begin: float, end: float) -> Request:
     return Request(held(request.scheduled), held(request.started), held(request.finished))
 
 
-def once_all_queued(requests: list[Request], slots: int) -> tuple[float, SlotUse]:
-    """(when the last request was queued, slot use from then on): after the burst's intake only its backlog drains,
-    so a slot left idle then is the refill's, not the intake's."""
-    queued = max((r.scheduled for r in requests), default=0.0)
+def once_all_queued(requests: list[Request], slots: int, since: float) -> tuple[float, SlotUse]:
+    """(when the last request was queued, `since` if none was; slot use from then on): after the burst's intake
+    only its backlog drains, so a slot left idle then is the refill's, not the intake's."""
+    queued = max((r.scheduled for r in requests), default=since)
     return queued, slot_use([clipped(r, queued, math.inf) for r in requests], slots)
 
 
@@ -214,7 +214,7 @@ async def measure_capacity(
     counted = tally((job.job_id for job in burst), (run.job_id for run in replied), (r.marker for r in stats.requests))
     requests = engine_requests(runs, stats.requests)
     use = slot_use(requests, slots)
-    queued, draining = once_all_queued(requests, slots) if requests else (started, use)
+    queued, draining = once_all_queued(requests, slots, since=started)
     if max_in_flight(requests) != stats.max_in_flight:
         progress(f"note: in flight from intervals {max_in_flight(requests)}, counted live {stats.max_in_flight}")
     ideal = jobs * standin.delay_seconds / slots

@@ -155,9 +155,10 @@ def test_once_all_queued_counts_only_the_drain() -> None:
     # One slot. The first request runs 0 → 1; the second is queued at 0.5 but starts only at 1.2 (a refill gap of
     # 0.2 s inside the drain); the third, queued last at 0.8, runs 2.2 → 3.
     requests = [Request(0, 0, 1), Request(0.5, 1.2, 2.2), Request(0.8, 2.2, 3)]
-    queued, use = once_all_queued(requests, slots=1)
+    queued, use = once_all_queued(requests, slots=1, since=0.0)
     assert queued == pytest.approx(0.8)
     assert use.backlog_seconds == pytest.approx(1.4)  # 0.8 → 2.2, while the third waits
     assert use.share == pytest.approx(1.2 / 1.4)  # busy 0.8 → 1 and 1.2 → 2.2
     whole = slot_use(requests, cap=1)
     assert whole.backlog_seconds == pytest.approx(1.7)  # from 0.5 on
+    assert once_all_queued([], slots=1, since=5.0)[0] == 5.0
