@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from temporalio.client import Client
 
 from orchestrator.engine_watch import EngineWatch
@@ -16,7 +18,8 @@ async def never_down(base_url: str) -> bool:
 
 
 async def test_the_workflow_worker_runs_at_most_its_workflow_task_slots(client: Client, settings: Settings) -> None:
-    narrow = settings.model_copy(update={"workflow_task_slots": 3})
+    # A task queue of its own: the SDK refuses a second worker for a queue another worker of this client polls.
+    narrow = settings.model_copy(update={"workflow_task_slots": 3, "task_queue": f"slots-{uuid.uuid4().hex[:8]}"})
     watch = EngineWatch(narrow.inference_base_url, is_down=never_down)
     try:
         workflows, generation = await build_workers(client, narrow, GENERIC, watch)
