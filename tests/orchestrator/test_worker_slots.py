@@ -17,7 +17,7 @@ async def never_down(base_url: str) -> bool:
     return False
 
 
-async def test_the_workflow_worker_runs_at_most_its_workflow_task_slots(client: Client, settings: Settings) -> None:
+async def test_the_workflow_worker_takes_its_task_slots_from_the_settings(client: Client, settings: Settings) -> None:
     # A task queue of its own: the SDK refuses a second worker for a queue another worker of this client polls.
     narrow = settings.model_copy(update={"workflow_task_slots": 3, "task_queue": f"slots-{uuid.uuid4().hex[:8]}"})
     watch = EngineWatch(narrow.inference_base_url, is_down=never_down)
