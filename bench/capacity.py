@@ -18,6 +18,7 @@ from pydantic import BaseModel, computed_field
 from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
+from bench.critical_path import first_task_wait, history_events
 from bench.machine import CpuSampler, cpu_seconds, machine_ticks
 from bench.standin import StandInProcess, StandInRequest, job_marker
 from bench.stats import Request, SlotUse, Spread, max_in_flight, percentile, slot_use, spread
@@ -25,6 +26,7 @@ from orchestrator.client import ChatClient
 from workflows.models import ChatJob, ChatResult, JobType
 
 PROGRESS_EVERY_SECONDS = 5.0
+FIRST_TASK_SAMPLE_EVERY = 10  # every 10th job's history read after the burst, for its first workflow task's wait
 WINDOWS = 10  # windows of the burst, for the spread
 MIN_WINDOW_SECONDS = 5.0
 
@@ -51,6 +53,15 @@ class CapacityResult(BaseModel):
     # of the time with every slot busy (generations still wait: the backlog drains).
     intake_seconds: float
     slots_full_share_after_intake: float
+    # What holds the intake up: first submit → every start call returned (the dev server has written them all),
+    # and meanwhile the share of the backlog with all slots busy and the CPU of the worker process and of the
+    # Temporal dev server (share of one core); each sampled job's start → its first workflow task picked up
+    # (seconds; None when no job replied).
+    starts_seconds: float
+    starts_slots_full_share: float
+    starts_worker_cpu_share: float
+    starts_temporal_cpu_share: float
+    first_task_wait: Spread | None
     max_in_flight: int  # at the stand-in
     replies: int
     failed: dict[str, int]  # error type → jobs
@@ -80,6 +91,7 @@ class JobRun:
     finished: float
     result: ChatResult | None
     error: str | None = None
+    start_returned: float | None = None  # the start call's return: the server has written the start
 
 
 def capacity_job(job_id: str, deadline_seconds: float) -> ChatJob:
@@ -93,15 +105,17 @@ def capacity_job(job_id: str, deadline_seconds: float) -> ChatJob:
 
 
 async def run_job(chat: ChatClient, job: ChatJob) -> JobRun:
-    submitted = time.monotonic()
+    submitted, start_returned = time.monotonic(), None
     try:
-        result = await (await chat.submit(job)).result()
+        handle = await chat.submit(job)
+        start_returned = time.monotonic()
+        result = await handle.result()
     except WorkflowFailureError as error:
         kind = getattr(error.cause, "type", None) or type(error.cause).__name__
-        return JobRun(job.job_id, submitted, time.monotonic(), None, kind)
+        return JobRun(job.job_id, submitted, time.monotonic(), None, kind, start_returned)
     except RPCError as error:  # Temporal refused the start or the result call
-        return JobRun(job.job_id, submitted, time.monotonic(), None, f"RPCError {error.status.name}")
-    return JobRun(job.job_id, submitted, time.monotonic(), result)
+        return JobRun(job.job_id, submitted, time.monotonic(), None, f"RPCError {error.status.name}", start_returned)
+    return JobRun(job.job_id, submitted, time.monotonic(), result, start_returned=start_returned)
 
 
 def clipped(request: Request, begin: float, end: float) -> Request:
@@ -170,6 +184,15 @@ def engine_requests(runs: list[JobRun], requests: list[StandInRequest]) -> list[
     ]
 
 
+async def first_task_waits(chat: ChatClient, job_ids: list[str]) -> Spread:
+    """Over the jobs' histories (at least one): seconds from each start to its first workflow task picked up."""
+    waits = []
+    for job_id in job_ids:
+        history = await chat.handle(job_id).fetch_history()
+        waits.append(first_task_wait(history_events(history.events)))
+    return spread(waits)
+
+
 async def reporting(runs: list[asyncio.Task[JobRun]], started: float, progress: Callable[[str], None]) -> None:
     while True:
         await asyncio.sleep(PROGRESS_EVERY_SECONDS)
@@ -197,7 +220,7 @@ async def measure_capacity(
     pids = os.getpid(), temporal_pid, standin.pid
     cpu_before, ticks_before = [cpu_seconds(pid) for pid in pids], machine_ticks()
     started, wall_started = time.monotonic(), time.time()
-    with CpuSampler(pids[:2], period=0.1) as cpu:
+    with CpuSampler(pids[:2], period=0.1) as cpu, CpuSampler(pids[:1], period=0.1) as worker_cpu:
         tasks = [asyncio.create_task(run_job(chat, job)) for job in burst]
         reporter = asyncio.create_task(reporting(tasks, started, progress))
         try:
@@ -215,6 +238,13 @@ async def measure_capacity(
     requests = engine_requests(runs, stats.requests)
     use = slot_use(requests, slots)
     queued, draining = once_all_queued(requests, slots, since=started)
+    starts_seconds = max((run.start_returned or started for run in runs), default=started) - started
+    starting = wall_started, wall_started + starts_seconds  # CpuSampler reads wall-clock instants
+    starts_cpu, starts_worker_cpu = cpu.used(*starting), worker_cpu.used(*starting)
+    while_starting = slot_use([clipped(r, started, started + starts_seconds) for r in requests], slots)
+    progress(f"burst: reading every {FIRST_TASK_SAMPLE_EVERY}th job's history")
+    sampled = [run.job_id for run in runs[::FIRST_TASK_SAMPLE_EVERY] if run.result is not None]
+    waits = await first_task_waits(chat, sampled) if sampled else None
     if max_in_flight(requests) != stats.max_in_flight:
         progress(f"note: in flight from intervals {max_in_flight(requests)}, counted live {stats.max_in_flight}")
     ideal = jobs * standin.delay_seconds / slots
@@ -240,6 +270,11 @@ async def measure_capacity(
         backlog_seconds=use.backlog_seconds,
         intake_seconds=queued - started,
         slots_full_share_after_intake=draining.share,
+        starts_seconds=starts_seconds,
+        starts_slots_full_share=while_starting.share,
+        starts_worker_cpu_share=starts_worker_cpu / starts_seconds if starts_seconds else 0.0,
+        starts_temporal_cpu_share=(starts_cpu - starts_worker_cpu) / starts_seconds if starts_seconds else 0.0,
+        first_task_wait=waits,
         max_in_flight=stats.max_in_flight,
         replies=len(replied),
         failed=dict(Counter(run.error for run in runs if run.error is not None)),

@@ -5,11 +5,12 @@ machine's wall clock)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel
 from temporalio.api.enums.v1 import EventType as E
+from temporalio.api.history.v1 import HistoryEvent
 
 Event = tuple[int, float]  # (EventType, seconds since the epoch)
 
@@ -77,6 +78,16 @@ class Span:
 
 def times(events: Sequence[Event], *kinds: int) -> list[float]:
     return [seconds for kind, seconds in events if kind in kinds]
+
+
+def history_events(events: Iterable[HistoryEvent]) -> list[Event]:
+    return [(event.event_type, event.event_time.ToNanoseconds() / 1e9) for event in events]
+
+
+def first_task_wait(events: Sequence[Event]) -> float:
+    """Seconds from the job's start (written by the server) to its first workflow task picked up by a worker."""
+    started = times(events, E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED)[0]
+    return times(events, E.EVENT_TYPE_WORKFLOW_TASK_STARTED)[0] - started
 
 
 def spans(begins: list[float], ends: list[float]) -> list[Span]:

@@ -29,6 +29,7 @@ from bench.critical_path import (
     Overlap,
     added_parts,
     generation_spans,
+    history_events,
     history_figures,
     overlap,
 )
@@ -287,13 +288,12 @@ async def traced(
     handle: WorkflowHandle[ChatWorkflow, ChatResult], result: ChatResult, took: float, submitted: float, received: float
 ) -> Through:
     history = await handle.fetch_history()
-    events = [(event.event_type, event.event_time.ToNanoseconds() / 1e9) for event in history.events]
     return Through(
         result=result,
         ms=took,
         submitted=submitted,
         received=received,
-        events=events,
+        events=history_events(history.events),
         history_bytes=History(events=history.events).ByteSize(),
     )
 

@@ -353,6 +353,15 @@ def capacity_sections(run: BenchRun, data: dict[str, Any], previous: dict[str, A
         Metric("intake: every job's generation queued after", "capacity.intake_seconds", "s", digits=1),
         Metric("all slots busy from then on (the backlog draining)", "capacity.slots_full_share_after_intake", "%",
                100, 1),
+        Metric("intake: every start written after (the last start call returned)", "capacity.starts_seconds", "s",
+               digits=1),
+        Metric("  all slots busy meanwhile", "capacity.starts_slots_full_share", "%", 100, 1),
+        Metric("  CPU meanwhile: worker process (+ bench client), of one core", "capacity.starts_worker_cpu_share",
+               "%", 100, 0),
+        Metric("  CPU meanwhile: Temporal dev server, of one core", "capacity.starts_temporal_cpu_share", "%", 100, 0),
+        Metric("intake: a job's first workflow task picked up after its start", "capacity.first_task_wait.p50", "s",
+               digits=1, spread="capacity.first_task_wait"),
+        Metric("  the longest of those", "capacity.first_task_wait.high", "s", digits=1),
         Metric("max requests in flight at the stand-in", "capacity.max_in_flight"),
     )  # fmt: skip
     failed = ", ".join(f"{kind} {n}" for kind, n in k.failed.items())

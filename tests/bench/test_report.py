@@ -187,10 +187,27 @@ def test_the_subscribers_section_shows_each_count_beside_the_previous_run() -> N
 def test_the_intake_rows_show_this_run_and_nothing_for_a_run_before_them() -> None:
     run = checked(sample_run(ratio=1.1))
     before = sample_run(ratio=1.2).model_dump()
-    for dropped in ("intake_seconds", "slots_full_share_after_intake"):
+    for dropped in (
+        "intake_seconds",
+        "slots_full_share_after_intake",
+        "starts_seconds",
+        "starts_slots_full_share",
+        "starts_worker_cpu_share",
+        "starts_temporal_cpu_share",
+        "first_task_wait",
+    ):
         del before["capacity"][dropped]  # a result saved before these rows existed
     lines = table(run, before, "before.json").splitlines()
-    [intake] = [line for line in lines if line.strip().startswith("intake: every job's generation queued after")]
-    [drain] = [line for line in lines if line.strip().startswith("all slots busy from then on")]
-    assert intake.rstrip().endswith("0.2 s")  # this run's value, no previous one
-    assert drain.rstrip().endswith("80.0 %")
+
+    def row(label: str) -> str:
+        [line] = [line for line in lines if line.strip().startswith(label)]
+        return line.rstrip()
+
+    assert row("intake: every job's generation queued after").endswith("0.2 s")  # this run's value, no previous one
+    assert row("all slots busy from then on").endswith("80.0 %")
+    assert row("intake: every start written after").endswith("0.1 s")
+    assert row("all slots busy meanwhile").endswith("30.0 %")
+    assert row("CPU meanwhile: worker process").endswith("20 %")
+    assert row("CPU meanwhile: Temporal dev server").endswith("110 %")
+    assert row("intake: a job's first workflow task picked up after its start").endswith("2.5 s  IQR 2.0–3.0")
+    assert row("the longest of those").endswith("6.0 s")

@@ -5,7 +5,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType as E
 
 from bench.capacity import clipped, once_all_queued, tally
-from bench.critical_path import added_parts, history_figures, overlap
+from bench.critical_path import added_parts, first_task_wait, history_figures, overlap
 from bench.machine import cpu_at
 from bench.stats import Request, max_in_flight, median, percentile, slot_use, spread
 
@@ -111,6 +111,12 @@ def test_signal_tasks_during_the_generation_are_not_added_time() -> None:
     beside = overlap(STREAMED)
     assert (beside.signals, beside.updates, beside.workflow_tasks) == (2, 0, 2)
     assert beside.workflow_task_ms == pytest.approx(80)
+
+
+def test_first_task_wait_runs_from_the_start_to_the_first_task_picked_up() -> None:
+    assert first_task_wait(STREAMED) == pytest.approx(0.010)  # started 0.010, its first task picked up at 0.020
+    queued = [(E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, 3.0), (E.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, 3.0)]
+    assert first_task_wait([*queued, (E.EVENT_TYPE_WORKFLOW_TASK_STARTED, 9.5)]) == pytest.approx(6.5)
 
 
 def test_history_figures_count_tasks_signals_updates_and_upserts() -> None:
