@@ -28,6 +28,7 @@ from tests.helpers import (
 from workflows.chat import RELEASE_2026_12
 from workflows.models import ChatJob, ChatResult, GenerateRequest, Message, StreamEvent
 from workflows.search_attributes import CHARACTER_NAME
+from workflows.validation import MIN_CHARS
 
 # Small inline profiles beside a bundled one: short prompts keep the real model's rounds quick.
 BRAM = {"name": "Bram Holt", "nickname": "Bram", "description": "A gruff blacksmith of the harbour town."}
@@ -70,7 +71,12 @@ def check_round(result: ChatResult, requests: list[GenerateRequest], job: ChatJo
     speaker's generations on a prompt that shows the replies before it, with the nudge after the history."""
     assert result.replies and result.content == result.replies[0].content
     assert [r.speaker for r in result.replies] == [s for s in tried(result) if s in {r.speaker for r in result.replies}]
-    assert all(r.speaker in NICKNAMES and len(r.content) >= 10 for r in result.replies)
+    assert all(r.speaker in NICKNAMES for r in result.replies)
+    # A speaker with a valid attempt returns it (the validator's floor: MIN_CHARS); one without returns the best of its
+    # rejected attempts, flagged with their reasons, whatever its length (SmolLM2 once gave only "Aberlea:").
+    valid_speakers = {d.speaker for d in result.attempt_details if d.valid}
+    assert all(len(r.content) >= MIN_CHARS for r in result.replies if r.speaker in valid_speakers)
+    assert all(r.reasons for r in result.replies if r.speaker not in valid_speakers)
     assert result.attempts == len(result.attempt_details) == len(requests)
     assert all(r.attempts == sum(d.speaker == r.speaker for d in result.attempt_details) for r in result.replies)
     assert result.completion_tokens == sum(d.completion_tokens for d in result.attempt_details)
