@@ -127,11 +127,16 @@ def clipped(request: Request, begin: float, end: float) -> Request:
     return Request(held(request.scheduled), held(request.started), held(request.finished))
 
 
+def slot_use_between(requests: list[Request], slots: int, begin: float, end: float) -> SlotUse:
+    """Slot use inside [begin, end): each request held to the window."""
+    return slot_use([clipped(r, begin, end) for r in requests], slots)
+
+
 def once_all_queued(requests: list[Request], slots: int, since: float) -> tuple[float, SlotUse]:
     """(when the last request was queued, `since` if none was; slot use from then on): after the burst's intake
     only its backlog drains, so a slot left idle then is the refill's, not the intake's."""
     queued = max((r.scheduled for r in requests), default=since)
-    return queued, slot_use([clipped(r, queued, math.inf) for r in requests], slots)
+    return queued, slot_use_between(requests, slots, queued, math.inf)
 
 
 def window_figures(
@@ -151,7 +156,7 @@ def window_figures(
         rates.append(replies / length)
         if replies:
             cpu_per_job.append(cpu.used(begin + wall_offset, end + wall_offset) * 1000 / replies)
-        use = slot_use([clipped(r, begin, end) for r in requests], slots)
+        use = slot_use_between(requests, slots, begin, end)
         if use.backlog_seconds:
             full.append(use.share)
     found = {"jobs_per_second": rates, "orchestration_cpu_ms_per_job": cpu_per_job, "slots_full_share": full}
@@ -220,7 +225,7 @@ async def measure_capacity(
     pids = os.getpid(), temporal_pid, standin.pid
     cpu_before, ticks_before = [cpu_seconds(pid) for pid in pids], machine_ticks()
     started, wall_started = time.monotonic(), time.time()
-    with CpuSampler(pids[:2], period=0.1) as cpu, CpuSampler(pids[:1], period=0.1) as worker_cpu:
+    with CpuSampler(pids[:2], period=0.1) as cpu:
         tasks = [asyncio.create_task(run_job(chat, job)) for job in burst]
         reporter = asyncio.create_task(reporting(tasks, started, progress))
         try:
@@ -240,8 +245,8 @@ async def measure_capacity(
     queued, draining = once_all_queued(requests, slots, since=started)
     starts_seconds = max((run.start_returned or started for run in runs), default=started) - started
     starting = wall_started, wall_started + starts_seconds  # CpuSampler reads wall-clock instants
-    starts_cpu, starts_worker_cpu = cpu.used(*starting), worker_cpu.used(*starting)
-    while_starting = slot_use([clipped(r, started, started + starts_seconds) for r in requests], slots)
+    starts_cpu, starts_worker_cpu = cpu.used(*starting), cpu.used(*starting, pids[:1])
+    while_starting = slot_use_between(requests, slots, started, started + starts_seconds)
     progress(f"burst: reading every {FIRST_TASK_SAMPLE_EVERY}th job's history")
     sampled = [run.job_id for run in runs[::FIRST_TASK_SAMPLE_EVERY] if run.result is not None]
     waits = await first_task_waits(chat, sampled) if sampled else None

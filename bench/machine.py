@@ -9,7 +9,7 @@ import platform
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -96,20 +96,23 @@ def machine_ticks() -> tuple[int, int]:
 
 
 class CpuSampler:
-    """CPU seconds of some processes (together), read every `period` seconds on a thread, so that the CPU used
-    between two wall-clock instants (e.g. a history's event times) can be read afterwards: `with CpuSampler(pids)
-    as cpu: ...; cpu.used(begin, end)`. /proc counts in ticks (10 ms): a short span is off by up to a tick or so."""
+    """CPU seconds of some processes, each read every `period` seconds on a thread, so that the CPU used between
+    two wall-clock instants (e.g. a history's event times) can be read afterwards, of all of them or of some:
+    `with CpuSampler(pids) as cpu: ...; cpu.used(begin, end)` or `cpu.used(begin, end, [pid])`. /proc counts in
+    ticks (10 ms): a short span is off by up to a tick or so."""
 
     def __init__(self, pids: Sequence[int], period: float = 0.01) -> None:
-        self._pids = list(pids)
         self._period = period
-        self._samples: list[tuple[float, float]] = []  # (time.time(), CPU seconds of all the processes)
+        # Per process: (time.time(), its CPU seconds), all read at the same instants.
+        self._samples: dict[int, list[tuple[float, float]]] = {pid: [] for pid in pids}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._samples.append((time.time(), sum(cpu_seconds(pid) for pid in self._pids)))
+            now = time.time()
+            for pid, samples in self._samples.items():
+                samples.append((now, cpu_seconds(pid)))
             self._stop.wait(self._period)
 
     def __enter__(self) -> CpuSampler:
@@ -120,12 +123,10 @@ class CpuSampler:
         self._stop.set()
         self._thread.join()
 
-    def at(self, instant: float) -> float:
-        return cpu_at(self._samples, instant)
-
-    def used(self, begin: float, end: float) -> float:
-        """CPU seconds the processes used between two wall-clock instants."""
-        return self.at(end) - self.at(begin)
+    def used(self, begin: float, end: float, pids: Iterable[int] | None = None) -> float:
+        """CPU seconds the processes (all, or those in `pids`) used between two wall-clock instants."""
+        chosen = self._samples if pids is None else pids
+        return sum(cpu_at(self._samples[pid], end) - cpu_at(self._samples[pid], begin) for pid in chosen)
 
 
 def cpu_at(samples: Sequence[tuple[float, float]], instant: float) -> float:

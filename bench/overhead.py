@@ -57,24 +57,23 @@ class Processes(BaseModel):
 
 
 class Cpu:
-    """CPU samplers of the worker and Temporal processes while the pairs run."""
+    """The worker and Temporal processes' CPU, sampled while the pairs run."""
 
     def __init__(self, processes: Processes) -> None:
-        self.worker = CpuSampler([processes.worker])
-        self.temporal = CpuSampler([processes.temporal])
+        self._processes = processes
+        self._sampler = CpuSampler([processes.worker, processes.temporal])
 
     def __enter__(self) -> Cpu:
-        self.worker.__enter__()
-        self.temporal.__enter__()
+        self._sampler.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.worker.__exit__()
-        self.temporal.__exit__()
+        self._sampler.__exit__()
 
     def used_ms(self, begin: float, end: float) -> tuple[float, float]:
         """(worker, Temporal) CPU ms between two wall-clock instants."""
-        return self.worker.used(begin, end) * 1000, self.temporal.used(begin, end) * 1000
+        worker, temporal = self._processes.worker, self._processes.temporal
+        return self._sampler.used(begin, end, [worker]) * 1000, self._sampler.used(begin, end, [temporal]) * 1000
 
 
 class Direct(BaseModel):

@@ -1,12 +1,15 @@
 """The benchmark's own arithmetic: percentiles, requests in flight, slot use under a backlog, the tally, where
 a job's added time went."""
 
+import os
+import time
+
 import pytest
 from temporalio.api.enums.v1 import EventType as E
 
-from bench.capacity import clipped, once_all_queued, tally
+from bench.capacity import clipped, once_all_queued, slot_use_between, tally
 from bench.critical_path import added_parts, first_task_wait, history_figures, overlap
-from bench.machine import cpu_at
+from bench.machine import CpuSampler, cpu_at
 from bench.stats import Request, max_in_flight, median, percentile, slot_use, spread
 
 
@@ -147,10 +150,24 @@ def test_cpu_between_instants_is_interpolated_between_samples() -> None:
     assert cpu_at(samples, 9.0) == 1.0 and cpu_at(samples, 13.0) == 1.5
 
 
+def test_the_cpu_sampler_reads_each_process_and_their_sum() -> None:
+    this, parent = os.getpid(), os.getppid()
+    with CpuSampler([this, parent]) as cpu:
+        begin = time.time()
+        while time.time() < begin + 0.3:  # busy: this process's CPU grows
+            pass
+        end = time.time()
+        time.sleep(0.05)  # a sample after `end`
+    own = cpu.used(begin, end, [this])
+    assert own > 0.1
+    assert cpu.used(begin, end) == pytest.approx(own + cpu.used(begin, end, [parent]))
+    assert cpu.used(begin, end, []) == 0
+
+
 def test_a_window_sees_only_its_part_of_each_request() -> None:
     # Two slots. In the window [1, 2): one request waits from 0 to 1.5 while the other two run to 3.
     requests = [Request(0, 0, 3), Request(0, 0.5, 3), Request(0, 1.5, 4)]
-    use = slot_use([clipped(r, 1.0, 2.0) for r in requests], cap=2)
+    use = slot_use_between(requests, 2, 1.0, 2.0)
     assert use.backlog_seconds == pytest.approx(0.5)  # 1.0 → 1.5
     assert use.share == pytest.approx(1.0)
     outside = clipped(Request(5, 6, 7), 1.0, 2.0)
